@@ -1,0 +1,337 @@
+"""Configuration: one TOML file, read into a tree of frozen dataclasses, validated once.
+
+Every default lives in the dataclasses below. A config file sets any subset of fields,
+one table per section (`[data]`, `[business]`, ...). Command-line flags override fields
+of the same tree through `apply_overrides`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ConfigError, did_you_mean
+from stages.metrics import METRICS
+from stages.modeling import MODELS
+from stages.understanding import TASKS
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO_ROOT / "data" / "penguins.csv"
+DEFAULT_TARGET = "species"
+DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the data comes from.
+
+    Attributes:
+        path: A CSV or Parquet file. Relative paths are relative to the working directory.
+    """
+
+    path: Path = DEFAULT_DATA
+
+
+@dataclass(frozen=True)
+class BusinessConfig:
+    """The business goal, written down before any training (CRISP-DM phase 1).
+
+    Attributes:
+        target: The column to predict.
+        task: `auto` (detect from the target), `regression`, `binary` or `multiclass`.
+        metric: The primary metric that ranks candidates; empty means the task's default.
+    """
+
+    target: str = DEFAULT_TARGET
+    task: str = "auto"
+    metric: str = ""
+
+
+@dataclass(frozen=True)
+class PreparationConfig:
+    """Holdout split and preprocessing.
+
+    Attributes:
+        holdout: Share of labelled rows kept aside for the final evaluation.
+        rare_category_share: Categories rarer than this share of rows are grouped together.
+        max_categories: At most this many one-hot columns per categorical column.
+    """
+
+    holdout: float = 0.2
+    rare_category_share: float = 0.01
+    max_categories: int = 20
+
+
+@dataclass(frozen=True)
+class ModelingConfig:
+    """The candidates and how they are compared.
+
+    Attributes:
+        models: Short names of the candidates (see `stages.modeling.MODELS`).
+        folds: Number of cross-validation folds (stratified for classification).
+        n_jobs: Parallel fits; -1 uses every core.
+        mlp_hidden_layers: Units per hidden layer of the MLP.
+    """
+
+    models: tuple[str, ...] = tuple(MODELS)
+    folds: int = 5
+    n_jobs: int = -1
+    mlp_hidden_layers: tuple[int, ...] = (64, 32)
+
+
+@dataclass(frozen=True)
+class DeploymentConfig:
+    """Where the chosen model goes.
+
+    Attributes:
+        out: The export directory; the model is written to `<out>/<experiment>/model/`.
+        register: Register the model in the MLflow registry with the alias `champion`.
+    """
+
+    out: Path = Path("models")
+    register: bool = True
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """The MLflow store.
+
+    Attributes:
+        uri: Tracking URI. Empty means `MLFLOW_TRACKING_URI`, else `sqlite:///mlruns/mlflow.db`.
+        experiment: Experiment name, also the registered model's name. Empty means the
+            data file's stem (`penguins` for `data/penguins.csv`).
+    """
+
+    uri: str = ""
+    experiment: str = ""
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration: one section per stage, plus the seed."""
+
+    seed: int = 42
+    data: DataConfig = field(default_factory=DataConfig)
+    business: BusinessConfig = field(default_factory=BusinessConfig)
+    preparation: PreparationConfig = field(default_factory=PreparationConfig)
+    modeling: ModelingConfig = field(default_factory=ModelingConfig)
+    deployment: DeploymentConfig = field(default_factory=DeploymentConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    @property
+    def experiment(self) -> str:
+        """The experiment name: the configured one, else the data file's stem."""
+        return self.tracking.experiment or Path(self.data.path).stem
+
+    @property
+    def tracking_uri(self) -> str:
+        """The tracking URI: configured, else `MLFLOW_TRACKING_URI`, else the local store."""
+        return self.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration as plain JSON/TOML-friendly values."""
+        return _plain(dataclasses.asdict(self))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+SECTIONS: dict[str, type] = {name: hint for name, hint in typing.get_type_hints(Config).items() if name != "seed"}
+
+
+def load_config(path: Path | None) -> Config:
+    """Read a TOML config file into a validated `Config`; `None` gives the defaults.
+
+    Args:
+        path: The TOML file, or None.
+
+    Returns:
+        The validated configuration.
+
+    Raises:
+        ConfigError: The file is missing or unreadable, or has unknown keys or bad values
+            (every problem is listed in one message).
+    """
+    if path is None:
+        return validate(Config())
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist; pass an existing TOML file with --config") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read ({exc}); check its permissions and encoding") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}; fix the syntax") from None
+    return validate(config_from_mapping(raw, source=str(path)))
+
+
+def config_from_mapping(raw: Mapping[str, Any], source: str = "config") -> Config:
+    """Build a `Config` from nested plain values (as read from TOML).
+
+    Args:
+        raw: `{"seed": 1, "modeling": {"folds": 3}, ...}`.
+        source: Where the values came from, for error messages.
+
+    Returns:
+        The configuration (not yet checked for cross-field problems; see `validate`).
+
+    Raises:
+        ConfigError: Unknown sections or keys, or values of the wrong type.
+    """
+    problems: list[str] = []
+    sections: dict[str, Any] = {}
+    known = ["seed", *SECTIONS]
+    for key, value in raw.items():
+        if key == "seed":
+            sections["seed"] = _coerce(value, int, "seed", problems)
+        elif key not in SECTIONS:
+            problems.append(f"unknown section '{key}' in {source}{did_you_mean(key, known)} (sections: {', '.join(known)})")
+        elif not isinstance(value, Mapping):
+            problems.append(f"'{key}' in {source} must be a table ([{key}]), got {type(value).__name__}")
+        else:
+            sections[key] = _section_from_mapping(SECTIONS[key], key, value, source, problems)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return Config(**sections)
+
+
+def _section_from_mapping(cls: type, name: str, raw: Mapping[str, Any], source: str, problems: list[str]) -> Any:
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in hints:
+            problems.append(
+                f"unknown key '{key}' in [{name}] of {source}{did_you_mean(key, hints)} (keys: {', '.join(hints)})"
+            )
+            continue
+        values[key] = _coerce(value, hints[key], f"{name}.{key}", problems)
+    return cls(**values)
+
+
+def _coerce(value: Any, hint: Any, where: str, problems: list[str]) -> Any:
+    """Check a plain value against a field's type; convert lists to tuples and str to Path."""
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
+        if not isinstance(value, (list, tuple)) or not all(_is(v, item) for v in value):
+            problems.append(f"{where} must be a list of {item.__name__}, got {value!r}")
+            return None
+        return tuple(value)
+    if origin in (typing.Union, types.UnionType):
+        if any(_is(value, a) for a in typing.get_args(hint)):
+            return value
+        problems.append(f"{where} must be one of {hint}, got {value!r}")
+        return None
+    if hint is Path:
+        if isinstance(value, (str, Path)):
+            return Path(value)
+        problems.append(f"{where} must be a path (a string), got {value!r}")
+        return None
+    if _is(value, hint):
+        return float(value) if hint is float else value
+    problems.append(f"{where} must be {hint.__name__}, got {type(value).__name__} {value!r}")
+    return None
+
+
+def _is(value: Any, hint: type) -> bool:
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is type(None):
+        return value is None
+    return isinstance(value, hint)
+
+
+def apply_overrides(config: Config, overrides: Mapping[str, Any]) -> Config:
+    """Return a copy of `config` with dotted fields replaced, then validated.
+
+    Args:
+        config: The loaded configuration.
+        overrides: `{"modeling.folds": 3, "seed": 7}`; None values are skipped.
+
+    Returns:
+        The new, validated configuration.
+
+    Raises:
+        ConfigError: An override names an unknown field or gives a bad value.
+    """
+    raw: dict[str, Any] = {}
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        if "." not in dotted:
+            raw[dotted] = value
+            continue
+        section, key = dotted.split(".", 1)
+        raw.setdefault(section, {})[key] = value
+    patch = config_from_mapping(raw, source="the command line")
+    merged: dict[str, Any] = {}
+    for name in raw:
+        if name == "seed":
+            merged["seed"] = patch.seed
+        else:
+            fields = {k: getattr(getattr(patch, name), k) for k in raw[name]}
+            merged[name] = dataclasses.replace(getattr(config, name), **fields)
+    return validate(dataclasses.replace(config, **merged))
+
+
+def validate(config: Config) -> Config:
+    """Check the values of a configuration against each other and the registries.
+
+    Args:
+        config: The configuration to check.
+
+    Returns:
+        The same configuration, when it is valid.
+
+    Raises:
+        ConfigError: Listing every problem found.
+    """
+    problems: list[str] = []
+    b, p, m = config.business, config.preparation, config.modeling
+    if b.task not in ("auto", *TASKS):
+        problems.append(f"business.task '{b.task}' is unknown{did_you_mean(b.task, TASKS)}; use auto, {', '.join(TASKS)}")
+    if b.metric and b.metric not in METRICS:
+        problems.append(f"business.metric '{b.metric}' is unknown{did_you_mean(b.metric, METRICS)} (metrics: {', '.join(METRICS)})")
+    elif b.metric and b.task in TASKS and b.task not in METRICS[b.metric].tasks:
+        fitting = [n for n, mt in METRICS.items() if b.task in mt.tasks]
+        problems.append(f"business.metric '{b.metric}' does not fit a {b.task} task; use one of {', '.join(fitting)}")
+    if not b.target:
+        problems.append("business.target is empty; name the column to predict with --target COL")
+    if not 0.0 < p.holdout < 1.0:
+        problems.append(f"preparation.holdout must be between 0 and 1 (a share of rows, e.g. 0.2), got {p.holdout}")
+    if not 0.0 <= p.rare_category_share < 1.0:
+        problems.append(f"preparation.rare_category_share must be in [0, 1), got {p.rare_category_share}")
+    if p.max_categories < 2:
+        problems.append(f"preparation.max_categories must be at least 2, got {p.max_categories}")
+    unknown = [n for n in m.models if n not in MODELS]
+    for name in unknown:
+        problems.append(f"unknown model '{name}'{did_you_mean(name, MODELS)} (models: {', '.join(MODELS)})")
+    if not m.models:
+        problems.append(f"modeling.models is empty; name at least one of {', '.join(MODELS)}")
+    if len(set(m.models)) != len(m.models):
+        problems.append(f"modeling.models names a model twice: {', '.join(m.models)}")
+    if m.folds < 2:
+        problems.append(f"modeling.folds must be at least 2, got {m.folds}")
+    if m.n_jobs == 0:
+        problems.append("modeling.n_jobs must not be 0; use -1 for every core or a positive count")
+    if not m.mlp_hidden_layers or any(u < 1 for u in m.mlp_hidden_layers):
+        problems.append(f"modeling.mlp_hidden_layers must be positive unit counts, got {list(m.mlp_hidden_layers)}")
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return config

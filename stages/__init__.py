@@ -1,0 +1,1 @@
+"""The CRISP-DM phases as pure, typed functions: one module per phase."""

@@ -1,0 +1,112 @@
+"""The metrics candidates are scored with: a registry over `sklearn.metrics`.
+
+Modeling (cross-validation) and evaluation (holdout) score with the same functions, so a
+cross-validated score and a holdout score of the same name mean the same thing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn import metrics as skm
+
+from stages.understanding import BINARY, CLASSIFICATION, MULTICLASS, REGRESSION
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric.
+
+    Attributes:
+        name: Short name, as used in config and on the leaderboard.
+        tasks: The tasks it applies to.
+        greater_is_better: Whether a higher score is better.
+        needs_proba: Whether it scores class probabilities rather than labels.
+        score: `(y_true, y_pred, proba, classes) -> float`.
+    """
+
+    name: str
+    tasks: tuple[str, ...]
+    greater_is_better: bool
+    needs_proba: bool
+    score: Callable[[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None], float]
+
+
+def _roc_auc(y: np.ndarray, pred: np.ndarray, proba: np.ndarray | None, classes: np.ndarray | None) -> float:
+    if proba is None or classes is None:
+        return float("nan")
+    if len(classes) == 2:
+        return float(skm.roc_auc_score(y == classes[1], proba[:, 1]))
+    return float(skm.roc_auc_score(y, proba, multi_class="ovr", labels=classes))
+
+
+def _log_loss(y: np.ndarray, pred: np.ndarray, proba: np.ndarray | None, classes: np.ndarray | None) -> float:
+    if proba is None or classes is None:
+        return float("nan")
+    return float(skm.log_loss(y, proba, labels=classes))
+
+
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("r2", (REGRESSION,), True, False, lambda y, p, _pr, _c: float(skm.r2_score(y, p))),
+        Metric("rmse", (REGRESSION,), False, False, lambda y, p, _pr, _c: float(skm.root_mean_squared_error(y, p))),
+        Metric("mae", (REGRESSION,), False, False, lambda y, p, _pr, _c: float(skm.mean_absolute_error(y, p))),
+        Metric("accuracy", CLASSIFICATION, True, False, lambda y, p, _pr, _c: float(skm.accuracy_score(y, p))),
+        Metric(
+            "balanced_accuracy",
+            CLASSIFICATION,
+            True,
+            False,
+            lambda y, p, _pr, _c: float(skm.balanced_accuracy_score(y, p)),
+        ),
+        Metric(
+            "f1_macro",
+            CLASSIFICATION,
+            True,
+            False,
+            lambda y, p, _pr, c: float(skm.f1_score(y, p, average="macro", labels=c, zero_division=0)),
+        ),
+        Metric("roc_auc", CLASSIFICATION, True, True, _roc_auc),
+        Metric("log_loss", CLASSIFICATION, False, True, _log_loss),
+    )
+}
+
+DEFAULT_METRIC: Mapping[str, str] = {REGRESSION: "r2", BINARY: "roc_auc", MULTICLASS: "balanced_accuracy"}
+"""The primary metric per task when the config names none: scale-free, and robust to imbalance."""
+
+
+def metrics_for(task: str) -> tuple[Metric, ...]:
+    """Every metric that applies to a task, in registry order.
+
+    Args:
+        task: `regression`, `binary` or `multiclass`.
+
+    Returns:
+        The metrics.
+    """
+    return tuple(m for m in METRICS.values() if task in m.tasks)
+
+
+def score_all(
+    metrics: tuple[Metric, ...],
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    proba: np.ndarray | None,
+    classes: np.ndarray | None,
+) -> dict[str, float]:
+    """Score one set of predictions with several metrics.
+
+    Args:
+        metrics: The metrics.
+        y_true: True targets.
+        y_pred: Predicted targets (labels for classification).
+        proba: Class probabilities, columns in the order of `classes`, or None.
+        classes: Class labels, or None for regression.
+
+    Returns:
+        `{metric name: score}`.
+    """
+    return {m.name: m.score(np.asarray(y_true), np.asarray(y_pred), proba, classes) for m in metrics}

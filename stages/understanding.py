@@ -1,0 +1,349 @@
+"""CRISP-DM phase 1-2, business and data understanding: what is the task, what is in the data.
+
+`profile_data` checks the target, detects the task, and profiles every column: its kind,
+missing share and cardinality, and whether it is dropped (constant, empty, ID-like) and why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.errors import DataError, did_you_mean
+
+REGRESSION = "regression"
+BINARY = "binary"
+MULTICLASS = "multiclass"
+TASKS = (REGRESSION, BINARY, MULTICLASS)
+CLASSIFICATION = (BINARY, MULTICLASS)
+
+NUMERIC = "numeric"
+CATEGORICAL = "categorical"
+OTHER = "other"
+
+MAX_CLASSES_FOR_NUMERIC_TARGET = 10
+"""A numeric target with integer values and at most this many distinct values is a class label."""
+HIGH_MISSING_SHARE = 0.5
+HIGH_CARDINALITY = 50
+MIN_ROWS_FOR_ID = 20
+_ID_NAME = re.compile(r"(^|[_\W])(id|uuid|key)$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ColumnProfile:
+    """What one column holds and what the pipeline does with it.
+
+    Attributes:
+        name: Column name.
+        dtype: pandas dtype, as text.
+        kind: `numeric`, `categorical` or `other`.
+        missing_share: Share of missing cells.
+        n_unique: Distinct non-missing values.
+        dropped: Why the column is not used as a feature; empty when it is used.
+        notes: Things worth a look that do not drop the column.
+    """
+
+    name: str
+    dtype: str
+    kind: str
+    missing_share: float
+    n_unique: int
+    dropped: str = ""
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DataProfile:
+    """The result of data understanding.
+
+    Attributes:
+        source: Where the data came from (for messages).
+        n_rows: Rows in the data, including rows with a missing target.
+        n_columns: Columns in the data, including the target.
+        target: The target column.
+        task: `regression`, `binary` or `multiclass`.
+        task_detected: True when the task was detected, False when the config named it.
+        target_missing: Rows whose target is missing (dropped before training).
+        columns: One profile per column other than the target.
+        class_balance: `(class, rows)` pairs for classification, most frequent first.
+        target_summary: Distribution summary for regression (count, mean, std, quantiles).
+        warnings: Things a person should look at.
+    """
+
+    source: str
+    n_rows: int
+    n_columns: int
+    target: str
+    task: str
+    task_detected: bool
+    target_missing: int
+    columns: tuple[ColumnProfile, ...]
+    class_balance: tuple[tuple[str, int], ...] = ()
+    target_summary: tuple[tuple[str, float], ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        """The columns used as features, in data order."""
+        return tuple(c.name for c in self.columns if not c.dropped)
+
+    @property
+    def numeric_features(self) -> tuple[str, ...]:
+        """The numeric feature columns."""
+        return tuple(c.name for c in self.columns if not c.dropped and c.kind == NUMERIC)
+
+    @property
+    def categorical_features(self) -> tuple[str, ...]:
+        """The categorical feature columns."""
+        return tuple(c.name for c in self.columns if not c.dropped and c.kind == CATEGORICAL)
+
+    @property
+    def dropped(self) -> dict[str, str]:
+        """`{column: reason}` for the columns not used as features."""
+        return {c.name: c.dropped for c in self.columns if c.dropped}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The profile as JSON-friendly values."""
+        out = dataclasses.asdict(self)
+        out["class_balance"] = dict(self.class_balance)
+        out["target_summary"] = dict(self.target_summary)
+        out["features"] = list(self.features)
+        return out
+
+    def to_markdown(self) -> str:
+        """A readable summary: the data, the target, and one table row per column."""
+        lines = [
+            f"# Data understanding: {self.source}",
+            "",
+            f"- rows: {self.n_rows}, columns: {self.n_columns}",
+            f"- target: `{self.target}`, task: **{self.task}** ({'detected' if self.task_detected else 'from config'})",
+            f"- rows with a missing target (dropped): {self.target_missing}",
+            f"- features used: {len(self.features)} ({len(self.numeric_features)} numeric, "
+            f"{len(self.categorical_features)} categorical); dropped: {len(self.dropped)}",
+        ]
+        if self.class_balance:
+            total = sum(n for _, n in self.class_balance)
+            balance = ", ".join(f"{c}: {n} ({n / total:.0%})" for c, n in self.class_balance)
+            lines.append(f"- class balance: {balance}")
+        if self.target_summary:
+            lines.append("- target: " + ", ".join(f"{k} {v:.4g}" for k, v in self.target_summary))
+        if self.warnings:
+            lines += ["", "## Warnings", "", *(f"- {w}" for w in self.warnings)]
+        lines += [
+            "",
+            "## Columns",
+            "",
+            "| column | dtype | kind | missing | distinct | used | notes |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for c in self.columns:
+            used = "dropped: " + c.dropped if c.dropped else "yes"
+            lines.append(
+                f"| {c.name} | {c.dtype} | {c.kind} | {c.missing_share:.1%} | {c.n_unique} | {used} | {'; '.join(c.notes)} |"
+            )
+        return "\n".join(lines) + "\n"
+
+
+def detect_task(y: pd.Series) -> str:
+    """Detect the task from a target column.
+
+    Text, boolean and categorical targets are classification; so are numeric targets with
+    integer values and at most `MAX_CLASSES_FOR_NUMERIC_TARGET` distinct values. Any other
+    numeric target is regression.
+
+    Args:
+        y: The target, missing values allowed.
+
+    Returns:
+        `regression`, `binary` or `multiclass`.
+    """
+    values = y.dropna()
+    n_unique = values.nunique()
+    if _is_numeric(values) and not (_integer_valued(values) and n_unique <= MAX_CLASSES_FOR_NUMERIC_TARGET):
+        return REGRESSION
+    return BINARY if n_unique <= 2 else MULTICLASS
+
+
+def profile_data(data: pd.DataFrame, target: str, task: str = "auto", source: str = "the data") -> DataProfile:
+    """Check the target, settle the task, and profile every column.
+
+    Args:
+        data: The whole data set, target included. It is not modified.
+        target: The target column.
+        task: `auto` to detect, or the task the business goal names.
+        source: Where the data came from, for messages (a file name).
+
+    Returns:
+        The profile.
+
+    Raises:
+        DataError: The target is absent, empty or constant; it does not fit the named task;
+            a feature holds infinite values; or no usable feature is left.
+    """
+    if target not in data.columns:
+        raise DataError(
+            f"column '{target}' named as target is not in {source}{did_you_mean(target, map(str, data.columns))} "
+            f"(columns: {', '.join(map(str, data.columns))}); pass the right name with --target"
+        )
+    y = data[target]
+    labelled = y.dropna()
+    if labelled.empty:
+        raise DataError(f"target '{target}' in {source} has no values (every row is missing); choose another --target")
+    if labelled.nunique() < 2:
+        raise DataError(
+            f"target '{target}' in {source} is constant (every row is {labelled.iloc[0]!r}); "
+            "there is nothing to predict; choose another --target"
+        )
+    detected = detect_task(y)
+    task_detected = task == "auto"
+    if task_detected:
+        task = detected
+    else:
+        _check_task_fits(y, task, detected, target, source)
+
+    columns = tuple(_profile_column(data[c], str(c), len(data)) for c in data.columns if c != target)
+    _check_finite(data, columns, source)
+    warnings: list[str] = []
+    n_missing = int(y.isna().sum())
+    if n_missing:
+        warnings.append(f"{n_missing} rows with a missing target '{target}' are dropped")
+    if not any(not c.dropped for c in columns):
+        reasons = "; ".join(f"'{c.name}': {c.dropped}" for c in columns) or "the target is the only column"
+        raise DataError(f"no usable feature column is left in {source} ({reasons}); add feature columns to the data")
+    columns = _flag_leaks(data, columns, target, task)
+    for c in columns:
+        if not c.dropped and c.missing_share > HIGH_MISSING_SHARE:
+            warnings.append(f"column '{c.name}' is {c.missing_share:.0%} missing; its values are imputed")
+        for note in c.notes:
+            if "leak" in note:
+                warnings.append(f"column '{c.name}': {note}")
+    balance: tuple[tuple[str, int], ...] = ()
+    summary: tuple[tuple[str, float], ...] = ()
+    if task in CLASSIFICATION:
+        counts = labelled.astype(str).value_counts()
+        balance = tuple((str(k), int(v)) for k, v in counts.items())
+        minority = counts.iloc[-1] / counts.sum()
+        if minority < 0.05:
+            warnings.append(
+                f"class '{counts.index[-1]}' is only {minority:.1%} of labelled rows; prefer balanced_accuracy, f1_macro or roc_auc"
+            )
+    else:
+        described = pd.to_numeric(labelled).describe()
+        summary = tuple((str(k), float(v)) for k, v in described.items())
+    return DataProfile(
+        source=source,
+        n_rows=len(data),
+        n_columns=data.shape[1],
+        target=target,
+        task=task,
+        task_detected=task_detected,
+        target_missing=n_missing,
+        columns=columns,
+        class_balance=balance,
+        target_summary=summary,
+        warnings=tuple(warnings),
+    )
+
+
+def _check_task_fits(y: pd.Series, task: str, detected: str, target: str, source: str) -> None:
+    values = y.dropna()
+    example = values.iloc[0]
+    if task == REGRESSION and not _is_numeric(values):
+        raise DataError(
+            f"target '{target}' in {source} holds text (e.g. {example!r}) but the task is regression; "
+            f"use --task {detected} (or auto)"
+        )
+    if task in CLASSIFICATION and _is_numeric(values) and not _integer_valued(values):
+        fractional = values[values != np.round(values)].iloc[0]
+        raise DataError(
+            f"target '{target}' in {source} looks continuous ({values.nunique()} distinct values, e.g. {fractional!r}) "
+            f"but the task is {task}; use --task regression (or auto)"
+        )
+    n_classes = values.nunique()
+    if task == BINARY and n_classes != 2:
+        raise DataError(
+            f"target '{target}' in {source} has {n_classes} classes but the task is binary; use --task {detected} (or auto)"
+        )
+    if task == MULTICLASS and n_classes < 3:
+        raise DataError(
+            f"target '{target}' in {source} has only {n_classes} classes but the task is multiclass; use --task binary (or auto)"
+        )
+
+
+def _profile_column(col: pd.Series, name: str, n_rows: int) -> ColumnProfile:
+    present = col.dropna()
+    n_unique = int(present.nunique())
+    missing = float(col.isna().mean()) if n_rows else 0.0
+    base = {"name": name, "dtype": str(col.dtype), "missing_share": missing, "n_unique": n_unique}
+    if pd.api.types.is_datetime64_any_dtype(col) or isinstance(col.dtype, pd.PeriodDtype):
+        return ColumnProfile(kind=OTHER, dropped="date/time: not used; derive numeric features (year, month...) from it", **base)
+    kind = NUMERIC if _is_numeric(col) else CATEGORICAL
+    if present.empty:
+        return ColumnProfile(kind=kind, dropped="empty: every value is missing", **base)
+    if n_unique == 1:
+        return ColumnProfile(kind=kind, dropped=f"constant: every value is {present.iloc[0]!r}", **base)
+    every_value_unique = n_unique == len(present) and len(present) >= MIN_ROWS_FOR_ID
+    if every_value_unique and kind == CATEGORICAL:
+        return ColumnProfile(kind=kind, dropped="ID-like: every value is different", **base)
+    if every_value_unique and _integer_valued(present):
+        consecutive = float(present.max()) - float(present.min()) + 1 == len(present)
+        if consecutive or _ID_NAME.search(name):
+            return ColumnProfile(kind=kind, dropped="ID-like: unique integers (a row number or key)", **base)
+    notes = []
+    if kind == CATEGORICAL and n_unique > HIGH_CARDINALITY:
+        notes.append(f"high cardinality ({n_unique} distinct): rare values are grouped, one-hot columns are capped")
+    return ColumnProfile(kind=kind, notes=tuple(notes), **base)
+
+
+def _check_finite(data: pd.DataFrame, columns: tuple[ColumnProfile, ...], source: str) -> None:
+    problems = []
+    for c in columns:
+        if c.kind != NUMERIC or c.dropped:
+            continue
+        values = data[c.name].to_numpy(dtype=float, na_value=np.nan)
+        bad = np.isinf(values)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            problems.append(f"column '{c.name}' has {int(bad.sum())} infinite values (first at row {row + 1}: {values[row]})")
+    if problems:
+        raise DataError(f"{'; '.join(problems)} in {source}; replace them with numbers or leave the cells empty")
+
+
+def _flag_leaks(
+    data: pd.DataFrame, columns: tuple[ColumnProfile, ...], target: str, task: str
+) -> tuple[ColumnProfile, ...]:
+    """Note features that predict the target almost perfectly: often a leak from the future."""
+    labelled = data[data[target].notna()]
+    y = labelled[target]
+    flagged = []
+    for c in columns:
+        leak = False
+        if not c.dropped:
+            x = labelled[c.name]
+            if task == REGRESSION and c.kind == NUMERIC:
+                both = x.notna()
+                if both.sum() > 2 and x[both].std() > 0:
+                    leak = abs(np.corrcoef(x[both].astype(float), y[both].astype(float))[0, 1]) > 0.99
+            elif task in CLASSIFICATION and c.kind == CATEGORICAL and c.n_unique < len(labelled) / 2:
+                leak = bool((y.groupby(x, observed=True).nunique() == 1).all()) and y.nunique() > 1
+        if leak:
+            note = "possible target leak: it predicts the target almost perfectly; check it is known at prediction time"
+            c = dataclasses.replace(c, notes=(*c.notes, note))
+        flagged.append(c)
+    return tuple(flagged)
+
+
+def _is_numeric(values: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+
+
+def _integer_valued(values: pd.Series) -> bool:
+    if not _is_numeric(values):
+        return False
+    v = values.dropna().to_numpy(dtype=float)
+    return bool(np.all(np.isfinite(v)) and np.all(v == np.round(v)))
