@@ -60,12 +60,11 @@ def run(config: Config, progress: Progress = _quiet) -> RunResult:
         The run's results.
 
     Raises:
-        CrispmlError: For bad data, configuration or an unusable tracking store, before
-            any training starts where it can be known then.
+        CrispmlError: For bad data, configuration or an unusable tracking store; all of
+            these are found before any training starts, and bad data before the store is touched.
     """
     data_path = Path(config.data.path)
     data = read_table(data_path)
-    tracking.check_store(config.tracking_uri)
 
     # 1. Business and data understanding.
     profile = understanding.profile_data(data, config.business.target, config.business.task, source=str(data_path))
@@ -82,6 +81,9 @@ def run(config: Config, progress: Progress = _quiet) -> RunResult:
     settings = modeling.ModelSettings(profile.task, config.seed, config.modeling.mlp_hidden_layers, len(split.y_train))
     candidates = modeling.build_candidates(config.modeling.models, preprocessor, settings)
     progress("preparation", f"{len(split.y_train)} training rows, {len(split.y_test)} holdout rows, {len(folds)} folds")
+
+    # Every check on the data is done; the store is checked (and created) before any training.
+    tracking.check_store(config.tracking_uri)
 
     run_name = f"{profile.target} {dt.datetime.now():%Y-%m-%d %H:%M:%S}"
     with tracking.pipeline_run(config.tracking_uri, config.experiment, run_name) as tracker:

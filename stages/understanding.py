@@ -196,7 +196,7 @@ def profile_data(data: pd.DataFrame, target: str, task: str = "auto", source: st
         raise DataError(f"target '{target}' in {source} has no values (every row is missing); choose another --target")
     if labelled.nunique() < 2:
         raise DataError(
-            f"target '{target}' in {source} is constant (every row is {labelled.iloc[0]!r}); "
+            f"target '{target}' in {source} is constant (every row is {_show(labelled.iloc[0])}); "
             "there is nothing to predict; choose another --target"
         )
     detected = detect_task(y)
@@ -255,13 +255,13 @@ def _check_task_fits(y: pd.Series, task: str, detected: str, target: str, source
     example = values.iloc[0]
     if task == REGRESSION and not _is_numeric(values):
         raise DataError(
-            f"target '{target}' in {source} holds text (e.g. {example!r}) but the task is regression; "
+            f"target '{target}' in {source} holds text (e.g. {_show(example)}) but the task is regression; "
             f"use --task {detected} (or auto)"
         )
     if task in CLASSIFICATION and _is_numeric(values) and not _integer_valued(values):
         fractional = values[values != np.round(values)].iloc[0]
         raise DataError(
-            f"target '{target}' in {source} looks continuous ({values.nunique()} distinct values, e.g. {fractional!r}) "
+            f"target '{target}' in {source} looks continuous ({values.nunique()} distinct values, e.g. {_show(fractional)}) "
             f"but the task is {task}; use --task regression (or auto)"
         )
     n_classes = values.nunique()
@@ -286,7 +286,7 @@ def _profile_column(col: pd.Series, name: str, n_rows: int) -> ColumnProfile:
     if present.empty:
         return ColumnProfile(kind=kind, dropped="empty: every value is missing", **base)
     if n_unique == 1:
-        return ColumnProfile(kind=kind, dropped=f"constant: every value is {present.iloc[0]!r}", **base)
+        return ColumnProfile(kind=kind, dropped=f"constant: every value is {_show(present.iloc[0])}", **base)
     every_value_unique = n_unique == len(present) and len(present) >= MIN_ROWS_FOR_ID
     if every_value_unique and kind == CATEGORICAL:
         return ColumnProfile(kind=kind, dropped="ID-like: every value is different", **base)
@@ -347,3 +347,8 @@ def _integer_valued(values: pd.Series) -> bool:
         return False
     v = values.dropna().to_numpy(dtype=float)
     return bool(np.all(np.isfinite(v)) and np.all(v == np.round(v)))
+
+
+def _show(value: object) -> str:
+    """A value as a user would write it: `1`, `'text'` (not `np.int64(1)`)."""
+    return repr(value.item() if isinstance(value, np.generic) else value)

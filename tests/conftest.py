@@ -1,0 +1,89 @@
+"""Shared fixtures: small inline frames, and one real pipeline run reused by many tests."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.config import DEFAULT_DATA, Config, apply_overrides
+from pipeline.runner import RunResult, run
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests choose their store explicitly; a developer's MLFLOW_TRACKING_URI must not leak in."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+def sqlite_uri(folder: Path) -> str:
+    """A SQLite tracking URI for a store in `folder`."""
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def config_for(tmp: Path, data: Path = DEFAULT_DATA, **overrides: object) -> Config:
+    """A config whose store and exports live under `tmp`, with dotted-field overrides."""
+    base = {
+        "data.path": str(data),
+        "tracking.uri": sqlite_uri(tmp / "mlruns"),
+        "deployment.out": str(tmp / "models"),
+        "modeling.n_jobs": 2,
+    }
+    return apply_overrides(Config(), {**base, **overrides})
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A finished pipeline run and where it wrote."""
+
+    result: RunResult
+    config: Config
+    tmp: Path
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.config.tracking_uri
+
+
+@pytest.fixture(scope="session")
+def penguins_run(tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    """The default pipeline (penguins, multiclass, all six candidates), run once per session."""
+    tmp = tmp_path_factory.mktemp("penguins")
+    config = config_for(tmp)
+    return Trained(result=run(config), config=config, tmp=tmp)
+
+
+@pytest.fixture
+def mixed_frame() -> pd.DataFrame:
+    """60 rows: numeric, categorical (with a rare value), missing cells, an ID, a constant."""
+    rng = np.random.default_rng(0)
+    n = 60
+    x1 = rng.normal(size=n)
+    colour = np.where(x1 > 0, "red", "blue").astype(object)
+    colour[0] = "green"
+    frame = pd.DataFrame(
+        {
+            "row_id": np.arange(1000, 1000 + n),
+            "x1": x1,
+            "x2": rng.uniform(0, 10, size=n),
+            "colour": colour,
+            "constant": 7,
+            "label": np.where(x1 + rng.normal(scale=0.3, size=n) > 0, "yes", "no"),
+        }
+    )
+    frame.loc[[3, 9], "x2"] = np.nan
+    frame.loc[5, "colour"] = np.nan
+    return frame
+
+
+def replace(config: Config, **sections: dict) -> Config:
+    """`config` with some fields of some sections replaced: `replace(c, modeling={"folds": 3})`."""
+    return dataclasses.replace(
+        config, **{name: dataclasses.replace(getattr(config, name), **fields) for name, fields in sections.items()}
+    )

@@ -1,0 +1,103 @@
+"""The command line as a user runs it: a subprocess, exit codes, stdout and stderr."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+CRISPML = Path(sys.executable).parent / "crispml"
+
+pytestmark = pytest.mark.slow
+
+
+def crispml(*args: str, cwd: Path, module: bool = False) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    command = [sys.executable, "-m", "pipeline", *args] if module else [str(CRISPML), *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+
+
+def one_line_error(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("crispml: error: "), proc.stderr
+    return lines[0]
+
+
+def test_run_json_uses_the_default_data_and_local_store(tmp_path):
+    proc = crispml("run", "--models", "baseline,linear", "--folds", "3", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)  # stdout is exactly one JSON object
+    assert out["task"] == "multiclass" and out["metric"] == "balanced_accuracy"
+    assert [r["model"] for r in out["leaderboard"]] == ["linear", "baseline"]
+    assert out["leaderboard"][0]["status"] == "ok" and 0.9 < out["leaderboard"][0]["mean"]["accuracy"] <= 1
+    assert out["chosen_model"] == "linear" and set(out["holdout"]) >= {"accuracy", "roc_auc"}
+    assert out["registered_model_uri"] == "models:/penguins@champion"
+    assert out["tracking_uri"] == "sqlite:///mlruns/mlflow.db"
+    assert (tmp_path / "mlruns" / "mlflow.db").is_file()
+    assert (tmp_path / out["export_path"] / "MLmodel").is_file()
+    assert "[" not in proc.stderr  # no progress lines with --json
+
+
+def test_run_prints_progress_and_a_leaderboard(tmp_path):
+    proc = crispml("run", "--models", "baseline,linear", "--folds", "3", "--experiment", "demo", cwd=tmp_path, module=True)
+    assert proc.returncode == 0, proc.stderr
+    for stage in ["understanding", "preparation", "modeling", "evaluation", "deployment"]:
+        assert stage in proc.stderr
+    assert "Leaderboard (3-fold CV, ranked by balanced_accuracy)" in proc.stdout
+    assert "Chosen: linear" in proc.stdout and (tmp_path / "models" / "demo" / "model" / "MLmodel").is_file()
+
+
+def test_predict_scores_every_row(penguins_run, tmp_path):
+    out = tmp_path / "scored.csv"
+    proc = crispml("predict", "--model", str(penguins_run.result.export_dir), "--data", str(penguins_run.config.data.path), "--out", str(out), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    scored = pd.read_csv(out)
+    source = pd.read_csv(penguins_run.config.data.path)
+    assert len(scored) == len(source)
+    assert list(scored.columns) == [*source.columns, "prediction", "proba_Adelie", "proba_Chinstrap", "proba_Gentoo"]
+    assert (scored["prediction"] == scored["species"]).mean() > 0.95
+
+
+def test_predict_by_registry_uri_matches_the_folder(penguins_run, tmp_path):
+    by_uri = tmp_path / "uri.parquet"
+    proc = crispml(
+        "predict", "--model", "models:/penguins@champion", "--data", str(penguins_run.config.data.path),
+        "--out", str(by_uri), "--tracking-uri", penguins_run.tracking_uri, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    by_dir = tmp_path / "dir.csv"
+    crispml("predict", "--model", str(penguins_run.result.export_dir), "--data", str(penguins_run.config.data.path), "--out", str(by_dir), cwd=tmp_path)
+    assert (pd.read_parquet(by_uri)["prediction"] == pd.read_csv(by_dir)["prediction"]).all()
+
+
+def test_predict_refuses_to_overwrite(penguins_run, tmp_path):
+    out = tmp_path / "scored.csv"
+    out.write_text("precious\n")
+    proc = crispml("predict", "--model", str(penguins_run.result.export_dir), "--data", str(penguins_run.config.data.path), "--out", str(out), cwd=tmp_path)
+    assert "already exists" in one_line_error(proc) and out.read_text() == "precious\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["run", "--bogus"], "unrecognized arguments: --bogus"),
+        (["run", "--folds", "three"], "invalid int value: 'three'"),
+        (["run", "--target", "specie"], "did you mean 'species'?"),
+        (["run", "--models", "linear,xgboost"], "unknown model 'xgboost'"),
+        (["run", "--metric", "r2"], "metric 'r2' does not fit a multiclass task"),
+        (["run", "--data", "nope.csv", "--target", "y"], "data file nope.csv does not exist"),
+        (["run", "--data", "elsewhere.csv"], "--data elsewhere.csv needs --target"),
+        (["predict", "--model", "no/such/dir", "--data", "x.csv", "--out", "y.csv"], "no model at no/such/dir"),
+        ([], "no command given"),
+    ],
+)
+def test_user_errors_are_one_line_with_exit_code_2(tmp_path, args, words):
+    line = one_line_error(crispml(*args, cwd=tmp_path))
+    assert words in line
+    assert not (tmp_path / "models").exists() and not (tmp_path / "mlruns").exists()  # nothing written

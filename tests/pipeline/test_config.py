@@ -1,0 +1,84 @@
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import Config, apply_overrides, load_config
+from pipeline.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "crispml.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_without_a_file():
+    config = load_config(None)
+    assert config == Config()
+    assert config.modeling.folds == 5 and config.preparation.holdout == 0.2
+    assert config.experiment == "penguins"
+    assert config.tracking_uri == "sqlite:///mlruns/mlflow.db"
+
+
+def test_a_file_sets_fields_and_keeps_other_defaults(tmp_path):
+    config = load_config(
+        write(tmp_path, 'seed = 7\n[business]\ntarget = "y"\nmetric = "rmse"\n[modeling]\nmodels = ["linear", "svm"]\nfolds = 3\n')
+    )
+    assert config.seed == 7 and config.business.target == "y" and config.business.metric == "rmse"
+    assert config.modeling.models == ("linear", "svm") and config.modeling.folds == 3
+    assert config.modeling.n_jobs == -1 and config.preparation.holdout == 0.2
+
+
+def test_the_readme_example_config_loads(tmp_path):
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    example = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    config = load_config(write(tmp_path, example))
+    assert config.data.path == Path("data/penguins.csv")  # relative to the working directory
+    assert dataclasses.replace(config, data=Config().data) == Config()
+
+
+def test_flags_override_the_file(tmp_path):
+    config = load_config(write(tmp_path, "[modeling]\nfolds = 3\n"))
+    config = apply_overrides(config, {"modeling.folds": 4, "seed": 1, "business.task": None})
+    assert config.modeling.folds == 4 and config.seed == 1 and config.business.task == "auto"
+
+
+def test_tracking_uri_precedence(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///elsewhere.db")
+    assert Config().tracking_uri == "sqlite:///elsewhere.db"
+    assert apply_overrides(Config(), {"tracking.uri": "http://h:5000"}).tracking_uri == "http://h:5000"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[modeling]\nfold = 3\n", r"unknown key 'fold' in \[modeling\] .*; did you mean 'folds'\?"),
+        ("[modelling]\nfolds = 3\n", r"unknown section 'modelling' .*; did you mean 'modeling'\?"),
+        ('[modeling]\nfolds = "five"\n', r"modeling.folds must be int, got str 'five'"),
+        ('[modeling]\nmodels = ["svm", "xgboost"]\n', r"unknown model 'xgboost'"),
+        ('[modeling]\nmodels = ["random_forrest"]\n', r"did you mean 'random_forest'\?"),
+        ('[business]\nmetric = "acuracy"\n', r"business.metric 'acuracy' is unknown; did you mean 'accuracy'\?"),
+        ('[business]\ntask = "regression"\nmetric = "roc_auc"\n', r"'roc_auc' does not fit a regression task; use one of r2, rmse, mae"),
+        ("[preparation]\nholdout = 1.5\n", r"preparation.holdout must be between 0 and 1"),
+        ("[modeling]\nfolds = 1\n", r"modeling.folds must be at least 2"),
+        ("[modeling]\nfolds = true\n", r"modeling.folds must be int, got bool"),
+        ("seed = 1\n[modeling\n", r"is not valid TOML"),
+    ],
+)
+def test_bad_config_is_one_clear_error(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, text))
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, "[modeling]\nfolds = 1\nn_jobs = 0\n[preparation]\nholdout = 2.0\n"))
+    text = str(err.value)
+    assert "folds" in text and "n_jobs" in text and "holdout" in text
+    assert "\n" not in text
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="config file .*nope.toml does not exist"):
+        load_config(tmp_path / "nope.toml")

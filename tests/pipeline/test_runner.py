@@ -1,0 +1,158 @@
+"""The runner end to end, with MLflow pointed at a temporary SQLite store."""
+
+import json
+
+import mlflow
+import mlflow.sklearn
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.datasets import load_diabetes
+
+from conftest import config_for
+from pipeline.files import MANIFEST
+from pipeline.runner import run
+from stages import modeling
+from stages.deployment import sha256_of
+
+pytestmark = pytest.mark.slow
+
+CANDIDATES = {"baseline", "linear", "svm", "random_forest", "adaboost", "mlp"}
+
+
+def children(client: MlflowClient, run_id: str, experiment_id: str):
+    return client.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'")
+
+
+def test_parent_run_holds_profile_leaderboard_holdout_and_model(penguins_run):
+    result = penguins_run.result
+    client = MlflowClient(penguins_run.tracking_uri)
+    parent = client.get_run(result.run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["crispml.task"] == "multiclass"
+    assert parent.data.tags["crispml.chosen_model"] == result.evaluation.model
+    assert parent.data.params["modeling.folds"] == "5"
+    assert parent.data.metrics["holdout_balanced_accuracy"] == pytest.approx(result.evaluation.holdout["balanced_accuracy"])
+    artifacts = {a.path for a in client.list_artifacts(result.run_id)} | {
+        a.path for a in client.list_artifacts(result.run_id, "understanding")
+    }
+    assert {"config.json", "leaderboard.csv", "manifest.json", "understanding/profile.json", "understanding/profile.md"} <= artifacts
+    board = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=result.run_id, artifact_path="leaderboard.csv", tracking_uri=penguins_run.tracking_uri))
+    assert set(board["model"]) == CANDIDATES and board.loc[0, "model"] == result.evaluation.model
+    # Artifacts live beside the SQLite file, not in the working directory.
+    assert parent.info.artifact_uri.startswith((penguins_run.tmp / "mlruns").as_uri())
+
+
+def test_one_child_run_per_candidate_with_fold_scores(penguins_run):
+    result = penguins_run.result
+    client = MlflowClient(penguins_run.tracking_uri)
+    experiment_id = client.get_run(result.run_id).info.experiment_id
+    runs = children(client, result.run_id, experiment_id)
+    assert {r.info.run_name for r in runs} == CANDIDATES
+    for r in runs:
+        assert r.info.status == "FINISHED" and r.data.tags["crispml.status"] == "ok"
+        history = client.get_metric_history(r.info.run_id, "fold_balanced_accuracy")
+        assert sorted(m.step for m in history) == [0, 1, 2, 3, 4]
+        expected = next(c for c in result.leaderboard.rows if c.name == r.info.run_name).mean("balanced_accuracy")
+        assert r.data.metrics["balanced_accuracy_mean"] == pytest.approx(expected)
+
+
+def test_champion_alias_points_at_this_run(penguins_run):
+    client = MlflowClient(penguins_run.tracking_uri, registry_uri=penguins_run.tracking_uri)
+    version = client.get_model_version_by_alias("penguins", "champion")
+    assert version.tags["crispml.run_id"] == penguins_run.result.run_id
+    assert penguins_run.result.registered == "models:/penguins@champion"
+
+
+def test_exported_folder_registry_and_logged_model_predict_the_same(penguins_run):
+    result = penguins_run.result
+    rows = pd.read_csv(penguins_run.config.data.path).drop(columns="species")
+    rows = rows.astype({"year": "float64"})
+    mlflow.set_tracking_uri(penguins_run.tracking_uri)
+    mlflow.set_registry_uri(penguins_run.tracking_uri)
+    outputs = []
+    for source in [str(result.export_dir), result.registered, result.model_uri]:
+        outputs.append(mlflow.pyfunc.load_model(source).predict(rows))
+        proba = mlflow.sklearn.load_model(source).predict_proba(rows)
+        assert proba.shape == (len(rows), 3)
+    assert all((o == outputs[0]).all() for o in outputs)
+    assert set(outputs[0]) == {"Adelie", "Chinstrap", "Gentoo"}
+
+
+def test_export_has_joblib_and_a_manifest_whose_hashes_match(penguins_run):
+    import joblib
+
+    folder = penguins_run.result.export_dir
+    manifest = json.loads((folder / MANIFEST).read_text())
+    assert manifest["model"] == penguins_run.result.evaluation.model
+    assert manifest["data"]["sha256"] == sha256_of(penguins_run.config.data.path)
+    assert manifest["mlflow"]["run_id"] == penguins_run.result.run_id
+    assert manifest["packages"]["scikit-learn"] and manifest["seed"] == 42
+    assert {"MLmodel", "model.skops", "model.joblib"} <= set(manifest["files"])
+    for name, digest in manifest["files"].items():
+        assert sha256_of(folder / name) == digest
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]  # no staging left behind
+    model = joblib.load(folder / "model.joblib")
+    assert list(model.classes_) == manifest["classes"]
+
+
+def test_same_seed_gives_the_same_leaderboard(tmp_path):
+    kwargs = {"modeling.models": ["baseline", "linear", "random_forest", "mlp"], "modeling.folds": 3}
+    first = run(config_for(tmp_path / "a", **kwargs)).leaderboard
+    second = run(config_for(tmp_path / "b", **kwargs)).leaderboard
+    assert [r.name for r in first.rows] == [r.name for r in second.rows]
+    assert [r.fold_scores for r in first.rows] == [r.fold_scores for r in second.rows]
+
+
+def test_a_rerun_replaces_the_export_and_moves_the_alias(tmp_path):
+    config = config_for(tmp_path, **{"modeling.models": ["baseline", "linear"], "modeling.folds": 3})
+    first = run(config)
+    second = run(config)
+    client = MlflowClient(config.tracking_uri, registry_uri=config.tracking_uri)
+    assert str(client.get_model_version_by_alias("penguins", "champion").version) == "2"
+    manifest = json.loads((second.export_dir / MANIFEST).read_text())
+    assert manifest["mlflow"]["run_id"] == second.run_id != first.run_id
+
+
+def test_regression_on_diabetes(tmp_path):
+    data = load_diabetes(as_frame=True).frame
+    path = tmp_path / "diabetes.csv"
+    data.to_csv(path, index=False)
+    result = run(config_for(tmp_path, path, **{"business.target": "target", "modeling.folds": 3}))
+    assert result.profile.task == "regression" and result.leaderboard.metric == "r2"
+    assert {r.name for r in result.leaderboard.rows} == CANDIDATES
+    best = result.leaderboard.best
+    assert best.name != "baseline" and best.mean("r2") > 0.35
+    assert set(result.evaluation.holdout) == {"r2", "rmse", "mae"}
+
+
+def test_binary_target_with_missing_labels(tmp_path):
+    config = config_for(
+        tmp_path, **{"business.target": "sex", "modeling.models": ["baseline", "linear", "random_forest"], "modeling.folds": 3}
+    )
+    result = run(config)
+    assert result.profile.task == "binary" and result.leaderboard.metric == "roc_auc"
+    assert result.profile.target_missing == 11
+    assert result.evaluation.n_train + result.evaluation.n_test == 333
+    assert result.leaderboard.best.mean("roc_auc") > 0.8
+
+
+class _Exploding(ClassifierMixin, BaseEstimator):
+    def fit(self, X, y):
+        raise RuntimeError("exploded on purpose")
+
+
+def test_a_failing_candidate_is_a_failed_child_run_and_the_run_finishes(tmp_path, monkeypatch):
+    monkeypatch.setitem(modeling.MODELS, "svm", modeling.ModelSpec(lambda s: _Exploding(), lambda s: _Exploding()))
+    config = config_for(tmp_path, **{"modeling.models": ["baseline", "linear", "svm"], "modeling.folds": 3, "modeling.n_jobs": 1})
+    result = run(config)
+    failed = next(r for r in result.leaderboard.rows if r.name == "svm")
+    assert failed.status == "failed" and "exploded on purpose" in failed.error
+    client = MlflowClient(config.tracking_uri)
+    experiment_id = client.get_run(result.run_id).info.experiment_id
+    child = next(r for r in children(client, result.run_id, experiment_id) if r.info.run_name == "svm")
+    assert child.info.status == "FAILED" and "exploded on purpose" in child.data.tags["crispml.error"]
+    assert client.get_run(result.run_id).info.status == "FINISHED"
+    assert result.evaluation.model == "linear"

@@ -1,0 +1,117 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.errors import DataError
+from stages.understanding import BINARY, MULTICLASS, REGRESSION, detect_task, profile_data
+
+
+@pytest.mark.parametrize(
+    ("values", "task"),
+    [
+        ([1.5, 2.25, 3.0, 4.1, 5.0] * 4, REGRESSION),
+        (list(range(40)), REGRESSION),  # integers, but too many distinct values for classes
+        ([0, 1, 1, 0, None], BINARY),
+        (["yes", "no", "yes", None], BINARY),
+        ([True, False, True], BINARY),
+        (["a", "b", "c", "a"], MULTICLASS),
+        ([1, 2, 3, 1, 2, 3], MULTICLASS),
+    ],
+)
+def test_detect_task(values, task):
+    assert detect_task(pd.Series(values)) == task
+
+
+def test_profile_keeps_features_and_drops_id_constant_and_empty(mixed_frame):
+    frame = mixed_frame.assign(empty=np.nan)
+    profile = profile_data(frame, "label", source="inline")
+    assert profile.task == BINARY and profile.task_detected
+    assert profile.numeric_features == ("x1", "x2")
+    assert profile.categorical_features == ("colour",)
+    assert set(profile.dropped) == {"row_id", "constant", "empty"}
+    assert profile.dropped["row_id"].startswith("ID-like")
+    assert profile.dropped["constant"].startswith("constant")
+    assert profile.dropped["empty"].startswith("empty")
+    by_name = {c.name: c for c in profile.columns}
+    assert by_name["x2"].missing_share == pytest.approx(2 / 60)
+    assert by_name["colour"].n_unique == 3
+    assert dict(profile.class_balance).keys() == {"yes", "no"}
+
+
+def test_profile_does_not_modify_its_input(mixed_frame):
+    before = mixed_frame.copy()
+    profile_data(mixed_frame, "label")
+    pd.testing.assert_frame_equal(mixed_frame, before)
+
+
+def test_text_column_with_every_value_different_is_id_like():
+    frame = pd.DataFrame({"email": [f"user{i}@x.org" for i in range(30)], "y": [0, 1] * 15, "x": [i * 0.5 for i in range(30)]})
+    profile = profile_data(frame, "y")
+    assert "email" in profile.dropped
+
+
+def test_missing_target_rows_are_counted_and_warned(mixed_frame):
+    frame = mixed_frame.copy()
+    frame.loc[[0, 1, 2], "label"] = None
+    profile = profile_data(frame, "label")
+    assert profile.target_missing == 3
+    assert any("3 rows with a missing target" in w for w in profile.warnings)
+
+
+def test_regression_profile_summarises_the_target(mixed_frame):
+    profile = profile_data(mixed_frame, "x2")
+    assert profile.task == REGRESSION
+    summary = dict(profile.target_summary)
+    assert summary["count"] == 58
+    assert summary["mean"] == pytest.approx(mixed_frame["x2"].mean())
+
+
+def test_absent_target_suggests_the_close_name(mixed_frame):
+    with pytest.raises(DataError, match=r"column 'lable' named as target is not in inline; did you mean 'label'\?"):
+        profile_data(mixed_frame, "lable", source="inline")
+
+
+def test_constant_target_is_an_error(mixed_frame):
+    with pytest.raises(DataError, match="target 'constant' .* is constant"):
+        profile_data(mixed_frame, "constant")
+
+
+def test_empty_target_is_an_error(mixed_frame):
+    with pytest.raises(DataError, match="has no values"):
+        profile_data(mixed_frame.assign(label=np.nan), "label")
+
+
+def test_text_target_for_regression_is_an_error(mixed_frame):
+    with pytest.raises(DataError, match="holds text .* but the task is regression; use --task binary"):
+        profile_data(mixed_frame, "label", task="regression")
+
+
+def test_continuous_target_for_classification_is_an_error(mixed_frame):
+    with pytest.raises(DataError, match="looks continuous .* use --task regression"):
+        profile_data(mixed_frame, "x1", task="multiclass")
+
+
+def test_infinite_values_are_an_error(mixed_frame):
+    frame = mixed_frame.copy()
+    frame.loc[4, "x1"] = np.inf
+    with pytest.raises(DataError, match=r"column 'x1' has 1 infinite values \(first at row 5: inf\)"):
+        profile_data(frame, "label")
+
+
+def test_no_usable_feature_is_an_error():
+    frame = pd.DataFrame({"k": 1, "y": [0, 1] * 10})
+    with pytest.raises(DataError, match=r"no usable feature column .*'k': constant: every value is 1\)"):
+        profile_data(frame, "y")
+
+
+def test_a_feature_that_determines_the_target_is_flagged_as_a_leak(mixed_frame):
+    frame = mixed_frame.assign(outcome_code=mixed_frame["label"].map({"yes": "Y", "no": "N"}))
+    profile = profile_data(frame, "label")
+    assert any("outcome_code" in w and "leak" in w for w in profile.warnings)
+    assert "outcome_code" not in profile.dropped  # flagged for a person, not silently dropped
+
+
+def test_markdown_summary_lists_every_column(mixed_frame):
+    text = profile_data(mixed_frame, "label", source="inline").to_markdown()
+    for column in ["row_id", "x1", "x2", "colour", "constant"]:
+        assert f"| {column} |" in text
