@@ -1,24 +1,32 @@
-"""The `crispml` command line: `run` and `predict`.
+"""The `crispml` command line: `run`, `predict`, `ui` and `serve`.
 
 Exit codes: 0 success; 2 bad usage, configuration or data (one line on stderr that says
-what to fix); 1 a bug in crispml (with a traceback); 130 interrupted.
+what to fix); 3 the run finished but the model failed the go/no-go gate (logged, not
+registered or exported); 1 a bug in crispml (with a traceback); 130 interrupted by Ctrl-C
+(SIGINT), 143 stopped by SIGTERM. Warnings are lines starting `crispml: warning:` on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import os
+import signal
 import sys
+import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any, NoReturn
 
-from pipeline.errors import EXIT_BUG, EXIT_OK, CrispmlError, UsageError
+from pipeline.errors import EXIT_BUG, EXIT_INTERRUPTED, EXIT_NO_GO, EXIT_OK, CrispmlError, Interrupted, UsageError
 
-EXIT_INTERRUPTED = 130
+WARNING = "warning"
+"""The progress stage under which the runner reports warnings (`pipeline.runner.WARNING`)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlruns/mlflow.db)")
     run.add_argument("--out", type=Path, help="export folder (default: models); the model goes to OUT/EXPERIMENT/model")
     run.add_argument("--n-jobs", type=int, help="parallel fits (default -1: every core)")
+    run.add_argument(
+        "--candidate-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="stop a candidate whose fits take longer than this in total and mark it failed (default 600; 0: no limit)",
+    )
     run.add_argument("--json", action="store_true", help="print one JSON object to stdout instead of tables")
 
     predict = commands.add_parser(
@@ -63,6 +77,27 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", required=True, type=Path, help="output CSV or Parquet file")
     predict.add_argument("--tracking-uri", help="MLflow tracking URI for models:/ URIs (default: sqlite:///mlruns/mlflow.db)")
     predict.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+
+    ui = commands.add_parser(
+        "ui",
+        help="open the MLflow UI on the store 'crispml run' writes",
+        description="Start the MLflow UI on 127.0.0.1 (one worker, no job runners) and print the URL of the "
+        "experiment's runs page. Ctrl-C stops it.",
+    )
+    ui.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default 5000)")
+    ui.add_argument("--tracking-uri", help="MLflow store (default: sqlite:///mlruns/mlflow.db)")
+    ui.add_argument("--experiment", help="experiment whose runs page to print (default: penguins)")
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve a saved model over HTTP (MLflow's scoring protocol)",
+        description="Serve a model on 127.0.0.1: GET /ping; POST /invocations with CSV or JSON "
+        "(dataframe_split, dataframe_records). A request that lacks a column, or has text in a numeric "
+        "one, gets a 400 naming it. Ctrl-C stops it.",
+    )
+    serve.add_argument("--model", required=True, help="model folder (OUT/EXPERIMENT/model) or URI (models:/NAME@champion)")
+    serve.add_argument("--port", type=int, default=5001, help="port on 127.0.0.1 (default 5001)")
+    serve.add_argument("--tracking-uri", help="MLflow tracking URI for models:/ URIs (default: sqlite:///mlruns/mlflow.db)")
     return parser
 
 
@@ -82,18 +117,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         if args.command is None:
-            raise UsageError("no command given; use 'crispml run' or 'crispml predict' (see 'crispml --help')")
-        return _run(args) if args.command == "run" else _predict(args)
+            raise UsageError("no command given; use 'crispml run', 'predict', 'ui' or 'serve' (see 'crispml --help')")
+        handlers = {"run": _run, "predict": _predict, "ui": _ui, "serve": _serve}
+        if args.command in ("run", "predict"):
+            with _signals_interrupt():
+                return handlers[args.command](args)
+        return handlers[args.command](args)
     except CrispmlError as exc:
         print(f"crispml: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("crispml: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        name = signal.Signals(getattr(exc, "signum", signal.SIGINT)).name
+        print(f"crispml: interrupted by {name}; the MLflow run, if one had started, is marked KILLED", file=sys.stderr)
+        return getattr(exc, "exit_code", EXIT_INTERRUPTED)
     except Exception:
         traceback.print_exc()
         print("crispml: internal error (a bug in crispml); please report it with the traceback above", file=sys.stderr)
         return EXIT_BUG
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """Turn SIGTERM, like Ctrl-C, into an `Interrupted` exception, so a run cleans up the same way.
+
+    The first signal raises; the run then ends its MLflow run as KILLED, logs what it had
+    and stops its workers. A second signal during that clean-up exits at once.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    fired = []
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        if fired:
+            print(f"crispml: {signal.Signals(signum).name} again; exiting without clean-up", file=sys.stderr, flush=True)
+            os._exit(128 + signum)
+        fired.append(signum)
+        raise Interrupted(signum)
+
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -113,6 +180,7 @@ def _run(args: argparse.Namespace) -> int:
             "modeling.models": list(args.models) if args.models is not None else None,
             "modeling.folds": args.folds,
             "modeling.n_jobs": args.n_jobs,
+            "modeling.candidate_timeout": args.candidate_timeout,
             "preparation.holdout": args.holdout,
             "seed": args.seed,
             "tracking.experiment": args.experiment,
@@ -121,13 +189,16 @@ def _run(args: argparse.Namespace) -> int:
         },
     )
     start = time.perf_counter()
-    progress = _silent if args.json else _print_progress(start)
+    progress = _warnings_only if args.json else _print_progress(start)
     result = runner.run(config, progress)
     elapsed = time.perf_counter() - start
     if args.json:
         print(json.dumps(_summary(result, elapsed), indent=2, allow_nan=False))
     else:
         _print_summary(result, elapsed)
+    if not result.decision.go:
+        print(f"crispml: no-go: {'; '.join(result.decision.reasons)}", file=sys.stderr)
+        return EXIT_NO_GO
     return EXIT_OK
 
 
@@ -145,17 +216,55 @@ def _predict(args: argparse.Namespace) -> int:
     from pipeline.config import Config
 
     uri = args.tracking_uri or Config().tracking_uri
-    rows = runner.predict(args.model, args.data, args.out, uri, args.overwrite)
-    print(f"scored {rows} rows with {args.model}; wrote {args.out}", file=sys.stderr)
+    prediction = runner.predict(args.model, args.data, args.out, uri, args.overwrite)
+    for warning in prediction.warnings:
+        _warn(warning)
+    print(f"scored {prediction.rows} rows with {args.model}; wrote {args.out}", file=sys.stderr)
     return EXIT_OK
 
 
-def _silent(stage: str, message: str) -> None:
-    pass
+def _ui(args: argparse.Namespace) -> int:
+    from pipeline import servers
+    from pipeline.config import Config
+
+    config = Config()
+    uri = args.tracking_uri or config.tracking_uri
+    experiment = args.experiment or config.experiment
+
+    def announce(url: str) -> None:
+        print(f"MLflow UI for {uri} (experiment '{experiment}'); Ctrl-C stops it", file=sys.stderr)
+        print(url, flush=True)
+
+    return servers.run_ui(uri, experiment, args.port, announce)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from pipeline import servers
+    from pipeline.config import Config
+
+    uri = args.tracking_uri or Config().tracking_uri
+
+    def announce(url: str) -> None:
+        print(f"serving {args.model}: POST CSV or JSON (dataframe_split, dataframe_records) to", file=sys.stderr)
+        print(url, flush=True)
+
+    return servers.serve_model(args.model, uri, args.port, announce)
+
+
+def _warn(message: str) -> None:
+    print(f"crispml: warning: {message}", file=sys.stderr, flush=True)
+
+
+def _warnings_only(stage: str, message: str) -> None:
+    if stage == WARNING:
+        _warn(message)
 
 
 def _print_progress(start: float) -> Any:
     def progress(stage: str, message: str) -> None:
+        if stage == WARNING:
+            _warn(message)
+            return
         print(f"[{time.perf_counter() - start:6.1f}s] {stage:<13} {message}", file=sys.stderr, flush=True)
 
     return progress
@@ -175,13 +284,19 @@ def _clean(value: Any) -> Any:
 
 def _summary(result: Any, elapsed: float) -> dict[str, Any]:
     board = result.leaderboard
+    selection = result.selection
     rows = []
     for r in board.rows:
+        c = selection.comparison(r.name)
         rows.append(
             {
                 "model": r.name,
                 "status": r.status,
                 "error": r.error,
+                "chosen": r.name == selection.chosen,
+                "diff_vs_top": c.mean_diff if c else None,
+                "p_value": c.p_value if c else None,
+                "within_noise": bool(c and c.within_noise),
                 "mean": {m: r.mean(m) for m in board.metrics},
                 "std": {m: r.std(m) for m in board.metrics},
                 "fit_seconds": r.fit_seconds,
@@ -196,21 +311,35 @@ def _summary(result: Any, elapsed: float) -> dict[str, Any]:
             "folds": board.n_folds,
             "leaderboard": rows,
             "chosen_model": result.evaluation.model,
+            "selection": {"rule": selection.rule, "alpha": selection.alpha, "top": selection.top, "reason": selection.reason},
             "holdout": result.evaluation.holdout,
+            "warnings": list(result.evaluation.warnings),
+            "decision": result.decision.label,
+            "reasons": list(result.decision.reasons),
+            "checks": [
+                {"criterion": c.criterion, "passed": c.passed, "value": c.value, "threshold": c.threshold}
+                for c in result.decision.checks
+            ],
+            "predict_ms_per_row": result.footprint.ms_per_row,
+            "model_mb": result.footprint.model_mb,
             "experiment": result.experiment,
             "tracking_uri": result.tracking_uri,
             "run_id": result.run_id,
             "model_uri": result.model_uri,
             "registered_model_uri": result.registered,
-            "export_path": str(result.export_dir),
+            "export_path": str(result.export_dir) if result.export_dir else None,
             "seconds": round(elapsed, 2),
         }
     )
 
 
 def _print_summary(result: Any, elapsed: float) -> None:
+    from stages.evaluation import annotated_leaderboard
+
     board = result.leaderboard
-    frame = board.to_frame()
+    selection = result.selection
+    frame = annotated_leaderboard(board, selection)
+    frame["model"] = [f"{n} *" if chosen else n for n, chosen in zip(frame["model"], frame["chosen"])]
     shown = ["rank", "model", "status"]
     for m in board.metrics:
         frame[m] = [
@@ -218,16 +347,32 @@ def _print_summary(result: Any, elapsed: float) -> None:
             for mu, sd in zip(frame[f"{m}_mean"], frame[f"{m}_std"].fillna(0.0))
         ]
         shown.append(m)
+    frame["diff_vs_top"] = frame["diff_vs_top"].map(lambda v: "-" if math.isnan(v) else f"{v:+.4f}")
+    frame["p_value"] = frame["p_value"].map(lambda v: "-" if math.isnan(v) else f"{v:.3g}")
     frame["fit_s"] = frame["fit_seconds"].map(lambda v: "-" if math.isnan(v) else f"{v:.2f}")
-    shown.append("fit_s")
+    shown += ["diff_vs_top", "p_value", "fit_s"]
     print(f"\nLeaderboard ({board.n_folds}-fold CV, ranked by {board.metric}):")
     print(frame[shown].to_string(index=False))
+    print(
+        f"  diff_vs_top: mean {board.metric} minus the top one's; p_value: corrected resampled t-test against it "
+        f"(alpha {selection.alpha:g}); * chosen"
+    )
     for r in board.rows:
         if r.error:
             print(f"  {r.name} failed: {r.error}")
     ev = result.evaluation
     holdout = ", ".join(f"{k} {v:.4f}" for k, v in ev.holdout.items())
-    print(f"\nChosen: {ev.model}. Holdout ({ev.n_test} rows): {holdout}")
+    print(f"\nChosen: {ev.model}, by {selection.reason}")
+    print(f"Holdout ({ev.n_test} rows): {holdout}")
+    for warning in ev.warnings:
+        print(f"Warning: {warning}")
+    decision = result.decision
+    print(f"Decision: {decision.label.upper()}" + (f": {'; '.join(decision.reasons)}" if decision.reasons else ""))
+    for c in decision.checks:
+        print(f"  [{'pass' if c.passed else 'FAIL'}] {c.criterion}: {c.detail}")
     print(f"MLflow run {result.run_id} in experiment '{result.experiment}' at {result.tracking_uri}")
-    print(f"Model: {result.registered or result.model_uri}; exported to {result.export_dir}")
+    if result.export_dir is not None:
+        print(f"Model: {result.registered or result.model_uri}; exported to {result.export_dir}")
+    else:
+        print(f"Model: logged as {result.model_uri} only; not registered as champion, not exported (no-go)")
     print(f"Done in {elapsed:.1f}s.")

@@ -8,6 +8,7 @@ of the same tree through `apply_overrides`.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 import types
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError, did_you_mean
+from stages.evaluation import SELECTION_RULES
 from stages.metrics import METRICS
 from stages.modeling import MODELS
 from stages.understanding import TASKS
@@ -34,24 +36,45 @@ class DataConfig:
 
     Attributes:
         path: A CSV or Parquet file. Relative paths are relative to the working directory.
+        categorical: Columns to use as categories whatever their values: codes that look
+            like numbers (zip codes), or columns that mix numbers and text on purpose.
     """
 
     path: Path = DEFAULT_DATA
+    categorical: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class BusinessConfig:
     """The business goal, written down before any training (CRISP-DM phase 1).
 
+    The criteria are the go/no-go gate applied after the holdout evaluation: a model that
+    fails any of them is logged but neither registered as `champion` nor exported.
+
     Attributes:
         target: The column to predict.
         task: `auto` (detect from the target), `regression`, `binary` or `multiclass`.
         metric: The primary metric that ranks candidates; empty means the task's default.
+        objective: What the model is for, in the user's words (the model card's intended use).
+        min_score: The worst acceptable holdout score of the primary metric; None (key
+            absent) sets no minimum. For a metric where lower is better (rmse, mae,
+            log_loss) it is the highest acceptable value.
+        min_margin_over_baseline: The chosen model's holdout score must beat the
+            `baseline` (dummy) model's by more than this, in the metric's units.
+        max_latency_ms_per_row: The most milliseconds per row the final model may take to
+            predict the holdout in one batch; None sets no limit.
+        max_model_mb: The largest the serialised final model may be, in MB (10^6 bytes);
+            None sets no limit.
     """
 
     target: str = DEFAULT_TARGET
     task: str = "auto"
     metric: str = ""
+    objective: str = ""
+    min_score: float | None = None
+    min_margin_over_baseline: float = 0.0
+    max_latency_ms_per_row: float | None = None
+    max_model_mb: float | None = None
 
 
 @dataclass(frozen=True)
@@ -78,12 +101,39 @@ class ModelingConfig:
         folds: Number of cross-validation folds (stratified for classification).
         n_jobs: Parallel fits; -1 uses every core.
         mlp_hidden_layers: Units per hidden layer of the MLP.
+        candidate_timeout: Seconds one candidate's cross-validation fits may take in total
+            (all folds, wall clock); past it the candidate is stopped and marked failed.
+            0 sets no limit.
+        candidate_memory_mb: Memory (address space, MiB) each parallel fit's worker process
+            may use; a candidate that needs more is marked failed. 0 is automatic: three
+            quarters of the machine's memory shared among the parallel fits, at least 2 GiB.
+            With `n_jobs = 1`, `candidate_timeout = 0` and this 0, the fits run inside the
+            crispml process, with no limit and no isolation (for debugging).
     """
 
     models: tuple[str, ...] = tuple(MODELS)
     folds: int = 5
     n_jobs: int = -1
     mlp_hidden_layers: tuple[int, ...] = (64, 32)
+    candidate_timeout: float = 600.0
+    candidate_memory_mb: int = 0
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """How the model is chosen from the leaderboard and checked on the holdout.
+
+    Attributes:
+        selection: `simplest_within_noise` (among the candidates not significantly worse
+            than the top one, the simplest) or `best_mean` (the top one by mean score).
+        alpha: Significance level of the corrected resampled t-test between candidates.
+        holdout_tolerance_sd: The holdout score is flagged when it is further than this
+            many expected standard deviations from the cross-validated mean.
+    """
+
+    selection: str = "simplest_within_noise"
+    alpha: float = 0.05
+    holdout_tolerance_sd: float = 3.0
 
 
 @dataclass(frozen=True)
@@ -122,6 +172,7 @@ class Config:
     business: BusinessConfig = field(default_factory=BusinessConfig)
     preparation: PreparationConfig = field(default_factory=PreparationConfig)
     modeling: ModelingConfig = field(default_factory=ModelingConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     deployment: DeploymentConfig = field(default_factory=DeploymentConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
@@ -233,8 +284,9 @@ def _coerce(value: Any, hint: Any, where: str, problems: list[str]) -> Any:
         return tuple(value)
     if origin in (typing.Union, types.UnionType):
         if any(_is(value, a) for a in typing.get_args(hint)):
-            return value
-        problems.append(f"{where} must be one of {hint}, got {value!r}")
+            return float(value) if float in typing.get_args(hint) and _is(value, float) else value
+        names = " or ".join(a.__name__ for a in typing.get_args(hint) if a is not type(None))
+        problems.append(f"{where} must be {names} (leave the key out for none), got {type(value).__name__} {value!r}")
         return None
     if hint is Path:
         if isinstance(value, (str, Path)):
@@ -328,10 +380,61 @@ def validate(config: Config) -> Config:
         problems.append(f"modeling.models names a model twice: {', '.join(m.models)}")
     if m.folds < 2:
         problems.append(f"modeling.folds must be at least 2, got {m.folds}")
+    problems += _business_problems(b)
+    e = config.evaluation
+    if e.selection not in SELECTION_RULES:
+        problems.append(
+            f"evaluation.selection '{e.selection}' is unknown{did_you_mean(e.selection, SELECTION_RULES)}; "
+            f"use {' or '.join(SELECTION_RULES)}"
+        )
+    if not 0.0 < e.alpha < 1.0:
+        problems.append(f"evaluation.alpha must be between 0 and 1 (a significance level, e.g. 0.05), got {e.alpha}")
+    if not e.holdout_tolerance_sd > 0.0:
+        problems.append(f"evaluation.holdout_tolerance_sd must be positive (e.g. 3.0), got {e.holdout_tolerance_sd}")
     if m.n_jobs == 0:
         problems.append("modeling.n_jobs must not be 0; use -1 for every core or a positive count")
+    if not (math.isfinite(m.candidate_timeout) and m.candidate_timeout >= 0):
+        problems.append(f"modeling.candidate_timeout must be 0 (no limit) or a number of seconds, got {m.candidate_timeout}")
+    if m.candidate_memory_mb < 0:
+        problems.append(f"modeling.candidate_memory_mb must be 0 (automatic) or a number of MiB, got {m.candidate_memory_mb}")
     if not m.mlp_hidden_layers or any(u < 1 for u in m.mlp_hidden_layers):
         problems.append(f"modeling.mlp_hidden_layers must be positive unit counts, got {list(m.mlp_hidden_layers)}")
     if problems:
         raise ConfigError("; ".join(problems))
     return config
+
+
+def min_score_problem(min_score: float | None, metric: str) -> str:
+    """Check `business.min_score` against the range of the metric it applies to.
+
+    Args:
+        min_score: The configured threshold, or None.
+        metric: The primary metric's name.
+
+    Returns:
+        A message naming the problem, or "" when the threshold is possible.
+    """
+    if min_score is None:
+        return ""
+    low, high = METRICS[metric].bounds
+    if not math.isfinite(min_score) or not low <= min_score <= high:
+        span = f"at most {high:g}" if low == -math.inf else f"between {low:g} and {high:g}" if high < math.inf else f"at least {low:g}"
+        return f"business.min_score {min_score:g} is impossible for {metric}, whose scores are {span}; fix min_score"
+    return ""
+
+
+def _business_problems(b: BusinessConfig) -> list[str]:
+    problems = []
+    if b.metric in METRICS:
+        problems.append(min_score_problem(b.min_score, b.metric))
+    elif b.min_score is not None and not math.isfinite(b.min_score):
+        problems.append(f"business.min_score must be a finite number, got {b.min_score}")
+    if not (math.isfinite(b.min_margin_over_baseline) and b.min_margin_over_baseline >= 0.0):
+        problems.append(
+            f"business.min_margin_over_baseline must be 0 or more (in the metric's units), got {b.min_margin_over_baseline}"
+        )
+    for key in ("max_latency_ms_per_row", "max_model_mb"):
+        value = getattr(b, key)
+        if value is not None and not (math.isfinite(value) and value > 0.0):
+            problems.append(f"business.{key} must be a positive number (or absent for no limit), got {value}")
+    return [p for p in problems if p]

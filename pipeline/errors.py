@@ -7,7 +7,9 @@ prints it as one line on stderr, with no traceback.
 from __future__ import annotations
 
 import difflib
+import signal
 from collections.abc import Iterable
+from typing import Any
 
 EXIT_OK = 0
 """The run finished and, where there is a gate, the model passed it."""
@@ -15,6 +17,12 @@ EXIT_BUG = 1
 """An unexpected error: a bug in crispml, reported with a traceback."""
 EXIT_USAGE = 2
 """Bad command-line usage, configuration or data: the message says what to fix."""
+EXIT_NO_GO = 3
+"""The run finished but the model failed a business criterion (no-go): it is logged, not registered or exported."""
+EXIT_INTERRUPTED = 128 + signal.SIGINT
+"""Ctrl-C (SIGINT) stopped the run (130): its MLflow run is marked KILLED."""
+EXIT_TERMINATED = 128 + signal.SIGTERM
+"""SIGTERM stopped the run (143), e.g. a scheduler's time limit: its MLflow run is marked KILLED."""
 
 
 class CrispmlError(Exception):
@@ -41,6 +49,41 @@ class TrackingError(CrispmlError, RuntimeError):
 
 class ModelLoadError(CrispmlError, ValueError):
     """A saved model cannot be found or loaded."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) or SIGTERM stopped the run.
+
+    A `KeyboardInterrupt`, so everything that cleans up after Ctrl-C cleans up after
+    SIGTERM too. A stage that was stopped half-way attaches what it had finished.
+
+    Args:
+        signum: The signal that stopped the run.
+        partial: What the interrupted stage had finished (e.g. a partial leaderboard), or None.
+    """
+
+    def __init__(self, signum: int = signal.SIGINT, partial: Any = None) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
+        self.partial = partial
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal number: 130 for SIGINT, 143 for SIGTERM."""
+        return 128 + self.signum
+
+    @classmethod
+    def carrying(cls, interrupt: KeyboardInterrupt, partial: Any) -> Interrupted:
+        """The same interruption, now carrying a stage's partial result.
+
+        Args:
+            interrupt: The interruption caught (a plain `KeyboardInterrupt` is a SIGINT).
+            partial: What was finished.
+
+        Returns:
+            A new `Interrupted` with the same signal.
+        """
+        return cls(getattr(interrupt, "signum", signal.SIGINT), partial)
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:

@@ -12,14 +12,14 @@ import os
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import joblib
 import pandas as pd
 
-from pipeline.errors import DataError, UsageError
+from pipeline.errors import DataError, ModelLoadError, UsageError
 from stages.deployment import sha256_of
 
 READERS: dict[str, Callable[[Path], pd.DataFrame]] = {
@@ -132,21 +132,27 @@ def export_model_dir(
     write_mlflow_model: Callable[[Path], None],
     model: Any,
     manifest: dict[str, Any],
+    extra_files: Mapping[str, bytes] | None = None,
 ) -> Path:
     """Write the deployment folder, then move it into place in one step.
 
-    The folder holds the MLflow model (`MLmodel`, skops file, requirements), `model.joblib`
-    and `manifest.json`, which lists every other file's SHA-256. An existing folder at
-    `target` is replaced only once the new one is complete.
+    The folder holds the MLflow model (`MLmodel`, skops file, requirements), `model.joblib`,
+    any extra files (the model card, plots) and `manifest.json`, which lists every other
+    file's SHA-256. An existing folder at `target` is replaced only once the new one is complete.
 
     Args:
         target: `<out>/<experiment>/model`.
         write_mlflow_model: Writes the MLflow model into the (not yet existing) folder it is given.
         model: The fitted pipeline, for `model.joblib`.
         manifest: Provenance to write; a `files` entry with hashes is added.
+        extra_files: `{relative path: content}` written into the folder, e.g.
+            `{"model_card.md": ..., "plots/roc_curve.png": ...}`.
 
     Returns:
         The target folder.
+
+    Raises:
+        ValueError: An extra file's path is absolute or leaves the folder.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -155,13 +161,75 @@ def export_model_dir(
         folder = staging / target.name
         write_mlflow_model(folder)
         joblib.dump(model, folder / JOBLIB_MODEL)
+        for name, content in (extra_files or {}).items():
+            path = folder / name
+            if Path(name).is_absolute() or ".." in Path(name).parts:
+                raise ValueError(f"extra file {name!r} must be a relative path inside the model folder")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content)
         files = {
             str(p.relative_to(folder)): sha256_of(p) for p in sorted(folder.rglob("*")) if p.is_file()
         }
         (folder / MANIFEST).write_text(json.dumps({**manifest, "files": files}, indent=2, default=str) + "\n")
+        previous = staging / "previous"  # removed with the staging folder once the new one is in place
         if target.exists():
-            os.replace(target, staging / "previous")  # removed with the staging folder
-        os.replace(folder, target)
+            os.replace(target, previous)
+        try:
+            os.replace(folder, target)
+        except BaseException:  # even Ctrl-C between the two moves: put the old model back
+            if previous.exists() and not target.exists():
+                os.replace(previous, target)
+            raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def verify_export(folder: Path) -> dict[str, Any]:
+    """Check an exported model folder against its `manifest.json` before anything in it is loaded.
+
+    Every file the manifest lists must be there with the same SHA-256, and no other file
+    may be. This catches a partial copy, a corrupted file, or a file swapped in after
+    export (such as a different `model.joblib` pickle). It cannot catch someone who also
+    rewrote the manifest: for that, protect the folder, or load from the MLflow registry.
+
+    Args:
+        folder: The model folder (`<out>/<experiment>/model`).
+
+    Returns:
+        The manifest.
+
+    Raises:
+        ModelLoadError: The manifest is missing or unreadable, or a file is missing, changed or unexpected.
+    """
+    folder = Path(folder)
+    path = folder / MANIFEST
+    fix = "re-export the model with 'crispml run', or copy the whole folder again"
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelLoadError(
+            f"{folder} has no {MANIFEST}, so its files cannot be checked before loading; "
+            f"it is not a complete crispml export: {fix}"
+        ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"{path} cannot be read ({exc}); {fix}") from None
+    listed = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(listed, dict) or not listed:
+        raise ModelLoadError(f"{path} lists no file hashes; {fix}")
+    for name, expected in sorted(listed.items()):
+        file = folder / name
+        if Path(name).is_absolute() or ".." in Path(name).parts or not file.is_file():
+            raise ModelLoadError(f"{folder} is missing {name}, which its {MANIFEST} lists; {fix}")
+        if sha256_of(file) != expected:
+            raise ModelLoadError(
+                f"{file} does not match the SHA-256 in {MANIFEST}: it changed after export, so it is not loaded; {fix}"
+            )
+    present = (str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    extra = sorted(name for name in present if name != MANIFEST and name not in listed)
+    if extra:
+        raise ModelLoadError(
+            f"{folder} holds {', '.join(extra)}, which its {MANIFEST} does not list: it changed after export, so it is not loaded; "
+            "remove the file or re-export the model"
+        )
+    return manifest

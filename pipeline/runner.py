@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 
-from pipeline import tracking
-from pipeline.config import Config
-from pipeline.errors import ConfigError, DataError
-from pipeline.files import export_model_dir, read_table, write_table
-from stages import deployment, evaluation, modeling, preparation, understanding
+from pipeline import tracking, workers
+from pipeline.config import Config, min_score_problem
+from pipeline.errors import ConfigError, DataError, Interrupted
+from pipeline.files import export_model_dir, read_table, verify_export, write_table
+from stages import deployment, evaluation, modeling, preparation, reporting, understanding
 from stages.metrics import DEFAULT_METRIC, METRICS
 
 Progress = Callable[[str, str], None]
+WARNING = "warning"
+"""The progress stage of warnings: `progress(WARNING, message)` (the command line prints them on stderr)."""
+MODEL_CARD = "model_card.md"
+_TAG_MAX = 5000
 
 
 def _quiet(stage: str, message: str) -> None:
@@ -34,8 +41,11 @@ class RunResult:
         tracking_uri: The MLflow store.
         run_id: The parent run's id.
         model_uri: The logged model's URI.
-        registered: `models:/<name>@champion`, or "" when not registered.
-        export_dir: The exported model folder.
+        registered: `models:/<name>@champion`, or "" when not registered (always on no-go).
+        export_dir: The exported model folder, or None on no-go (nothing is exported).
+        selection: Which candidate was chosen from the leaderboard, by which rule, and why.
+        decision: The go/no-go gate's decision.
+        footprint: The final model's prediction time per row and size.
     """
 
     profile: understanding.DataProfile
@@ -46,11 +56,17 @@ class RunResult:
     run_id: str
     model_uri: str
     registered: str
-    export_dir: Path
+    export_dir: Path | None
+    selection: evaluation.Selection
+    decision: evaluation.Decision
+    footprint: evaluation.Footprint
 
 
 def run(config: Config, progress: Progress = _quiet) -> RunResult:
     """Run the CRISP-DM pipeline: understand, prepare, model, evaluate, deploy.
+
+    The model is registered as `champion` and exported only when the go/no-go gate
+    passes; on no-go it is logged to the run and the previous export stays in place.
 
     Args:
         config: The validated configuration.
@@ -67,9 +83,16 @@ def run(config: Config, progress: Progress = _quiet) -> RunResult:
     data = read_table(data_path)
 
     # 1. Business and data understanding.
-    profile = understanding.profile_data(data, config.business.target, config.business.task, source=str(data_path))
+    profile = understanding.profile_data(
+        data, config.business.target, config.business.task, source=str(data_path), categorical=config.data.categorical
+    )
     metric = resolve_metric(config.business.metric, profile.task)
+    problem = min_score_problem(config.business.min_score, metric)
+    if problem:
+        raise ConfigError(problem)
     progress("understanding", _describe(profile, metric))
+    for warning in profile.warnings:
+        progress(WARNING, warning)
 
     # 2. Data preparation: the holdout is set aside before anything is learnt.
     X, y = preparation.features_and_target(data, profile)
@@ -82,69 +105,166 @@ def run(config: Config, progress: Progress = _quiet) -> RunResult:
     candidates = modeling.build_candidates(config.modeling.models, preprocessor, settings)
     progress("preparation", f"{len(split.y_train)} training rows, {len(split.y_test)} holdout rows, {len(folds)} folds")
 
-    # Every check on the data is done; the store is checked (and created) before any training.
-    tracking.check_store(config.tracking_uri)
+    # Every check on the data is done; the store is checked (and created) before any training,
+    # while the worker processes' fork server starts up.
+    memory_mb = _memory_mb(config, len(candidates) * len(folds))
+    if memory_mb is not None:
+        workers.prestart()
+    tracking.check_store(config.tracking_uri, writable=True)
 
     run_name = f"{profile.target} {dt.datetime.now():%Y-%m-%d %H:%M:%S}"
     with tracking.pipeline_run(config.tracking_uri, config.experiment, run_name) as tracker:
         tracker.set_tags({"crispml.task": profile.task, "crispml.metric": metric, "crispml.target": profile.target})
         tracker.log_params(_flatten(config.to_dict()))
         tracker.log_json(config.to_dict(), "config.json")
+        tracker.log_json(_business(config, profile, metric), "business.json")  # the criteria, before any training
+        data_plots = reporting.understanding_plots(profile, y)
         tracker.log_json(profile.to_dict(), "understanding/profile.json")
-        tracker.log_text(profile.to_markdown(), "understanding/profile.md")
+        tracker.log_text(reporting.understanding_report(profile, data_plots), "understanding/profile.md")
+        tracker.log_files(data_plots, "understanding")
 
         # 3. Modeling: every candidate on the same folds.
         progress("modeling", f"cross-validating {', '.join(candidates)} ({len(candidates) * len(folds)} fits)")
-        board = modeling.compare_models(
-            candidates, split.X_train, split.y_train, folds, profile.task, metric, config.modeling.n_jobs
-        )
-        for row in board.rows:
-            tracker.log_candidate(
-                row.name, row.estimator, row.params, row.status == modeling.OK, row.error,
-                row.fold_scores, _candidate_metrics(row, board.metrics), row.warnings,
+        try:
+            board = modeling.compare_models(
+                candidates, split.X_train, split.y_train, folds, profile.task, metric, config.modeling.n_jobs,
+                timeout=config.modeling.candidate_timeout or None,
+                memory_mb=memory_mb,
+                on_candidate=lambda row: progress("modeling", _candidate_line(row, metric)),
             )
-        tracker.log_frame(board.to_frame(), "leaderboard.csv")
+        except Interrupted as stop:  # log what finished; the run then ends KILLED
+            if isinstance(stop.partial, modeling.Leaderboard):
+                _log_candidates(tracker, stop.partial)
+                tracker.log_frame(stop.partial.to_frame(), "leaderboard.csv")
+            raise
+        _log_candidates(tracker, board)
         best = board.best
         if best is None:
             errors = "; ".join(f"{r.name}: {r.error}" for r in board.rows)
             raise DataError(f"every candidate failed to fit ({errors}); check the data or the model list")
+        selection = evaluation.select_model(
+            board, config.evaluation.selection, config.evaluation.alpha, *_fold_sizes(folds)
+        )
+        table = evaluation.annotated_leaderboard(board, selection)
+        tracker.log_frame(table, "leaderboard.csv")
+        tracker.set_tags(
+            {
+                "crispml.chosen_model": selection.chosen,
+                "crispml.selection_rule": selection.rule,
+                "crispml.selection_reason": selection.reason[:_TAG_MAX],
+            }
+        )
         progress("modeling", f"best by cross-validation: {best.name} ({metric} {best.mean(metric):.4f})")
+        progress("modeling", f"chosen: {selection.chosen} ({selection.reason})")
 
-        # 4. Evaluation on the untouched holdout.
-        result = evaluation.evaluate_holdout(best, candidates[best.name], split, profile.task, metric)
-        tracker.set_tags({"crispml.chosen_model": best.name})
+        # 4. Evaluation on the untouched holdout: the chosen model, and the baseline it must beat.
+        chosen = next(r for r in board.rows if r.name == selection.chosen)
+        result = evaluation.evaluate_holdout(
+            chosen, candidates[chosen.name], split, profile.task, metric, config.evaluation.holdout_tolerance_sd
+        )
+        floor = (  # the margin is measured against the dummy even when it was not a candidate
+            candidates[evaluation.BASELINE]
+            if evaluation.BASELINE in candidates
+            else modeling.build_candidates([evaluation.BASELINE], preprocessor, settings)[evaluation.BASELINE]
+        )
+        baseline_holdout = evaluation.score_on_holdout(floor, split, profile.task)
+        importance = evaluation.permutation_importances(
+            result.fitted, split.X_test, split.y_test, metric, result.classes, config.seed
+        )
         tracker.log_metrics({f"holdout_{k}": v for k, v in result.holdout.items()})
         tracker.log_metrics({f"cv_{k}_mean": v for k, v in result.cv_mean.items()})
-        progress("evaluation", f"{best.name} on the holdout: {metric} {result.holdout[metric]:.4f}")
+        tracker.log_metrics({f"baseline_holdout_{k}": v for k, v in baseline_holdout.items()})
+        tracker.log_frame(importance.to_frame(), "permutation_importance.csv")
+        if result.warnings:
+            tracker.set_tags({"crispml.evaluation_warnings": "\n".join(result.warnings)[:_TAG_MAX]})
+        progress("evaluation", f"{chosen.name} on the holdout: {metric} {result.holdout[metric]:.4f}")
+        for warning in result.warnings:
+            progress("evaluation", f"warning: {warning}")
 
-        # 5. Deployment: refit on every labelled row, log, register, export.
+        # The go/no-go gate: the business criteria, on the holdout and the final model.
         final = deployment.refit_for_deployment(
-            candidates[best.name], X, y, profile, board, result, deployment.sha256_of(data_path), config.seed
+            candidates[chosen.name], X, y, profile, board, result, deployment.sha256_of(data_path), config.seed
         )
+        footprint = evaluation.measure_footprint(final.model, split.X_test)
+        b = config.business
+        decision = evaluation.decide(
+            metric,
+            result.holdout[metric],
+            baseline_holdout[metric],
+            footprint,
+            min_score=b.min_score,
+            min_margin_over_baseline=b.min_margin_over_baseline,
+            max_latency_ms_per_row=b.max_latency_ms_per_row,
+            max_model_mb=b.max_model_mb,
+        )
+        tracker.log_metrics({"predict_ms_per_row": footprint.ms_per_row, "model_mb": footprint.model_mb})
+        tracker.set_tags({"crispml.decision": decision.label})
+        if decision.reasons:
+            tracker.set_tags({"crispml.decision_reasons": "; ".join(decision.reasons)[:_TAG_MAX]})
+        tracker.log_json(decision.to_dict(), "decision.json")
+        progress("evaluation", f"gate: {decision.label}" + (f" ({'; '.join(decision.reasons)})" if decision.reasons else ""))
+        plots = reporting.evaluation_plots(result, board, selection, importance, final.model.steps[-1][1])
+        tracker.log_files(plots, "plots")
+
+        # 5. Deployment: log the final model; on go, also register and export it.
         requirements = _requirements(final.manifest["packages"])
-        registered_name = config.experiment if config.deployment.register else ""
-        logged = tracker.log_model(final.model, final.input_example, requirements, registered_name)
-        manifest = {
-            **final.manifest,
-            "mlflow": {
-                "tracking_uri": config.tracking_uri,
-                "experiment": config.experiment,
-                "run_id": tracker.run_id,
-                "model_uri": logged.uri,
-                "registered_model": logged.registered_name,
-                "version": logged.version,
-            },
-        }
-        export_dir = export_model_dir(
-            Path(config.deployment.out) / config.experiment / "model",
-            lambda folder: tracking.save_model_dir(final.model, folder, final.input_example, requirements),
-            final.model,
-            manifest,
-        )
-        tracker.log_json(manifest, "manifest.json")
-        tracker.set_tags({"crispml.export_dir": str(export_dir.resolve())})
+        registered_name = config.experiment if config.deployment.register and decision.go else ""
+        contract = {deployment.CONTRACT_KEY: final.contract.to_dict()}
+        tracker.log_json(final.contract.to_dict(), "contract.json")
+        logged = tracker.log_model(final.model, final.input_example, requirements, registered_name, contract)
         registered = f"models:/{logged.registered_name}@{tracking.CHAMPION}" if logged.registered_name else ""
-        progress("deployment", f"model {registered or logged.uri} exported to {export_dir}")
+        target = Path(config.deployment.out) / config.experiment / "model"
+        card = deployment.model_card(
+            experiment=config.experiment,
+            objective=config.business.objective,
+            profile=profile,
+            data_sha256=final.manifest["data"]["sha256"],
+            leaderboard=board,
+            selection=selection,
+            evaluation=result,
+            decision=decision,
+            footprint=footprint,
+            importance=importance,
+            estimator=final.manifest["estimator"],
+            candidate_warnings=chosen.warnings,
+            model_uri=logged.uri,
+            registered=registered,
+            export_dir=str(target) if decision.go else "",
+        )
+        tracker.log_text(card, MODEL_CARD)
+        manifest = _json_safe(
+            {
+                **final.manifest,
+                "leaderboard": table.to_dict(orient="records"),
+                "selection": selection.to_dict(),
+                "decision": decision.to_dict(),
+                "footprint": {"predict_ms_per_row": footprint.ms_per_row, "model_mb": footprint.model_mb},
+                "warnings": list(result.warnings),
+                "mlflow": {
+                    "tracking_uri": config.tracking_uri,
+                    "experiment": config.experiment,
+                    "run_id": tracker.run_id,
+                    "model_uri": logged.uri,
+                    "registered_model": logged.registered_name,
+                    "version": logged.version,
+                },
+            }
+        )
+        export_dir: Path | None = None
+        if decision.go:
+            extra = {MODEL_CARD: card.encode("utf-8"), **{f"plots/{name}": png for name, png in plots.items()}}
+            export_dir = export_model_dir(
+                target,
+                lambda folder: tracking.save_model_dir(final.model, folder, final.input_example, requirements, contract),
+                final.model,
+                manifest,
+                extra,
+            )
+            tracker.set_tags({"crispml.export_dir": str(export_dir.resolve())})
+            progress("deployment", f"model {registered or logged.uri} exported to {export_dir}")
+        else:
+            progress("deployment", f"no-go: model logged as {logged.uri}; not registered as champion, not exported")
+        tracker.log_json(manifest, "manifest.json")
     return RunResult(
         profile=profile,
         leaderboard=board,
@@ -155,11 +275,32 @@ def run(config: Config, progress: Progress = _quiet) -> RunResult:
         model_uri=logged.uri,
         registered=registered,
         export_dir=export_dir,
+        selection=selection,
+        decision=decision,
+        footprint=footprint,
     )
 
 
-def predict(model: str, data_path: Path, out_path: Path, tracking_uri: str, overwrite: bool) -> int:
-    """Batch scoring: load a saved model, score a file, write the scored rows.
+@dataclass(frozen=True)
+class Prediction:
+    """What batch scoring did.
+
+    Attributes:
+        rows: Rows scored (always every input row).
+        warnings: Package versions that differ from training, ignored columns, drift.
+        check: The data contract check (drift counts per column).
+    """
+
+    rows: int
+    warnings: tuple[str, ...]
+    check: deployment.ContractCheck
+
+
+def predict(model: str, data_path: Path, out_path: Path, tracking_uri: str, overwrite: bool) -> Prediction:
+    """Batch scoring: check and load a saved model, score a file against its data contract, write the scored rows.
+
+    A model folder is checked against the SHA-256 hashes in its `manifest.json` before
+    anything in it is loaded. Only the folder or URI named is loaded.
 
     Args:
         model: A model folder or URI.
@@ -169,18 +310,22 @@ def predict(model: str, data_path: Path, out_path: Path, tracking_uri: str, over
         overwrite: Replace an existing output file.
 
     Returns:
-        The number of rows scored.
+        How many rows were scored, and the warnings.
 
     Raises:
-        CrispmlError: The model, the data or the output path is unusable.
+        CrispmlError: The model, the data or the output path is unusable, or the rows break the contract.
     """
     if Path(out_path).resolve() == Path(data_path).resolve():
         raise DataError(f"--out {out_path} is the input file; write the scores to another file")
+    is_uri = "://" in model or model.startswith(("models:", "runs:"))
+    if not is_uri and Path(model).is_dir():
+        verify_export(Path(model))
     loaded = tracking.load_model(model, tracking_uri)
     data = read_table(Path(data_path))
-    scored = deployment.score(loaded.model, data, loaded.features, loaded.numeric)
-    write_table(scored, Path(out_path), overwrite)
-    return len(scored)
+    contract = loaded.contract or deployment.contract_from_signature(loaded.features, loaded.numeric)
+    scored = deployment.score(loaded.model, data, contract)
+    write_table(scored.frame, Path(out_path), overwrite)
+    return Prediction(rows=len(scored.frame), warnings=(*loaded.warnings, *scored.warnings), check=scored.check)
 
 
 def resolve_metric(name: str, task: str) -> str:
@@ -213,12 +358,76 @@ def _describe(profile: understanding.DataProfile, metric: str) -> str:
     )
 
 
+def _memory_mb(config: Config, n_tasks: int) -> int | None:
+    """The memory limit per worker process: configured, automatic, or None when fits run in this process.
+
+    With one job, no time limit and no memory limit configured, the fits run in the crispml
+    process itself, unisolated (for debugging); any limit needs worker processes.
+    """
+    m = config.modeling
+    if m.candidate_memory_mb:
+        return m.candidate_memory_mb
+    if m.n_jobs == 1 and not m.candidate_timeout:
+        return None
+    return workers.auto_memory_limit(workers.worker_count(m.n_jobs, n_tasks)) >> 20
+
+
+def _candidate_line(row: modeling.CandidateResult, metric: str) -> str:
+    if row.status != modeling.OK:
+        return f"{row.name} failed: {row.error}"
+    return f"{row.name} done: {metric} {row.mean(metric):.4f} ± {row.std(metric):.4f}"
+
+
+def _log_candidates(tracker: tracking.PipelineRun, board: modeling.Leaderboard) -> None:
+    for row in board.rows:
+        tracker.log_candidate(
+            row.name, row.estimator, row.params, row.status == modeling.OK, row.error,
+            row.fold_scores, _candidate_metrics(row, board.metrics), row.warnings,
+        )
+
+
 def _candidate_metrics(row: modeling.CandidateResult, metrics: tuple[str, ...]) -> dict[str, float]:
     out = {"fit_seconds": row.fit_seconds, "predict_seconds": row.predict_seconds}
     for m in metrics:
         out[f"{m}_mean"] = row.mean(m)
         out[f"{m}_std"] = row.std(m)
     return out
+
+
+def _business(config: Config, profile: understanding.DataProfile, metric: str) -> dict[str, object]:
+    """The business objective and criteria as the run will judge them (the metric resolved)."""
+    b = config.business
+    return {
+        "objective": b.objective,
+        "target": profile.target,
+        "task": profile.task,
+        "metric": metric,
+        "greater_is_better": METRICS[metric].greater_is_better,
+        "min_score": b.min_score,
+        "min_margin_over_baseline": b.min_margin_over_baseline,
+        "max_latency_ms_per_row": b.max_latency_ms_per_row,
+        "max_model_mb": b.max_model_mb,
+        "selection": config.evaluation.selection,
+        "alpha": config.evaluation.alpha,
+    }
+
+
+def _fold_sizes(folds: modeling.Folds) -> tuple[float, float]:
+    """Mean training and test rows per fold, for the corrected t-test."""
+    return float(np.mean([len(tr) for tr, _ in folds])), float(np.mean([len(te) for _, te in folds]))
+
+
+def _json_safe(value: Any) -> Any:
+    """Plain JSON values: NaN becomes None, numpy scalars become Python ones."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:

@@ -11,10 +11,15 @@ import io
 import json
 import logging
 import math
+import os
+import socket
+import sqlite3
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib import metadata as package_metadata
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -26,7 +31,8 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.models import Model, infer_signature
 
-from pipeline.errors import ModelLoadError, TrackingError
+from pipeline.errors import ModelLoadError, TrackingError, did_you_mean
+from stages.deployment import CONTRACT_KEY, DataContract, contract_from_signature
 
 CHAMPION = "champion"
 MODEL_NAME = "model"
@@ -41,11 +47,18 @@ SKOPS_TRUSTED_TYPES = [
     "sklearn.calibration._SigmoidCalibration",
 ]
 _PARAM_MAX = 6000
+STORE_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks", "file", "")
+"""URI schemes MLflow can track to (`file` and bare paths are refused by MLflow 3 itself)."""
+STORE_TIMEOUT = 10.0
+"""Seconds `check_store` waits for a tracking server to answer or a locked SQLite store to free up."""
 
 
 # MLflow sets up its loggers on import; keep its INFO chatter off the console after that.
 for _logger in ("mlflow", "alembic"):
     logging.getLogger(_logger).setLevel(logging.WARNING)
+# With an http:// tracking URI, MLflow writes "View run ... at: URL" lines to stdout when a
+# run ends, which would corrupt `crispml run --json`. crispml prints the run's id and store itself.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 @dataclass(frozen=True)
@@ -65,17 +78,22 @@ class LoggedModel:
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A saved model and the input contract from its signature.
+    """A saved model, the data contract saved with it, and what to warn about.
 
     Attributes:
         model: The fitted scikit-learn pipeline.
         features: Input column names.
-        numeric: The numeric (double) ones among them.
+        numeric: The numeric ones among them.
+        contract: The data contract from the model's metadata (names and kinds from its
+            signature only, for a model saved without one).
+        warnings: Package versions that differ from the ones that saved the model.
     """
 
     model: Any
     features: tuple[str, ...]
     numeric: tuple[str, ...]
+    contract: DataContract | None = None
+    warnings: tuple[str, ...] = ()
 
 
 def artifact_root(tracking_uri: str) -> str | None:
@@ -98,33 +116,127 @@ def _sqlite_path(tracking_uri: str) -> str:
     return tracking_uri[len("sqlite:///") :]
 
 
-def check_store(tracking_uri: str) -> None:
+def check_store(tracking_uri: str, timeout: float | None = None, writable: bool = False) -> None:
     """Fail early, before any training, when the tracking store cannot be used.
+
+    Checks, in order: the URI's scheme; for a tracking server, that it accepts connections;
+    for SQLite, that its folder can be created; with `writable`, that the folder can be
+    written and the database can take a write (not read-only, not locked by another
+    process for more than `timeout`); then that MLflow can open and read the store. With
+    `writable`, a new SQLite store is created under a file lock, so two runs starting at
+    once against a fresh `mlruns/` do not both create its tables.
 
     Args:
         tracking_uri: The tracking URI.
+        timeout: Seconds to wait for a server to accept a connection, or for a lock
+            (default `STORE_TIMEOUT`).
+        writable: Also check that a run could be written (what `crispml run` needs; a
+            viewer needs only to read).
 
     Raises:
-        TrackingError: The store cannot be created, reached or read.
+        TrackingError: The store cannot be created, reached, written or read.
     """
-
-    if urlparse(tracking_uri).scheme == "sqlite":
-        folder = Path(_sqlite_path(tracking_uri)).parent
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise TrackingError(
-                f"cannot create the tracking folder {folder} for {tracking_uri} ({exc.strerror}); "
-                "pass a writable --tracking-uri"
-            ) from None
-    try:
-        MlflowClient(tracking_uri).search_experiments(max_results=1)
-    except Exception as exc:  # MLflow raises many types for an unusable store
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    timeout = STORE_TIMEOUT if timeout is None else timeout
+    scheme = urlparse(tracking_uri).scheme
+    if len(scheme) == 1:  # a Windows drive letter: a plain path
+        scheme = ""
+    if scheme not in STORE_SCHEMES:
         raise TrackingError(
-            f"cannot use the MLflow tracking store {tracking_uri} ({first[:200]}); "
-            "check the URI, that a server is running there, and that the folder is writable"
+            f"tracking URI {tracking_uri} has an unknown scheme '{scheme}'{did_you_mean(scheme, STORE_SCHEMES)}; "
+            "use sqlite:///path/to/mlflow.db or the http(s):// address of a tracking server"
+        )
+    if scheme in ("http", "https"):
+        _check_server(tracking_uri, timeout)
+    database = Path(_sqlite_path(tracking_uri)) if scheme == "sqlite" else None
+    if database is not None:
+        _check_sqlite_folder(tracking_uri, database.parent, writable)
+    with _store_lock(database if writable else None):
+        if writable and database is not None and database.is_file():
+            _check_sqlite_writable(tracking_uri, database, timeout)
+        try:
+            MlflowClient(tracking_uri).search_experiments(max_results=1)
+        except Exception as exc:  # MLflow raises many types for an unusable store
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise TrackingError(
+                f"cannot use the MLflow tracking store {tracking_uri} ({first[:200]}); "
+                "check the URI, that a server is running there, and that the folder is writable"
+            ) from None
+
+
+def _check_server(tracking_uri: str, timeout: float) -> None:
+    """MLflow retries an unreachable server for minutes; one quick connection attempt says it sooner."""
+    parsed = urlparse(tracking_uri)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parsed.hostname or "localhost", port), timeout=timeout):
+            pass
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise TrackingError(
+            f"cannot reach the MLflow tracking server at {tracking_uri} ({why}); start it "
+            "(mlflow server ...) or pass another --tracking-uri"
         ) from None
+
+
+def _check_sqlite_folder(tracking_uri: str, folder: Path, writable: bool) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TrackingError(
+            f"cannot create the tracking folder {folder} for {tracking_uri} ({exc.strerror}); "
+            "pass a writable --tracking-uri"
+        ) from None
+    if not writable:
+        return
+    try:  # SQLite writes a journal beside the database, and artifacts go here too
+        with tempfile.TemporaryFile(dir=folder, prefix=".crispml-probe-"):
+            pass
+    except OSError as exc:
+        raise TrackingError(
+            f"the tracking folder {folder} for {tracking_uri} is not writable ({exc.strerror}); "
+            "make it writable or pass another --tracking-uri"
+        ) from None
+
+
+def _check_sqlite_writable(tracking_uri: str, database: Path, timeout: float) -> None:
+    """A write that is rolled back: proves the database is writable and not locked, and leaves no trace."""
+    try:
+        connection = sqlite3.connect(database, timeout=timeout)
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            connection.execute("CREATE TABLE crispml_write_probe (x INTEGER)")
+            connection.rollback()
+        finally:
+            connection.close()
+    except sqlite3.Error as exc:
+        message = str(exc)
+        if "locked" in message or "busy" in message:
+            raise TrackingError(
+                f"the tracking database {database} ({tracking_uri}) is locked by another process; waited "
+                f"{timeout:g} s; stop what holds it (an open sqlite3 shell, a crashed process) or pass another --tracking-uri"
+            ) from None
+        raise TrackingError(
+            f"cannot write to the tracking database {database} ({tracking_uri}): {message}; "
+            "check the file and its folder are writable, or pass another --tracking-uri"
+        ) from None
+
+
+@contextmanager
+def _store_lock(database: Path | None) -> Iterator[None]:
+    """Serialise store creation between processes (MLflow creates a new SQLite store's tables unlocked)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock
+        fcntl = None
+    if database is None or fcntl is None:
+        yield
+        return
+    with open(database.parent / f".{database.name}.lock", "a+") as handle:  # beside the database: one per store
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class PipelineRun:
@@ -167,6 +279,20 @@ class PipelineRun:
     def log_file(self, path: Path, folder: str | None = None) -> None:
         """Copy a local file into the parent run's artifacts."""
         self.client.log_artifact(self.run_id, str(path), folder)
+
+    def log_files(self, files: Mapping[str, bytes], folder: str) -> None:
+        """Save in-memory files (PNG plots, say) as artifacts of the parent run, in one upload.
+
+        Args:
+            files: `{file name: content}`.
+            folder: The artifact folder they go in (`plots`, `understanding`).
+        """
+        if not files:
+            return
+        with tempfile.TemporaryDirectory(prefix="crispml-") as tmp:
+            for name, content in files.items():
+                (Path(tmp) / name).write_bytes(content)
+            self.client.log_artifacts(self.run_id, tmp, folder)
 
     def log_candidate(
         self,
@@ -225,7 +351,12 @@ class PipelineRun:
         return str(run.info.run_id)
 
     def log_model(
-        self, model: Any, input_example: pd.DataFrame, requirements: list[str], registered_name: str
+        self,
+        model: Any,
+        input_example: pd.DataFrame,
+        requirements: list[str],
+        registered_name: str,
+        metadata: Mapping[str, Any] | None = None,
     ) -> LoggedModel:
         """Log the model to the parent run and, when named, register it as `champion`.
 
@@ -234,6 +365,7 @@ class PipelineRun:
             input_example: A few input rows, for the signature and the UI.
             requirements: pip requirements (given, so MLflow does not infer them).
             registered_name: Registry name, or "" to skip registration.
+            metadata: Stored in the model's `MLmodel` file (the data contract travels there).
 
         Returns:
             Where it was logged and registered.
@@ -248,6 +380,7 @@ class PipelineRun:
                 pip_requirements=requirements,
                 skops_trusted_types=SKOPS_TRUSTED_TYPES,
                 registered_model_name=registered_name or None,
+                metadata=dict(metadata) if metadata else None,
             )
         if not registered_name:
             return LoggedModel(uri=info.model_uri)
@@ -276,7 +409,13 @@ def pipeline_run(tracking_uri: str, experiment: str, run_name: str) -> Iterator[
     client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
-        experiment_id = client.create_experiment(experiment, artifact_location=artifact_root(tracking_uri))
+        try:
+            experiment_id = client.create_experiment(experiment, artifact_location=artifact_root(tracking_uri))
+        except mlflow.exceptions.MlflowException:
+            found = client.get_experiment_by_name(experiment)  # another run created it just now
+            if found is None:
+                raise
+            experiment_id = found.experiment_id
     elif found.lifecycle_stage == "deleted":
         raise TrackingError(
             f"experiment '{experiment}' was deleted in {tracking_uri}; restore it "
@@ -296,7 +435,13 @@ def pipeline_run(tracking_uri: str, experiment: str, run_name: str) -> Iterator[
         mlflow.end_run(status)
 
 
-def save_model_dir(model: Any, path: Path, input_example: pd.DataFrame, requirements: list[str]) -> None:
+def save_model_dir(
+    model: Any,
+    path: Path,
+    input_example: pd.DataFrame,
+    requirements: list[str],
+    metadata: Mapping[str, Any] | None = None,
+) -> None:
     """Write a model folder in MLflow's format (skops-serialised), loadable by pyfunc and `mlflow models serve`.
 
     Args:
@@ -304,6 +449,7 @@ def save_model_dir(model: Any, path: Path, input_example: pd.DataFrame, requirem
         path: A folder that must not exist yet.
         input_example: A few input rows.
         requirements: pip requirements.
+        metadata: Stored in the `MLmodel` file (the data contract travels there).
     """
 
     mlflow.sklearn.save_model(
@@ -313,6 +459,7 @@ def save_model_dir(model: Any, path: Path, input_example: pd.DataFrame, requirem
         input_example=input_example,
         pip_requirements=requirements,
         skops_trusted_types=SKOPS_TRUSTED_TYPES,
+        metadata=dict(metadata) if metadata else None,
     )
 
 
@@ -324,10 +471,10 @@ def load_model(source: str, tracking_uri: str) -> LoadedModel:
         tracking_uri: The store to resolve `models:/` and `runs:/` URIs against.
 
     Returns:
-        The model and its input contract.
+        The model, its data contract, and warnings about package versions.
 
     Raises:
-        ModelLoadError: Nothing loadable is there.
+        ModelLoadError: Nothing loadable is there, or its data contract is malformed.
     """
 
     is_uri = "://" in source or source.startswith(("models:", "runs:"))
@@ -339,17 +486,75 @@ def load_model(source: str, tracking_uri: str) -> LoadedModel:
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     try:
+        info = Model.load(source) if not is_uri else mlflow.models.get_model_info(source)
         model = mlflow.sklearn.load_model(source)
-        signature = (Model.load(source) if not is_uri else mlflow.models.get_model_info(source)).signature
     except Exception as exc:  # MLflow raises many types for a missing model
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(
             f"cannot load the model {source} ({first[:200]}); check the path or URI and --tracking-uri"
         ) from None
+    contract = model_contract(info, source)
+    return LoadedModel(
+        model=model,
+        features=contract.features,
+        numeric=contract.numeric,
+        contract=contract,
+        warnings=version_warnings(info, source),
+    )
+
+
+def model_contract(info: Any, source: str) -> DataContract:
+    """The data contract saved in a model's metadata, or one from its signature for a model saved without.
+
+    Args:
+        info: The model's `Model` or `ModelInfo` (from its `MLmodel` file).
+        source: Where it came from, for messages.
+
+    Returns:
+        The contract.
+
+    Raises:
+        ModelLoadError: The saved contract is malformed.
+    """
+    saved = (info.metadata or {}).get(CONTRACT_KEY)
+    if saved is not None:
+        try:
+            return DataContract.from_dict(saved)
+        except (TypeError, ValueError) as exc:
+            raise ModelLoadError(f"the data contract saved with {source} is malformed ({exc}); re-export the model") from None
+    signature = info.signature
     inputs = signature.inputs.to_dict() if signature is not None else []
     features = tuple(col["name"] for col in inputs)
     numeric = tuple(col["name"] for col in inputs if col["type"] in ("double", "float", "long", "integer"))
-    return LoadedModel(model=model, features=features, numeric=numeric)
+    return contract_from_signature(features, numeric)
+
+
+def version_warnings(info: Any, source: str) -> tuple[str, ...]:
+    """Warnings for scikit-learn and MLflow versions that differ from the ones that saved a model.
+
+    Args:
+        info: The model's `Model` or `ModelInfo`.
+        source: Where it came from, for messages.
+
+    Returns:
+        One line per differing package.
+    """
+    saved = {
+        "scikit-learn": (info.flavors or {}).get("sklearn", {}).get("sklearn_version"),
+        "mlflow": info.mlflow_version,
+    }
+    warnings = []
+    for package, version in saved.items():
+        try:
+            installed = package_metadata.version(package)
+        except package_metadata.PackageNotFoundError:
+            installed = "none"
+        if version and installed != version:
+            warnings.append(
+                f"{source} was saved with {package} {version} but {installed} is installed; predictions may "
+                f"differ: install {package}=={version} to be sure"
+            )
+    return tuple(warnings)
 
 
 def _signature(model: Any, input_example: pd.DataFrame) -> Any:
@@ -368,3 +573,85 @@ def _log_metrics(client: Any, run_id: str, metrics: Mapping[str, float]) -> None
 
 def _param(value: Any) -> str:
     return str(value)[:_PARAM_MAX]
+
+
+def sqlite_file(tracking_uri: str) -> Path | None:
+    """The database file of a SQLite tracking store.
+
+    Args:
+        tracking_uri: The tracking URI.
+
+    Returns:
+        The file (relative URIs stay relative to the working folder), or None for other stores.
+    """
+    if urlparse(tracking_uri).scheme != "sqlite":
+        return None
+    return Path(_sqlite_path(tracking_uri))
+
+
+def experiment_id(tracking_uri: str, name: str) -> str | None:
+    """The id of a live experiment, for links into the MLflow UI.
+
+    Args:
+        tracking_uri: The tracking URI; the store must pass `check_store`.
+        name: The experiment's name.
+
+    Returns:
+        Its id, or None when the store has no live experiment of that name.
+    """
+    found = MlflowClient(tracking_uri).get_experiment_by_name(name)
+    if found is None or found.lifecycle_stage == "deleted":
+        return None
+    return str(found.experiment_id)
+
+
+@dataclass(frozen=True)
+class ScoringApp:
+    """MLflow's scoring server for one model, and the model's input contract.
+
+    Attributes:
+        app: The ASGI application (`/ping`, `/health`, `/version`, `/invocations`).
+        features: Input column names, from the model's signature.
+        numeric: The numeric ones among them.
+    """
+
+    app: Any
+    features: tuple[str, ...]
+    numeric: tuple[str, ...]
+
+
+def scoring_app(source: str, tracking_uri: str) -> ScoringApp:
+    """Load a model as a pyfunc and build MLflow's scoring server for it (what `mlflow models serve` runs).
+
+    Args:
+        source: A model folder written by crispml, or a model URI (`models:/name@champion`).
+        tracking_uri: The store to resolve `models:/` and `runs:/` URIs against.
+
+    Returns:
+        The server application and the model's input contract.
+
+    Raises:
+        ModelLoadError: Nothing loadable is there.
+    """
+    from mlflow.pyfunc import scoring_server
+
+    is_uri = "://" in source or source.startswith(("models:", "runs:"))
+    if not is_uri and not (Path(source) / "MLmodel").is_file():
+        raise ModelLoadError(
+            f"no model at {source}: the folder has no MLmodel file; pass a model folder "
+            "(<out>/<experiment>/model) or a URI such as models:/<experiment>@champion"
+        )
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    try:
+        model = mlflow.pyfunc.load_model(source)
+    except Exception as exc:  # MLflow raises many types for a missing model
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(
+            f"cannot load the model {source} ({first[:200]}); check the path or URI and --tracking-uri"
+        ) from None
+    schema = model.metadata.get_input_schema()
+    inputs = schema.to_dict() if schema is not None else []
+    features = tuple(col["name"] for col in inputs)
+    numeric = tuple(col["name"] for col in inputs if col["type"] in ("double", "float", "long", "integer"))
+    return ScoringApp(app=scoring_server.init(model), features=features, numeric=numeric)

@@ -6,6 +6,7 @@ cross-validated score and a holdout score of the same name mean the same thing.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ class Metric:
         greater_is_better: Whether a higher score is better.
         needs_proba: Whether it scores class probabilities rather than labels.
         score: `(y_true, y_pred, proba, classes) -> float`.
+        bounds: The lowest and highest score possible, for checking a configured threshold.
     """
 
     name: str
@@ -32,6 +34,19 @@ class Metric:
     greater_is_better: bool
     needs_proba: bool
     score: Callable[[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None], float]
+    bounds: tuple[float, float] = (0.0, 1.0)
+
+    def better(self, a: float, b: float) -> float:
+        """How much better score `a` is than score `b`: positive when `a` is better, whatever the direction.
+
+        Args:
+            a: A score.
+            b: Another score of the same metric.
+
+        Returns:
+            `a - b` for a metric where higher is better, `b - a` where lower is better.
+        """
+        return a - b if self.greater_is_better else b - a
 
 
 def _roc_auc(y: np.ndarray, pred: np.ndarray, proba: np.ndarray | None, classes: np.ndarray | None) -> float:
@@ -51,9 +66,18 @@ def _log_loss(y: np.ndarray, pred: np.ndarray, proba: np.ndarray | None, classes
 METRICS: dict[str, Metric] = {
     m.name: m
     for m in (
-        Metric("r2", (REGRESSION,), True, False, lambda y, p, _pr, _c: float(skm.r2_score(y, p))),
-        Metric("rmse", (REGRESSION,), False, False, lambda y, p, _pr, _c: float(skm.root_mean_squared_error(y, p))),
-        Metric("mae", (REGRESSION,), False, False, lambda y, p, _pr, _c: float(skm.mean_absolute_error(y, p))),
+        Metric("r2", (REGRESSION,), True, False, lambda y, p, _pr, _c: float(skm.r2_score(y, p)), (-math.inf, 1.0)),
+        Metric(
+            "rmse",
+            (REGRESSION,),
+            False,
+            False,
+            lambda y, p, _pr, _c: float(skm.root_mean_squared_error(y, p)),
+            (0.0, math.inf),
+        ),
+        Metric(
+            "mae", (REGRESSION,), False, False, lambda y, p, _pr, _c: float(skm.mean_absolute_error(y, p)), (0.0, math.inf)
+        ),
         Metric("accuracy", CLASSIFICATION, True, False, lambda y, p, _pr, _c: float(skm.accuracy_score(y, p))),
         Metric(
             "balanced_accuracy",
@@ -70,7 +94,7 @@ METRICS: dict[str, Metric] = {
             lambda y, p, _pr, c: float(skm.f1_score(y, p, average="macro", labels=c, zero_division=0)),
         ),
         Metric("roc_auc", CLASSIFICATION, True, True, _roc_auc),
-        Metric("log_loss", CLASSIFICATION, False, True, _log_loss),
+        Metric("log_loss", CLASSIFICATION, False, True, _log_loss, (0.0, math.inf)),
     )
 }
 

@@ -1,9 +1,10 @@
 """CRISP-DM phase 4, modeling: the candidates, compared by cross-validation on the same folds.
 
 `MODELS` maps a short name to one factory per task family; adding a model is one entry.
-`compare_models` fits every (candidate, fold) pair in one parallel pool, scores each fold
-with every metric of the task, and turns a candidate that fails into a leaderboard row
-with its error instead of stopping the run.
+`compare_models` fits every (candidate, fold) pair in one pool of worker processes
+(`pipeline.workers`), scores each fold with every metric of the task, and turns a
+candidate that fails, hangs past its time limit or runs out of memory into a leaderboard
+row with the reason instead of stopping the run.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator, clone
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.dummy import DummyClassifier, DummyRegressor
@@ -28,7 +28,8 @@ from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.svm import SVC, SVR
 
-from pipeline.errors import DataError
+from pipeline.errors import DataError, Interrupted
+from pipeline.workers import Outcome, Task, run_tasks
 from stages.metrics import METRICS, Metric, metrics_for, score_all
 from stages.understanding import CLASSIFICATION, REGRESSION
 
@@ -66,10 +67,19 @@ stopped one fold at 0.77 balanced accuracy, where training to convergence reache
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One candidate family: how to build it for regression and for classification."""
+    """One candidate family: how to build it for regression and for classification.
+
+    Attributes:
+        regression: Factory of the regression estimator.
+        classification: Factory of the classification estimator.
+        complexity: Rank from simplest (0, the baseline) up: how hard the fitted model is
+            to read and how much it costs to keep and run. The `simplest_within_noise`
+            selection rule picks the lowest among the candidates within noise of the best.
+    """
 
     regression: Callable[[ModelSettings], BaseEstimator]
     classification: Callable[[ModelSettings], BaseEstimator]
+    complexity: int = 99
 
     def build(self, settings: ModelSettings) -> BaseEstimator:
         """A new, unfitted estimator for the settings' task."""
@@ -81,24 +91,29 @@ MODELS: dict[str, ModelSpec] = {
     "baseline": ModelSpec(
         regression=lambda s: DummyRegressor(strategy="mean"),
         classification=lambda s: DummyClassifier(strategy="prior"),
+        complexity=0,
     ),
     "linear": ModelSpec(
         regression=lambda s: LinearRegression(),
         classification=lambda s: LogisticRegression(max_iter=1000, random_state=s.seed),
+        complexity=1,  # one coefficient per feature column
     ),
     "svm": ModelSpec(
         regression=lambda s: SVR(),
         # Platt-scaled probabilities from internal CV (scikit-learn's replacement for
         # SVC(probability=True)), for ROC AUC, log loss and probability columns.
         classification=lambda s: CalibratedClassifierCV(SVC(random_state=s.seed), ensemble=False),
+        complexity=4,  # a kernel over stored support vectors: predict cost grows with training rows
     ),
     "random_forest": ModelSpec(
         regression=lambda s: RandomForestRegressor(n_estimators=100, random_state=s.seed, n_jobs=1),
         classification=lambda s: RandomForestClassifier(n_estimators=100, random_state=s.seed, n_jobs=1),
+        complexity=3,  # 100 deep trees
     ),
     "adaboost": ModelSpec(
         regression=lambda s: AdaBoostRegressor(random_state=s.seed),
         classification=lambda s: AdaBoostClassifier(random_state=s.seed),
+        complexity=2,  # 50 shallow trees (stumps for classification)
     ),
     "mlp": ModelSpec(
         # ReLU hidden units; identity output with squared error for regression, logistic or
@@ -106,6 +121,7 @@ MODELS: dict[str, ModelSpec] = {
         # output from the target). Early stopping from MLP_EARLY_STOPPING_MIN_ROWS rows.
         regression=lambda s: MLPRegressor(**_mlp_params(s)),
         classification=lambda s: MLPClassifier(**_mlp_params(s)),
+        complexity=5,  # thousands of weights, the least readable
     ),
 }
 """Candidates by short name. `baseline` is the floor every model must beat."""
@@ -244,14 +260,21 @@ def make_folds(y: pd.Series, task: str, k: int, seed: int) -> Folds:
     """
     if len(y) < k:
         raise DataError(
-            f"only {len(y)} training rows for {k} folds; add rows or use fewer folds (--folds {max(2, len(y))})"
+            f"only {len(y)} training rows (after the holdout) for {k} folds; add rows or use fewer folds "
+            f"(--folds {max(2, len(y))})"
         )
     if task in CLASSIFICATION:
         counts = y.value_counts()
-        if counts.min() < k:
+        rarest, n = counts.idxmin(), int(counts.min())
+        if n < 2:
             raise DataError(
-                f"class '{counts.idxmin()}' of target '{y.name}' has only {counts.min()} training rows, fewer than the "
-                f"{k} folds; use fewer folds (--folds {max(2, int(counts.min()))}), add rows, or merge rare classes"
+                f"class '{rarest}' of target '{y.name}' has only {n} training row (after the holdout), too few to "
+                "cross-validate with any number of folds; add rows of that class, merge it into another, or drop it"
+            )
+        if n < k:
+            raise DataError(
+                f"class '{rarest}' of target '{y.name}' has only {n} training rows (after the holdout), fewer than the "
+                f"{k} folds; use fewer folds (--folds {n}), add rows, or merge rare classes"
             )
         splitter: KFold | StratifiedKFold = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     else:
@@ -267,11 +290,17 @@ def compare_models(
     task: str,
     metric: str,
     n_jobs: int = -1,
+    timeout: float | None = None,
+    memory_mb: int | None = None,
+    on_candidate: Callable[[CandidateResult], None] | None = None,
 ) -> Leaderboard:
     """Cross-validate every candidate on the same folds and rank them.
 
-    All (candidate, fold) fits go into one parallel pool, so a slow candidate does not
-    leave cores idle while the others wait.
+    All (candidate, fold) fits go into one pool of worker processes (`pipeline.workers`),
+    so a slow candidate does not leave cores idle while the others wait. A candidate that
+    raises, runs past `timeout`, runs out of memory or kills its worker becomes a `failed`
+    row with the reason; the others go on. With `n_jobs=1` and no limits the fits run
+    in this process instead.
 
     Args:
         candidates: Unfitted pipelines by name; each fold fits a clone.
@@ -281,24 +310,63 @@ def compare_models(
         task: The task.
         metric: The primary metric, which ranks the candidates.
         n_jobs: Parallel fits (-1: every core).
+        timeout: Seconds a candidate's fits may take in total (all folds); None for no limit.
+        memory_mb: Address-space limit of each worker process in MiB; None for no limit.
+        on_candidate: Called with each candidate's result as soon as all its folds are done.
 
     Returns:
         The leaderboard.
+
+    Raises:
+        Interrupted: Ctrl-C or SIGTERM stopped the comparison; its `partial` is the
+            leaderboard so far, with unfinished candidates failed as interrupted.
     """
     metrics = metrics_for(task)
     classes = np.unique(y.to_numpy()) if task in CLASSIFICATION else None
-    tasks = [(name, i) for name in candidates for i in range(len(folds))]
-    results: list[FoldResult] = Parallel(n_jobs=n_jobs)(
-        delayed(_fit_and_score)(name, candidates[name], X, y, folds[i], i, metrics, classes) for name, i in tasks
-    )
-    rows = [_summarise(name, candidates[name], [r for r in results if r.candidate == name]) for name in candidates]
+    names = list(candidates)
+    tasks = [Task(name, (name, i)) for name in names for i in range(len(folds))]
+    shared = (dict(candidates), X, y, folds, metrics, classes)
+
+    def report(name: str, outcomes: list[Outcome]) -> None:
+        if on_candidate is not None:
+            on_candidate(_summarise(name, candidates[name], _fold_results(name, outcomes)))
+
+    try:
+        outcomes = run_tasks(
+            _run_fold, shared, tasks, n_jobs, timeout, memory_mb * 2**20 if memory_mb else None, report
+        )
+    except Interrupted as stop:
+        unfinished = Outcome(error="interrupted before it finished")
+        outcomes = [o if o is not None else unfinished for o in stop.partial]
+        board = _leaderboard(names, candidates, outcomes, len(folds), task, metric, metrics)
+        raise Interrupted(stop.signum, board) from None
+    return _leaderboard(names, candidates, outcomes, len(folds), task, metric, metrics)
+
+
+def _leaderboard(
+    names: list[str],
+    candidates: Mapping[str, Pipeline],
+    outcomes: list[Outcome],
+    n_folds: int,
+    task: str,
+    metric: str,
+    metrics: tuple[Metric, ...],
+) -> Leaderboard:
+    rows = [
+        _summarise(name, candidates[name], _fold_results(name, outcomes[k * n_folds : (k + 1) * n_folds]))
+        for k, name in enumerate(names)
+    ]
     return Leaderboard(
-        task=task,
-        metric=metric,
-        metrics=tuple(m.name for m in metrics),
-        n_folds=len(folds),
-        rows=rank(rows, METRICS[metric]),
+        task=task, metric=metric, metrics=tuple(m.name for m in metrics), n_folds=n_folds, rows=rank(rows, METRICS[metric])
     )
+
+
+def _fold_results(name: str, outcomes: Sequence[Outcome]) -> list[FoldResult]:
+    """A candidate's fold results, in fold order; a fold with no result carries its outcome's error."""
+    return [
+        o.value if not o.error else FoldResult(name, i, {}, math.nan, math.nan, error=o.error)
+        for i, o in enumerate(outcomes)
+    ]
 
 
 def rank(rows: Sequence[CandidateResult], metric: Metric) -> tuple[CandidateResult, ...]:
@@ -343,6 +411,13 @@ def predict_with_proba(model: Any, X: pd.DataFrame, classes: np.ndarray | None) 
     return pred, proba
 
 
+def _run_fold(shared: tuple[Any, ...], args: tuple[str, int]) -> FoldResult:
+    """One task of the pool: fit candidate `name` on fold `i` of the shared data."""
+    candidates, X, y, folds, metrics, classes = shared
+    name, i = args
+    return _fit_and_score(name, candidates[name], X, y, folds[i], i, metrics, classes)
+
+
 def _fit_and_score(
     name: str,
     pipeline: Pipeline,
@@ -365,7 +440,10 @@ def _fit_and_score(
             predicted = time.perf_counter()
             scores = score_all(metrics, y.iloc[test].to_numpy(), pred, proba, classes)
         except Exception as exc:  # a candidate's failure is a result, not a crash
-            return FoldResult(name, index, {}, time.perf_counter() - start, math.nan, f"{type(exc).__name__}: {exc}")
+            error = f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, MemoryError):
+                error = f"out of memory ({error})"
+            return FoldResult(name, index, {}, time.perf_counter() - start, math.nan, error)
     messages = tuple(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught))
     return FoldResult(name, index, scores, fitted - start, predicted - fitted, warnings=messages)
 

@@ -48,11 +48,16 @@ def features_and_target(data: pd.DataFrame, profile: DataProfile) -> tuple[pd.Da
 
     Returns:
         `(X, y)`, rows with a missing target left out, index reset, features conformed
-        by `conform_features`.
+        by `conform_features`; class labels of mixed Python types become text.
     """
     labelled = data[data[profile.target].notna()].reset_index(drop=True)
     X = conform_features(labelled, profile.features, profile.numeric_features)
-    return X, labelled[profile.target]
+    y = labelled[profile.target]
+    if profile.task in CLASSIFICATION and y.dtype == object:
+        # Class labels of mixed Python types (True with None, 1 with "a") are not a label
+        # type scikit-learn knows; as text they are.
+        y = y.astype(str)
+    return X, y
 
 
 def conform_features(frame: pd.DataFrame, features: tuple[str, ...], numeric: tuple[str, ...]) -> pd.DataFrame:

@@ -30,6 +30,13 @@ MAX_CLASSES_FOR_NUMERIC_TARGET = 10
 """A numeric target with integer values and at most this many distinct values is a class label."""
 HIGH_MISSING_SHARE = 0.5
 HIGH_CARDINALITY = 50
+MIXED_MIN_NUMBER_SHARE = 0.5
+"""A text column is "mixed" (an error) when at least this share of its values are numbers.
+
+Such a column is almost always a numeric column with a few stray entries ("?", "n/a",
+"<5"). A column of codes where only a few values happen to be digits ("A1", "B2", "7")
+stays a category.
+"""
 MIN_ROWS_FOR_ID = 20
 _ID_NAME = re.compile(r"(^|[_\W])(id|uuid|key)$", re.IGNORECASE)
 
@@ -169,7 +176,13 @@ def detect_task(y: pd.Series) -> str:
     return BINARY if n_unique <= 2 else MULTICLASS
 
 
-def profile_data(data: pd.DataFrame, target: str, task: str = "auto", source: str = "the data") -> DataProfile:
+def profile_data(
+    data: pd.DataFrame,
+    target: str,
+    task: str = "auto",
+    source: str = "the data",
+    categorical: tuple[str, ...] = (),
+) -> DataProfile:
     """Check the target, settle the task, and profile every column.
 
     Args:
@@ -177,13 +190,16 @@ def profile_data(data: pd.DataFrame, target: str, task: str = "auto", source: st
         target: The target column.
         task: `auto` to detect, or the task the business goal names.
         source: Where the data came from, for messages (a file name).
+        categorical: Columns to use as categories whatever their values (codes that look
+            like numbers, or numbers and text mixed on purpose).
 
     Returns:
         The profile.
 
     Raises:
         DataError: The target is absent, empty or constant; it does not fit the named task;
-            a feature holds infinite values; or no usable feature is left.
+            a column named in `categorical` is absent; a feature holds infinite values, or
+            numbers mixed with text; or no usable feature is left.
     """
     if target not in data.columns:
         raise DataError(
@@ -199,6 +215,14 @@ def profile_data(data: pd.DataFrame, target: str, task: str = "auto", source: st
             f"target '{target}' in {source} is constant (every row is {_show(labelled.iloc[0])}); "
             "there is nothing to predict; choose another --target"
         )
+    if _is_numeric(labelled):
+        infinite = np.isinf(labelled.to_numpy(dtype=float))
+        if infinite.any():
+            row = int(labelled.index[np.flatnonzero(infinite)[0]]) + 1 if isinstance(labelled.index, pd.RangeIndex) else "?"
+            raise DataError(
+                f"target '{target}' in {source} has {int(infinite.sum())} infinite values (first at row {row}); "
+                "replace them with numbers or leave the cells empty (such rows are then dropped)"
+            )
     detected = detect_task(y)
     task_detected = task == "auto"
     if task_detected:
@@ -206,8 +230,18 @@ def profile_data(data: pd.DataFrame, target: str, task: str = "auto", source: st
     else:
         _check_task_fits(y, task, detected, target, source)
 
-    columns = tuple(_profile_column(data[c], str(c), len(data)) for c in data.columns if c != target)
+    absent = [c for c in categorical if c not in data.columns]
+    if absent:
+        hints = "".join(did_you_mean(c, map(str, data.columns)) for c in absent[:1])
+        raise DataError(
+            f"data.categorical names {', '.join(absent)}, not in {source}{hints}; "
+            f"name columns of the data (columns: {', '.join(map(str, data.columns))})"
+        )
+    columns = tuple(
+        _profile_column(data[c], str(c), len(data), c in categorical) for c in data.columns if c != target
+    )
     _check_finite(data, columns, source)
+    _check_mixed(data, [c for c in columns if c.name not in categorical], source)
     warnings: list[str] = []
     n_missing = int(y.isna().sum())
     if n_missing:
@@ -219,6 +253,12 @@ def profile_data(data: pd.DataFrame, target: str, task: str = "auto", source: st
     for c in columns:
         if not c.dropped and c.missing_share > HIGH_MISSING_SHARE:
             warnings.append(f"column '{c.name}' is {c.missing_share:.0%} missing; its values are imputed")
+        if not c.dropped and c.kind == CATEGORICAL and c.n_unique > HIGH_CARDINALITY:
+            warnings.append(
+                f"column '{c.name}' has {c.n_unique} distinct values (high cardinality): only its most frequent "
+                "values get their own one-hot column (at most preparation.max_categories); the rest are grouped "
+                "as 'infrequent', so memory stays bounded"
+            )
         for note in c.notes:
             if "leak" in note:
                 warnings.append(f"column '{c.name}': {note}")
@@ -275,14 +315,14 @@ def _check_task_fits(y: pd.Series, task: str, detected: str, target: str, source
         )
 
 
-def _profile_column(col: pd.Series, name: str, n_rows: int) -> ColumnProfile:
+def _profile_column(col: pd.Series, name: str, n_rows: int, categorical: bool = False) -> ColumnProfile:
     present = col.dropna()
     n_unique = int(present.nunique())
     missing = float(col.isna().mean()) if n_rows else 0.0
     base = {"name": name, "dtype": str(col.dtype), "missing_share": missing, "n_unique": n_unique}
     if pd.api.types.is_datetime64_any_dtype(col) or isinstance(col.dtype, pd.PeriodDtype):
         return ColumnProfile(kind=OTHER, dropped="date/time: not used; derive numeric features (year, month...) from it", **base)
-    kind = NUMERIC if _is_numeric(col) else CATEGORICAL
+    kind = NUMERIC if _is_numeric(col) and not categorical else CATEGORICAL
     if present.empty:
         return ColumnProfile(kind=kind, dropped="empty: every value is missing", **base)
     if n_unique == 1:
@@ -312,6 +352,40 @@ def _check_finite(data: pd.DataFrame, columns: tuple[ColumnProfile, ...], source
             problems.append(f"column '{c.name}' has {int(bad.sum())} infinite values (first at row {row + 1}: {values[row]})")
     if problems:
         raise DataError(f"{'; '.join(problems)} in {source}; replace them with numbers or leave the cells empty")
+
+
+def _check_mixed(data: pd.DataFrame, columns: list[ColumnProfile], source: str) -> None:
+    problems = []
+    for c in columns:
+        if c.kind != CATEGORICAL or c.dropped or _is_numeric(data[c.name]) or pd.api.types.is_bool_dtype(data[c.name]):
+            continue
+        present = data[c.name].dropna()
+        is_number = present.map(_is_number).astype(bool)
+        n_numbers = int(is_number.sum())
+        if 0 < n_numbers < len(present) and n_numbers >= MIXED_MIN_NUMBER_SHARE * len(present):
+            number, text = present[is_number].iloc[0], present[~is_number].iloc[0]
+            problems.append(
+                f"column '{c.name}' mixes numbers and text ({n_numbers} numbers such as {_show(number)}, "
+                f"{len(present) - n_numbers} text values such as {_show(text)})"
+            )
+    if problems:
+        raise DataError(
+            f"{'; '.join(problems)} in {source}; if the column is numeric, fix or blank the text cells; "
+            "if it is a category, list it in data.categorical in the config"
+        )
+
+
+def _is_number(value: object) -> bool:
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if isinstance(value, (int, float, np.number)):
+        return True
+    text = str(value).strip()
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return "_" not in text  # float() reads "1_000"; a data file does not mean a number by it
 
 
 def _flag_leaks(

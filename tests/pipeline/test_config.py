@@ -82,3 +82,39 @@ def test_every_problem_is_reported_at_once(tmp_path):
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="config file .*nope.toml does not exist"):
         load_config(tmp_path / "nope.toml")
+
+
+def test_business_criteria_and_evaluation_settings_load(tmp_path):
+    config = load_config(
+        write(
+            tmp_path,
+            '[business]\nobjective = "Sort penguins"\nmin_score = 1\nmin_margin_over_baseline = 0.1\nmax_model_mb = 5\n'
+            '[evaluation]\nselection = "best_mean"\nalpha = 0.1\n',
+        )
+    )
+    b = config.business
+    assert b.objective == "Sort penguins" and b.min_score == 1.0 and isinstance(b.min_score, float)
+    assert b.min_margin_over_baseline == 0.1 and b.max_model_mb == 5.0 and b.max_latency_ms_per_row is None
+    assert config.evaluation.selection == "best_mean" and config.evaluation.alpha == 0.1
+    defaults = Config()
+    assert defaults.business.min_score is None and defaults.evaluation.selection == "simplest_within_noise"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[evaluation]\nselection = "simplest_within_noice"\n', r"evaluation.selection 'simplest_within_noice' is unknown; did you mean 'simplest_within_noise'\?"),
+        ("[evaluation]\nalpha = 0.0\n", r"evaluation.alpha must be between 0 and 1"),
+        ("[evaluation]\nholdout_tolerance_sd = -1.0\n", r"evaluation.holdout_tolerance_sd must be positive"),
+        ('[business]\nmin_score = "high"\n', r"business.min_score must be float \(leave the key out for none\), got str 'high'"),
+        ('[business]\nmetric = "balanced_accuracy"\nmin_score = 85\n', r"min_score 85 is impossible for balanced_accuracy, whose scores are between 0 and 1"),
+        ('[business]\nmetric = "rmse"\nmin_score = -3.0\n', r"min_score -3 is impossible for rmse, whose scores are at least 0"),
+        ('[business]\nmetric = "r2"\nmin_score = 1.5\n', r"min_score 1.5 is impossible for r2, whose scores are at most 1"),
+        ("[business]\nmin_margin_over_baseline = -0.1\n", r"min_margin_over_baseline must be 0 or more"),
+        ("[business]\nmax_latency_ms_per_row = 0\n", r"business.max_latency_ms_per_row must be a positive number"),
+        ("[business]\nmin_scor = 0.8\n", r"unknown key 'min_scor' in \[business\] .*; did you mean 'min_score'\?"),
+    ],
+)
+def test_bad_business_criteria_and_evaluation_settings(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, text))

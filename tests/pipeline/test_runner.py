@@ -40,7 +40,7 @@ def test_parent_run_holds_profile_leaderboard_holdout_and_model(penguins_run):
     }
     assert {"config.json", "leaderboard.csv", "manifest.json", "understanding/profile.json", "understanding/profile.md"} <= artifacts
     board = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=result.run_id, artifact_path="leaderboard.csv", tracking_uri=penguins_run.tracking_uri))
-    assert set(board["model"]) == CANDIDATES and board.loc[0, "model"] == result.evaluation.model
+    assert set(board["model"]) == CANDIDATES and board.loc[board["chosen"], "model"].tolist() == [result.evaluation.model]
     # Artifacts live beside the SQLite file, not in the working directory.
     assert parent.info.artifact_uri.startswith((penguins_run.tmp / "mlruns").as_uri())
 

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from pipeline.errors import DataError
-from stages.deployment import PREDICTION, score
+from stages.deployment import PREDICTION, DataContract, build_contract, check_rows, contract_from_signature, score
 from stages.modeling import ModelSettings, build_candidates
 from stages.preparation import build_preprocessor, features_and_target
 from stages.understanding import profile_data
@@ -14,13 +14,13 @@ def fitted(mixed_frame):
     profile = profile_data(mixed_frame, "label")
     X, y = features_and_target(mixed_frame, profile)
     model = build_candidates(["linear"], build_preprocessor(profile, 0.01, 20), ModelSettings("binary", 0))["linear"]
-    return model.fit(X, y), profile
+    return model.fit(X, y), build_contract(X, profile)
 
 
 def test_score_keeps_every_row_in_order_and_adds_predictions_and_probabilities(fitted, mixed_frame):
-    model, profile = fitted
+    model, contract = fitted
     rows = mixed_frame.drop(columns="label").iloc[::-1].assign(note="carried through")
-    out = score(model, rows, profile.features, profile.numeric_features)
+    out = score(model, rows, contract).frame
     assert list(out.index) == list(rows.index) and len(out) == len(rows)
     assert set(out[PREDICTION]) <= {"yes", "no"}
     assert np.allclose(out["proba_no"] + out["proba_yes"], 1.0)
@@ -29,20 +29,157 @@ def test_score_keeps_every_row_in_order_and_adds_predictions_and_probabilities(f
 
 
 def test_integer_input_for_a_float_feature_is_accepted(fitted, mixed_frame):
-    model, profile = fitted
+    model, contract = fitted
     rows = mixed_frame.drop(columns="label").head(3).assign(x2=[1, 2, 3])
-    assert len(score(model, rows, profile.features, profile.numeric_features)) == 3
+    assert len(score(model, rows, contract).frame) == 3
 
 
 def test_a_missing_column_is_named(fitted, mixed_frame):
-    model, profile = fitted
+    model, contract = fitted
     with pytest.raises(DataError, match=r"lacks 1 column\(s\) the model needs: x2"):
-        score(model, mixed_frame.drop(columns=["label", "x2"]), profile.features, profile.numeric_features)
+        score(model, mixed_frame.drop(columns=["label", "x2"]), contract)
 
 
 def test_text_in_a_numeric_column_is_named_with_the_bad_value(fitted, mixed_frame):
-    model, profile = fitted
+    model, contract = fitted
     rows = mixed_frame.drop(columns="label").astype({"x1": object})
     rows.loc[7, "x1"] = "n/a"
-    with pytest.raises(DataError, match=r"column 'x1' must be numeric but holds 'n/a' \(row 8\)"):
-        score(model, rows, profile.features, profile.numeric_features)
+    with pytest.raises(DataError, match=r"column 'x1' must be numeric \(it was float64 in training\) but the data to score holds 'n/a' \(row 8"):
+        score(model, rows, contract)
+
+
+def test_an_infinite_value_is_an_error_not_a_crash(fitted, mixed_frame):
+    model, contract = fitted
+    rows = mixed_frame.drop(columns="label").assign(x2=np.inf)
+    with pytest.raises(DataError, match=r"column 'x2' of the data to score holds an infinite value \(row 1"):
+        score(model, rows, contract)
+
+
+def test_the_contract_records_columns_types_categories_ranges_and_missing_shares(fitted, mixed_frame):
+    _, contract = fitted
+    by_name = {c.name: c for c in contract.columns}
+    assert contract.features == ("x1", "x2", "colour") and contract.numeric == ("x1", "x2")
+    assert contract.target == "label"
+    assert by_name["colour"].categories == ("blue", "green", "red") and by_name["colour"].dtype in ("str", "object")
+    assert by_name["x2"].minimum == pytest.approx(mixed_frame["x2"].min())
+    assert by_name["x2"].maximum == pytest.approx(mixed_frame["x2"].max())
+    assert by_name["x2"].missing_share == pytest.approx(2 / 60)
+    assert DataContract.from_dict(contract.to_dict()) == contract  # survives JSON and MLmodel YAML
+
+
+def test_unseen_categories_out_of_range_values_and_extra_columns_are_scored_and_counted(fitted, mixed_frame):
+    model, contract = fitted
+    rows = mixed_frame.drop(columns="label").assign(extra="x")
+    rows.loc[[0, 1, 2], "colour"] = "purple"
+    rows.loc[4, "x2"] = 1e6
+    scored = score(model, rows, contract)
+    assert len(scored.frame) == len(rows) and list(scored.frame.index) == list(rows.index)
+    assert scored.frame[PREDICTION].notna().all()
+    assert scored.check.unseen == {"colour": 3} and scored.check.out_of_range == {"x2": 1}
+    assert scored.check.ignored == ("row_id", "constant", "extra")
+    text = "\n".join(scored.warnings)
+    assert "'colour' has 3 of 60 rows with a category not seen in training (e.g. 'purple')" in text
+    assert "'x2' has 1 of 60 rows outside the training range" in text and "extra" in text
+
+
+def test_missing_values_beyond_the_training_share_are_reported(fitted, mixed_frame):
+    _, contract = fitted
+    rows = mixed_frame.drop(columns="label")
+    rows.loc[:29, "x1"] = np.nan
+    check = check_rows(rows, contract)
+    assert check.missing == {"x1": 30}
+    assert any("'x1' is 50% missing (30 of 60 rows) against 0% in training" in w for w in check.warnings)
+
+
+def test_a_model_without_a_saved_contract_still_checks_columns_and_types():
+    contract = contract_from_signature(("a", "b"), ("a",))
+    with pytest.raises(DataError, match="column 'a' must be numeric but the request holds 'x'"):
+        check_rows(pd.DataFrame({"a": ["x"], "b": ["y"]}), contract, what="the request")
+    assert check_rows(pd.DataFrame({"a": [1.0], "b": ["new"]}), contract).warnings == ()
+
+
+def test_high_cardinality_text_is_encoded_into_a_bounded_number_of_columns():
+    rng = np.random.default_rng(0)
+    n = 20_000
+    frame = pd.DataFrame(
+        {
+            # 30 common cities (70% of rows) and a long tail of 5,000 rare ones
+            "city": [f"city-{i}" for i in np.where(rng.random(n) < 0.7, rng.integers(0, 30, n), rng.integers(30, 5_030, n))],
+            "x": rng.normal(size=n),
+            "y": rng.choice(["a", "b"], size=n),
+        }
+    )
+    profile = profile_data(frame, "y")
+    assert any("'city' has" in w and "high cardinality" in w and "grouped" in w for w in profile.warnings)
+    X, _ = features_and_target(frame, profile)
+    encoded = build_preprocessor(profile, 0.01, 20).fit_transform(X)
+    assert encoded.shape == (n, 1 + 20)  # one numeric column and at most 20 one-hot columns
+    contract = build_contract(X, profile)
+    assert next(c for c in contract.columns if c.name == "city").categories is None  # too many to list
+
+
+@pytest.fixture
+def card_inputs(mixed_frame):
+    from stages.evaluation import Footprint, evaluate_holdout, permutation_importances, select_model
+    from stages.modeling import compare_models, make_folds
+    from stages.preparation import split_holdout
+
+    profile = profile_data(mixed_frame, "label")
+    X, y = features_and_target(mixed_frame, profile)
+    split = split_holdout(X, y, profile.task, 0.25, seed=0)
+    candidates = build_candidates(["baseline", "linear"], build_preprocessor(profile, 0.01, 20), ModelSettings("binary", 0))
+    board = compare_models(candidates, split.X_train, split.y_train, make_folds(split.y_train, "binary", 3, 0), "binary", "roc_auc", 1)
+    selection = select_model(board, "simplest_within_noise", 0.05, 30, 15)
+    chosen = next(r for r in board.rows if r.name == selection.chosen)
+    result = evaluate_holdout(chosen, candidates[chosen.name], split, "binary", "roc_auc")
+    importance = permutation_importances(result.fitted, split.X_test, split.y_test, "roc_auc", result.classes, 0)
+    footprint = Footprint(ms_per_row=0.02, model_mb=0.01)
+    return {
+        "experiment": "churn",
+        "objective": "",
+        "profile": profile,
+        "data_sha256": "ab" * 32,
+        "leaderboard": board,
+        "selection": selection,
+        "evaluation": result,
+        "footprint": footprint,
+        "importance": importance,
+        "estimator": "LogisticRegression",
+        "candidate_warnings": (),
+        "model_uri": "models:/m-123",
+    }
+
+
+def test_the_model_card_names_the_chosen_model_and_the_go_decision(card_inputs):
+    from stages.deployment import model_card
+    from stages.evaluation import decide
+
+    inputs = card_inputs
+    decision = decide("roc_auc", inputs["evaluation"].holdout["roc_auc"], 0.5, inputs["footprint"], min_score=0.6)
+    card = model_card(**inputs, decision=decision, registered="models:/churn@champion", export_dir="models/churn/model")
+    assert card.startswith("# Model card: churn")
+    assert "**Model:** `linear` (LogisticRegression), chosen by `simplest_within_noise`" in card
+    assert "**Decision: GO**" in card and "NO-GO" not in card
+    assert "Predict `label` (binary)" in card  # the generated intended use
+    assert "| min_score | roc_auc at least as good as 0.6 |" in card
+    assert inputs["selection"].reason in card
+    assert "| 1 | linear |" in card and "| **yes** |" in card and "p-value" in card
+    assert f"| roc_auc | {inputs['evaluation'].cv_mean['roc_auc']:.4f}" in card
+    assert "`x1`" in card and "ID-like" in card  # features, and the dropped row_id with its reason
+    assert 'mlflow.pyfunc.load_model("models/churn/model")' in card and "registered as `models:/churn@champion`" in card
+
+
+def test_the_model_card_of_a_no_go_model_says_why_and_how_to_inspect_it(card_inputs):
+    from stages.deployment import model_card
+    from stages.evaluation import decide
+
+    inputs = card_inputs
+    decision = decide("roc_auc", inputs["evaluation"].holdout["roc_auc"], 0.5, inputs["footprint"], max_model_mb=0.001)
+    inputs = {**inputs, "objective": "Flag customers likely to churn next month", "candidate_warnings": ("ConvergenceWarning: lbfgs failed",)}
+    card = model_card(**inputs, decision=decision, registered="", export_dir="")
+    assert "**Decision: NO-GO**: the model is 0.010 MB; at most 0.001 is allowed" in card
+    assert "Flag customers likely to churn next month" in card
+    assert "- the gate failed: the model is 0.010 MB" in card
+    assert "- while fitting linear: ConvergenceWarning: lbfgs failed" in card
+    assert "neither registered as `champion` nor exported" in card
+    assert 'mlflow.pyfunc.load_model("models:/m-123")' in card and "Exported to" not in card

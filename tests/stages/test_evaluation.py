@@ -1,11 +1,37 @@
+import math
+
 import numpy as np
 import pytest
+from scipy import stats
 from sklearn.exceptions import NotFittedError
 from sklearn.metrics import balanced_accuracy_score
 from sklearn.utils.validation import check_is_fitted
 
-from stages.evaluation import evaluate_holdout
-from stages.modeling import ModelSettings, build_candidates, compare_models, make_folds
+from stages.evaluation import (
+    BEST_MEAN,
+    SIMPLEST_WITHIN_NOISE,
+    Footprint,
+    annotated_leaderboard,
+    corrected_ttest,
+    decide,
+    evaluate_holdout,
+    holdout_warnings,
+    measure_footprint,
+    permutation_importances,
+    select_model,
+)
+from stages.metrics import METRICS
+from stages.modeling import (
+    FAILED,
+    OK,
+    CandidateResult,
+    Leaderboard,
+    ModelSettings,
+    build_candidates,
+    compare_models,
+    make_folds,
+    rank,
+)
 from stages.preparation import build_preprocessor, features_and_target, split_holdout
 from stages.understanding import profile_data
 
@@ -26,3 +52,210 @@ def test_holdout_scores_the_best_candidate_on_rows_it_never_saw(mixed_frame):
     assert result.cv_mean["balanced_accuracy"] == pytest.approx(best.mean("balanced_accuracy"))
     with pytest.raises(NotFittedError):  # evaluation fits a clone, never the candidate itself
         check_is_fitted(candidates["linear"])
+
+
+# --- significance, selection, holdout flags, the gate -------------------------------------------------
+
+
+def _t4_two_sided_p(t):
+    """Two-sided p-value of Student's t with 4 degrees of freedom, from its closed-form CDF."""
+    u = t / math.sqrt(1 + t * t / 4)
+    cdf = 0.5 + 3 / 8 * u * (1 - u * u / 12)
+    return 2 * (1 - cdf)
+
+
+def test_corrected_ttest_matches_a_hand_computed_example():
+    a = [0.80, 0.90, 0.85, 0.95, 0.90]
+    b = [0.78, 0.85, 0.86, 0.90, 0.85]
+    # d = [0.02, 0.05, -0.01, 0.05, 0.05]: mean 0.032, var (ddof 1) 0.00288 / 4 = 0.00072.
+    # 5 folds of 80 training and 20 test rows: correction 1/5 + 20/80 = 0.45, so the
+    # variance of the mean is 0.45 * 0.00072 = 0.000324 = 0.018^2 and t = 0.032 / 0.018 = 16/9.
+    test = corrected_ttest(a, b, n_train=80, n_test=20)
+    assert test.mean_diff == pytest.approx(0.032)
+    assert test.t == pytest.approx(16 / 9)
+    assert test.df == 4
+    assert test.p_value == pytest.approx(_t4_two_sided_p(16 / 9), abs=1e-9)
+    assert test.p_value == pytest.approx(0.150072, abs=1e-6)
+    # The uncorrected paired t-test on the same folds is far more confident: that is the point.
+    assert stats.ttest_rel(a, b).pvalue < 0.08 < test.p_value
+    assert corrected_ttest(b, a, 80, 20).p_value == pytest.approx(test.p_value) and corrected_ttest(b, a, 80, 20).t < 0
+
+
+def test_corrected_ttest_without_variance():
+    same = corrected_ttest([0.9, 0.8, 0.7], [0.9, 0.8, 0.7], 20, 10)
+    assert same.p_value == 1.0 and same.mean_diff == 0.0
+    shifted = corrected_ttest([0.9, 0.8, 0.7], [0.8, 0.7, 0.6], 20, 10)
+    assert shifted.p_value == 0.0 and shifted.mean_diff == pytest.approx(0.1) and shifted.t == math.inf
+
+
+@pytest.mark.parametrize(("a", "b"), [([0.9, 0.8], [0.9]), ([0.9], [0.8]), ([0.9, math.nan], [0.8, 0.7])])
+def test_corrected_ttest_refuses_unpaired_scores(a, b):
+    with pytest.raises(ValueError, match="fold scores"):
+        corrected_ttest(a, b, 20, 10)
+
+
+def _row(name, scores, metric="balanced_accuracy", predict_seconds=0.01):
+    return CandidateResult(name, name, {}, OK, fold_scores={metric: tuple(scores)}, predict_seconds=predict_seconds)
+
+
+def _board(rows, metric="balanced_accuracy"):
+    return Leaderboard("binary", metric, (metric,), len(rows[0].fold_scores.get(metric, (0, 0))), rank(rows, METRICS[metric]))
+
+
+NOISY_TOP = [0.90, 0.93, 0.87, 0.92, 0.88]
+NOISY_SECOND = [0.89, 0.91, 0.88, 0.90, 0.87]  # 0.01 lower on average, within the fold noise
+
+
+def test_simplest_within_noise_picks_the_simpler_model_when_the_top_two_are_within_noise():
+    board = _board([_row("mlp", NOISY_TOP), _row("linear", NOISY_SECOND), _row("baseline", [0.5] * 5)])
+    selection = select_model(board, SIMPLEST_WITHIN_NOISE, 0.05, n_train=80, n_test=20)
+    assert selection.top == "mlp" and selection.chosen == "linear"
+    linear = selection.comparison("linear")
+    assert linear.within_noise and linear.p_value > 0.05 and linear.mean_diff == pytest.approx(-0.01)
+    assert not selection.comparison("baseline").within_noise
+    assert "linear is the simplest" in selection.reason and "mlp" in selection.reason and "p = " in selection.reason
+    # The usual rule takes the top one regardless.
+    assert select_model(board, BEST_MEAN, 0.05, 80, 20).chosen == "mlp"
+
+
+def test_simplest_within_noise_keeps_the_top_model_when_it_is_clearly_better():
+    board = _board([_row("mlp", [0.95, 0.96, 0.94, 0.95, 0.96]), _row("linear", [0.80, 0.82, 0.79, 0.81, 0.80])])
+    selection = select_model(board, SIMPLEST_WITHIN_NOISE, 0.05, 80, 20)
+    assert selection.chosen == "mlp"
+    assert selection.comparison("linear").p_value < 0.001 and not selection.comparison("linear").within_noise
+    assert "every other candidate is significantly worse" in selection.reason
+
+
+def test_the_baseline_is_the_floor_never_the_choice():
+    # Everything is within noise of everything: the simplest real model is chosen, not the dummy.
+    board = _board([_row("baseline", [0.52, 0.48, 0.55, 0.45, 0.50]), _row("svm", [0.50, 0.49, 0.51, 0.47, 0.52])])
+    selection = select_model(board, SIMPLEST_WITHIN_NOISE, 0.05, 80, 20)
+    assert selection.top == "baseline" and selection.chosen == "svm"
+    assert "floor" in selection.reason
+    assert select_model(board, BEST_MEAN, 0.05, 80, 20).chosen == "svm"
+    # ...unless it is the only candidate left.
+    only = _board([_row("baseline", [0.5] * 5), CandidateResult("svm", "SVC", {}, FAILED, error="boom")])
+    assert select_model(only, SIMPLEST_WITHIN_NOISE, 0.05, 80, 20).chosen == "baseline"
+
+
+def test_ties_in_complexity_are_broken_by_predict_time():
+    board = _board([_row("a", NOISY_TOP, predict_seconds=0.5), _row("b", NOISY_SECOND, predict_seconds=0.01)])
+    assert select_model(board, SIMPLEST_WITHIN_NOISE, 0.05, 80, 20, complexity={"a": 1, "b": 1}).chosen == "b"
+    assert select_model(board, SIMPLEST_WITHIN_NOISE, 0.05, 80, 20, complexity={"a": 1, "b": 2}).chosen == "a"
+
+
+def test_selection_on_a_metric_where_lower_is_better():
+    top = [290.0, 310.0, 280.0, 300.0, 305.0]
+    close = [292.0, 315.0, 282.0, 301.0, 309.0]
+    board = _board([_row("random_forest", close, "rmse"), _row("svm", top, "rmse")], metric="rmse")
+    selection = select_model(board, SIMPLEST_WITHIN_NOISE, 0.05, 80, 20)
+    assert selection.top == "svm" and selection.chosen == "random_forest"  # complexity 3 < 4
+    assert selection.comparison("random_forest").mean_diff == pytest.approx(2.8)  # its rmse is higher: worse
+
+
+def test_the_annotated_leaderboard_marks_the_chosen_row_and_failed_candidates():
+    failed = CandidateResult("svm", "SVC", {}, FAILED, error="boom")
+    board = _board([_row("mlp", NOISY_TOP), _row("linear", NOISY_SECOND), failed])
+    frame = annotated_leaderboard(board, select_model(board, SIMPLEST_WITHIN_NOISE, 0.05, 80, 20))
+    assert list(frame.columns[:7]) == ["rank", "model", "status", "chosen", "diff_vs_top", "p_value", "within_noise"]
+    assert frame.set_index("model")["chosen"].to_dict() == {"mlp": False, "linear": True, "svm": False}
+    assert frame.loc[frame["model"] == "mlp", "p_value"].item() == 1.0
+    assert math.isnan(frame.loc[frame["model"] == "svm", "p_value"].item())
+
+
+def test_select_model_refuses_an_unknown_rule():
+    with pytest.raises(ValueError, match="unknown selection rule 'best'"):
+        select_model(_board([_row("linear", NOISY_TOP)]), "best", 0.05, 80, 20)
+
+
+def test_a_holdout_score_far_outside_the_cv_spread_is_flagged():
+    folds = [0.90, 0.92, 0.88, 0.91, 0.89]  # mean 0.90, sd 0.0158
+    metric = METRICS["balanced_accuracy"]
+    assert holdout_warnings(metric, 0.89, folds, 50, 50, 3.0) == ()
+    (low,) = holdout_warnings(metric, 0.70, folds, 50, 50, 3.0)
+    assert "worse than the cross-validated 0.9000" in low and "overfitted" in low and "distribution shift" in low
+    (high,) = holdout_warnings(metric, 0.999, folds, 50, 50, 3.0)
+    assert "better" in high and "lucky split" in high
+    # Folds that all scored 1.0 do not make one wrong holdout row (of 50) a surprise...
+    assert holdout_warnings(metric, 0.98, [1.0] * 5, 50, 50, 3.0) == ()
+    # ...but five wrong rows are.
+    assert holdout_warnings(metric, 0.90, [1.0] * 5, 50, 50, 3.0)
+    # Lower is better: a much higher rmse is the bad direction.
+    (rmse,) = holdout_warnings(METRICS["rmse"], 400.0, [300.0, 310.0, 290.0, 305.0, 295.0], 50, 50, 3.0)
+    assert "worse" in rmse
+
+
+def test_holdout_evaluation_carries_the_flag(mixed_frame):
+    profile = profile_data(mixed_frame, "label")
+    X, y = features_and_target(mixed_frame, profile)
+    split = split_holdout(X, y, profile.task, 0.25, seed=0)
+    candidates = build_candidates(["linear"], build_preprocessor(profile, 0.01, 20), ModelSettings("binary", 0))
+    folds = make_folds(split.y_train, "binary", 3, 0)
+    row = compare_models(candidates, split.X_train, split.y_train, folds, "binary", "balanced_accuracy", 1).rows[0]
+    # Pretend the folds scored far worse than the holdout will: the evaluation must say so.
+    pessimistic = CandidateResult("linear", "LogisticRegression", {}, OK, fold_scores={"balanced_accuracy": (0.30, 0.32, 0.31)})
+    assert evaluate_holdout(row, candidates["linear"], split, "binary", "balanced_accuracy").warnings == ()
+    flagged = evaluate_holdout(pessimistic, candidates["linear"], split, "binary", "balanced_accuracy")
+    assert len(flagged.warnings) == 1 and "better than the cross-validated" in flagged.warnings[0]
+    check_is_fitted(flagged.fitted)
+
+
+FOOTPRINT = Footprint(ms_per_row=0.05, model_mb=0.2)
+
+
+def test_the_gate_says_go_when_every_criterion_holds():
+    decision = decide(
+        "balanced_accuracy", 0.95, 0.33, FOOTPRINT,
+        min_score=0.9, min_margin_over_baseline=0.5, max_latency_ms_per_row=1.0, max_model_mb=1.0,
+    )
+    assert decision.go and decision.label == "go" and decision.reasons == ()
+    assert [c.criterion for c in decision.checks] == ["min_score", "min_margin_over_baseline", "max_latency_ms_per_row", "max_model_mb"]
+    assert all(c.passed for c in decision.checks)
+
+
+def test_the_gate_names_every_failed_criterion():
+    decision = decide(
+        "balanced_accuracy", 0.80, 0.75, Footprint(ms_per_row=3.0, model_mb=12.5),
+        min_score=0.85, min_margin_over_baseline=0.1, max_latency_ms_per_row=1.0, max_model_mb=10.0,
+    )
+    assert not decision.go and decision.label == "no-go"
+    assert len(decision.reasons) == 4
+    text = " | ".join(decision.reasons)
+    assert "holdout balanced_accuracy 0.8000 fails min_score 0.85" in text
+    assert "beats the baseline's 0.7500 by 0.0500; more than 0.1 is required" in text
+    assert "3.0000 ms per row; at most 1 is allowed" in text
+    assert "12.500 MB; at most 10 is allowed" in text
+    assert decision.to_dict()["decision"] == "no-go" and len(decision.to_dict()["checks"]) == 4
+
+
+def test_min_score_is_a_maximum_for_a_metric_where_lower_is_better():
+    assert decide("rmse", 240.0, 800.0, FOOTPRINT, min_score=250.0).go
+    decision = decide("rmse", 260.0, 800.0, FOOTPRINT, min_score=250.0)
+    assert not decision.go and "highest (lower is better)" in decision.reasons[0]
+
+
+def test_the_model_must_beat_the_baseline_by_default():
+    assert not decide("r2", 0.0, 0.0, FOOTPRINT).go  # equal to the dummy is not good enough
+    assert not decide("rmse", 900.0, 800.0, FOOTPRINT).go  # a higher rmse than the dummy's
+    assert decide("rmse", 700.0, 800.0, FOOTPRINT).go
+    assert not decide("r2", math.nan, 0.0, FOOTPRINT).go
+
+
+def test_permutation_importance_names_the_raw_input_columns(mixed_frame):
+    profile = profile_data(mixed_frame, "label")
+    X, y = features_and_target(mixed_frame, profile)
+    model = build_candidates(["linear"], build_preprocessor(profile, 0.01, 20), ModelSettings("binary", 0))["linear"].fit(X, y)
+    importance = permutation_importances(model, X, y, "balanced_accuracy", np.array(["no", "yes"]), seed=0)
+    assert set(importance.features) == {"x1", "x2", "colour"}  # not the one-hot columns
+    assert importance.features[0] == "x1" and importance.mean[0] > 0.2  # the label is x1 plus noise
+    assert importance.mean[0] >= importance.mean[1] >= importance.mean[2]
+    assert list(importance.to_frame().columns) == ["feature", "importance_mean", "importance_std"]
+
+
+def test_measure_footprint_times_prediction_and_sizes_the_model(mixed_frame):
+    profile = profile_data(mixed_frame, "label")
+    X, y = features_and_target(mixed_frame, profile)
+    models = build_candidates(["linear", "random_forest"], build_preprocessor(profile, 0.01, 20), ModelSettings("binary", 0))
+    linear = measure_footprint(models["linear"].fit(X, y), X)
+    forest = measure_footprint(models["random_forest"].fit(X, y), X)
+    assert 0 < linear.ms_per_row < 100 and 0 < linear.model_mb < forest.model_mb

@@ -75,12 +75,18 @@ def test_folds_are_stratified_reproducible_and_cover_every_row():
 
 def test_a_class_smaller_than_the_folds_is_an_error_that_suggests_fewer():
     y = pd.Series(["a"] * 30 + ["b"] * 3, name="y")
-    with pytest.raises(DataError, match=r"class 'b' .* has only 3 training rows, fewer than the 5 folds; use fewer folds \(--folds 3\)"):
+    with pytest.raises(DataError, match=r"class 'b' .* has only 3 training rows \(after the holdout\), fewer than the 5 folds; use fewer folds \(--folds 3\)"):
         make_folds(y, "binary", 5, seed=0)
 
 
+def test_a_class_of_one_row_cannot_be_cross_validated_with_any_folds():
+    y = pd.Series(["a"] * 30 + ["b"], name="y")
+    with pytest.raises(DataError, match=r"class 'b' .* has only 1 training row .*too few to cross-validate with any number of folds"):
+        make_folds(y, "binary", 2, seed=0)
+
+
 def test_fewer_rows_than_folds_is_an_error():
-    with pytest.raises(DataError, match="only 3 training rows for 5 folds"):
+    with pytest.raises(DataError, match=r"only 3 training rows \(after the holdout\) for 5 folds; add rows or use fewer folds \(--folds 3\)"):
         make_folds(pd.Series([1.0, 2.0, 3.0], name="y"), "regression", 5, seed=0)
 
 

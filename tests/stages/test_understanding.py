@@ -115,3 +115,38 @@ def test_markdown_summary_lists_every_column(mixed_frame):
     text = profile_data(mixed_frame, "label", source="inline").to_markdown()
     for column in ["row_id", "x1", "x2", "colour", "constant"]:
         assert f"| {column} |" in text
+
+
+def test_a_numeric_column_with_stray_text_is_an_error_naming_both_kinds(mixed_frame):
+    frame = mixed_frame.assign(dose=[str(i % 9) for i in range(len(mixed_frame))])
+    frame.loc[[4, 20], "dose"] = ["n/a", "<5"]
+    with pytest.raises(DataError, match=r"column 'dose' mixes numbers and text \(58 numbers such as '0', 2 text values such as 'n/a'\).*data.categorical"):
+        profile_data(frame, "label")
+
+
+def test_codes_with_a_few_digits_are_a_category_not_mixed(mixed_frame):
+    codes = np.resize(["A1", "B2", "C3", "7"], len(mixed_frame))
+    profile = profile_data(mixed_frame.assign(code=codes), "label")
+    assert "code" in profile.categorical_features
+
+
+def test_data_categorical_makes_a_mixed_or_numeric_column_a_category(mixed_frame):
+    frame = mixed_frame.assign(dose=[str(i % 9) for i in range(len(mixed_frame))], zip=np.resize([10115, 20095, 80331], len(mixed_frame)))
+    frame.loc[4, "dose"] = "n/a"
+    profile = profile_data(frame, "label", categorical=("dose", "zip"))
+    assert {"dose", "zip"} <= set(profile.categorical_features)
+    with pytest.raises(DataError, match=r"data.categorical names zipp, not in the data; did you mean 'zip'\?"):
+        profile_data(frame, "label", categorical=("zipp",))
+
+
+def test_an_infinite_target_is_an_error(mixed_frame):
+    frame = mixed_frame.assign(x2=mixed_frame["x2"].fillna(1.0))
+    frame.loc[7, "x2"] = np.inf
+    with pytest.raises(DataError, match=r"target 'x2' in the data has 1 infinite values \(first at row 8\)"):
+        profile_data(frame, "x2")
+
+
+def test_high_cardinality_text_is_reported_with_how_it_is_handled():
+    frame = pd.DataFrame({"city": [f"c{i % 80}" for i in range(400)], "y": [0.5 * i for i in range(400)]})
+    profile = profile_data(frame, "y")
+    assert any("'city' has 80 distinct values (high cardinality)" in w and "grouped as 'infrequent'" in w for w in profile.warnings)

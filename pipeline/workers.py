@@ -1,0 +1,423 @@
+"""Worker processes that run tasks under a time and a memory limit, so one bad task cannot stop the rest.
+
+`run_tasks` runs every task in one shared pool of worker processes. Each task belongs to a
+group (a candidate model) with a time budget: the wall time of all the group's tasks
+added up. When a group overruns it, its running tasks' workers are killed and replaced,
+and its remaining tasks are not started. A worker's address space is capped, so a task
+that asks for too much memory gets a `MemoryError` in its own process instead of the
+system's OOM killer picking a victim; a worker that dies anyway (killed, crashed) fails
+only the task it was running. Results come back by task position, so they do not depend
+on which worker ran what, or when.
+
+Workers are forked from a server process that has already imported scikit-learn
+(`multiprocessing`'s forkserver), so starting or replacing one takes milliseconds and
+never copies the parent's MLflow connections or threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+
+from pipeline.errors import Interrupted
+
+PRELOAD = ("numpy", "pandas", "sklearn", "stages.modeling")
+"""Imported once by the fork server, so that each worker starts without importing them."""
+POLL_SECONDS = 1.0
+"""Longest wait between two checks of the time budgets."""
+WATCHDOG_SECONDS = 1.0
+"""How often a worker checks that the process that started it is still there."""
+MIN_AUTO_MEMORY = 2 << 30
+"""The automatic memory limit per worker is never below 2 GiB of address space."""
+
+
+GroupDone = Callable[[str, list["Outcome"]], None]
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of work.
+
+    Attributes:
+        group: The budget it counts against (a candidate's name).
+        args: Passed to the function after the shared value.
+    """
+
+    group: str
+    args: Any
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of a task.
+
+    Attributes:
+        value: The function's return value, when it returned.
+        error: Why there is no value (time limit, worker killed, exception), else "".
+    """
+
+    value: Any = None
+    error: str = ""
+
+
+def auto_memory_limit(n_workers: int) -> int:
+    """A default address-space limit per worker: three quarters of the memory, shared out.
+
+    Args:
+        n_workers: Workers that run at once.
+
+    Returns:
+        Bytes, at least `MIN_AUTO_MEMORY`.
+    """
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 0
+    cgroup = Path("/sys/fs/cgroup/memory.max")
+    with contextlib.suppress(OSError, ValueError):
+        total = min(total, int(cgroup.read_text().strip())) if total else int(cgroup.read_text().strip())
+    return max(MIN_AUTO_MEMORY, int(total * 0.75) // max(1, n_workers))
+
+
+def worker_count(n_jobs: int, n_tasks: int) -> int:
+    """How many workers to start for `n_jobs` (-1: one per core) and `n_tasks` tasks.
+
+    Args:
+        n_jobs: Parallel tasks asked for; negative counts back from the number of cores.
+        n_tasks: Tasks to run.
+
+    Returns:
+        At least 1, at most `n_tasks`.
+    """
+    cores = os.cpu_count() or 1
+    wanted = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)
+    return max(1, min(wanted, n_tasks))
+
+
+def prestart() -> None:
+    """Start the fork server now, so that it imports scikit-learn while this process does other work."""
+    if _context().get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+
+
+def run_tasks(
+    fn: Callable[[Any, Any], Any],
+    shared: Any,
+    tasks: Sequence[Task],
+    n_jobs: int,
+    group_seconds: float | None = None,
+    memory_bytes: int | None = None,
+    on_group_done: GroupDone | None = None,
+) -> list[Outcome]:
+    """Run `fn(shared, task.args)` for every task, each group within its time budget.
+
+    With `n_jobs == 1` and neither limit, the tasks run one after another in this process
+    (nothing can be enforced there). Otherwise they run in worker processes, which also
+    keeps a crash in native code from taking this process down.
+
+    Args:
+        fn: A picklable function (cloudpickle: test-local classes are fine).
+        shared: Sent once to each worker: the data every task reads.
+        tasks: The tasks, started in this order.
+        n_jobs: Workers at once; -1 uses every core.
+        group_seconds: Wall-clock seconds a group's tasks may take in total; None for no limit.
+        memory_bytes: Address-space limit of each worker; None for no limit.
+        on_group_done: Called with a group's name and its tasks' outcomes (in task order)
+            once all of them are in.
+
+    Returns:
+        One outcome per task, in task order.
+
+    Raises:
+        Interrupted: Ctrl-C or SIGTERM; `partial` holds the outcomes so far (None for tasks
+            that had not finished). Every worker is stopped first.
+    """
+    if not tasks:
+        return []
+    if n_jobs == 1 and group_seconds is None and memory_bytes is None:
+        return _run_here(fn, shared, tasks, on_group_done)
+    return _Pool(fn, shared, tasks, worker_count(n_jobs, len(tasks)), group_seconds, memory_bytes, on_group_done).run()
+
+
+def _run_here(
+    fn: Callable[[Any, Any], Any], shared: Any, tasks: Sequence[Task], on_group_done: GroupDone | None
+) -> list[Outcome]:
+    outcomes: list[Outcome | None] = [None] * len(tasks)
+    try:
+        for i, task in enumerate(tasks):
+            try:
+                outcomes[i] = Outcome(value=fn(shared, task.args))
+            except Exception as exc:  # a task's failure is an outcome
+                outcomes[i] = Outcome(error=f"{type(exc).__name__}: {exc}")
+            _report_group(task.group, tasks, outcomes, on_group_done)
+    except KeyboardInterrupt as exc:
+        raise Interrupted.carrying(exc, outcomes) from None
+    return outcomes  # type: ignore[return-value]
+
+
+@dataclass
+class _Worker:
+    process: Any
+    conn: Connection
+    task: int | None = None
+    started: float = 0.0
+
+
+class _Pool:
+    """The parent's side: hands out tasks, watches the clocks, replaces dead workers."""
+
+    def __init__(
+        self,
+        fn: Callable[[Any, Any], Any],
+        shared: Any,
+        tasks: Sequence[Task],
+        n_workers: int,
+        group_seconds: float | None,
+        memory_bytes: int | None,
+        on_group_done: GroupDone | None,
+    ) -> None:
+        self.tasks = tasks
+        self.n_workers = n_workers
+        self.group_seconds = group_seconds
+        self.memory_bytes = memory_bytes
+        self.on_group_done = on_group_done
+        self.blob = cloudpickle.dumps((fn, shared))
+        self.threads = max(1, (os.cpu_count() or 1) // n_workers)
+        self.context = _context()
+        self.outcomes: list[Outcome | None] = [None] * len(tasks)
+        self.pending = deque(range(len(tasks)))
+        self.spent: dict[str, float] = {}
+        self.timed_out: dict[str, str] = {}
+        self.workers: list[_Worker] = []
+
+    def run(self) -> list[Outcome]:
+        try:
+            while self.pending or any(w.task is not None for w in self.workers):
+                self._dispatch()
+                self._enforce_budgets()
+                busy = [w for w in self.workers if w.task is not None]
+                if not busy:
+                    continue
+                ready = wait([x for w in busy for x in (w.conn, w.process.sentinel)], self._next_check())
+                for worker in busy:
+                    if worker.conn in ready or worker.process.sentinel in ready:
+                        self._collect(worker)
+        except KeyboardInterrupt as exc:
+            raise Interrupted.carrying(exc, list(self.outcomes)) from None
+        finally:
+            for worker in self.workers:
+                _stop(worker, graceful=worker.task is None)
+        return self.outcomes  # type: ignore[return-value]
+
+    def _dispatch(self) -> None:
+        while self.pending:
+            index = self.pending[0]
+            group = self.tasks[index].group
+            if group in self.timed_out:
+                self.pending.popleft()
+                self._finish(index, Outcome(error=self.timed_out[group]))
+                continue
+            worker = next((w for w in self.workers if w.task is None), None)
+            if worker is None and len(self.workers) < self.n_workers:
+                worker = self._start_worker()
+            if worker is None:
+                return
+            self.pending.popleft()
+            try:
+                worker.conn.send((index, self.tasks[index].args))
+            except OSError:  # it died while idle; start another and retry the task
+                self._discard(worker)
+                self.pending.appendleft(index)
+                continue
+            worker.task, worker.started = index, time.monotonic()
+
+    def _start_worker(self) -> _Worker:
+        parent_end, child_end = self.context.Pipe()
+        process = self.context.Process(
+            target=_serve,
+            args=(child_end, os.getpid(), self.threads, self.memory_bytes),
+            daemon=True,
+            name="crispml-worker",
+        )
+        process.start()
+        child_end.close()
+        worker = _Worker(process, parent_end)
+        try:
+            parent_end.send_bytes(self.blob)
+        except OSError:
+            pass  # it died at once: the first task sent to it fails with its exit status
+        self.workers.append(worker)
+        return worker
+
+    def _used(self, group: str, now: float) -> tuple[float, int]:
+        running = [now - w.started for w in self.workers if w.task is not None and self.tasks[w.task].group == group]
+        return self.spent.get(group, 0.0) + sum(running), len(running)
+
+    def _enforce_budgets(self) -> None:
+        if self.group_seconds is None:
+            return
+        now = time.monotonic()
+        for group in {self.tasks[w.task].group for w in self.workers if w.task is not None}:
+            used, _ = self._used(group, now)
+            if used <= self.group_seconds:
+                continue
+            self.timed_out[group] = (
+                f"timed out: its fits ran for more than {self.group_seconds:g} s in total "
+                "(modeling.candidate_timeout); raise the limit or leave the model out"
+            )
+            for worker in [w for w in self.workers if w.task is not None and self.tasks[w.task].group == group]:
+                index = worker.task
+                self._discard(worker)
+                self._finish(index, Outcome(error=self.timed_out[group]))
+
+    def _next_check(self) -> float:
+        if self.group_seconds is None:
+            return POLL_SECONDS
+        now = time.monotonic()
+        waits = [POLL_SECONDS]
+        for group in {self.tasks[w.task].group for w in self.workers if w.task is not None}:
+            used, running = self._used(group, now)
+            waits.append((self.group_seconds - used) / running + 0.01)
+        return max(0.01, min(waits))
+
+    def _collect(self, worker: _Worker) -> None:
+        index = worker.task
+        if index is None:  # only busy workers are collected
+            return
+        message = None
+        try:
+            if worker.conn.poll():
+                message = worker.conn.recv()
+        except (OSError, EOFError):
+            message = None
+        if message is None:
+            why = _death(worker.process)
+            self._discard(worker)
+            self._finish(index, Outcome(error=why))
+            return
+        _, ok, payload = message
+        group = self.tasks[index].group
+        self.spent[group] = self.spent.get(group, 0.0) + time.monotonic() - worker.started
+        worker.task = None
+        self._finish(index, Outcome(value=payload) if ok else Outcome(error=payload))
+
+    def _finish(self, index: int, outcome: Outcome) -> None:
+        self.outcomes[index] = outcome
+        _report_group(self.tasks[index].group, self.tasks, self.outcomes, self.on_group_done)
+
+    def _discard(self, worker: _Worker) -> None:
+        _stop(worker, graceful=False)
+        self.workers.remove(worker)
+
+
+def _report_group(
+    group: str, tasks: Sequence[Task], outcomes: Sequence[Outcome | None], on_group_done: GroupDone | None
+) -> None:
+    if on_group_done is None:
+        return
+    mine = [outcomes[i] for i, t in enumerate(tasks) if t.group == group]
+    if all(o is not None for o in mine):
+        on_group_done(group, mine)  # type: ignore[arg-type]
+
+
+def _context() -> Any:
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(list(PRELOAD))
+        return context
+    return multiprocessing.get_context("spawn")
+
+
+def _death(process: Any) -> str:
+    process.join(timeout=5)
+    code = process.exitcode
+    if code is None:
+        return "its worker process stopped answering"
+    if code < 0:
+        name = signal.Signals(-code).name
+        if -code == signal.SIGKILL:
+            return f"its worker process was killed ({name}), most likely by the system for using too much memory"
+        return f"its worker process crashed ({name})"
+    return f"its worker process exited with code {code}"
+
+
+def _stop(worker: _Worker, graceful: bool) -> None:
+    if graceful and worker.process.is_alive():
+        with contextlib.suppress(OSError):
+            worker.conn.send(None)
+        worker.process.join(timeout=2)
+    if worker.process.is_alive():
+        worker.process.kill()
+    worker.process.join(timeout=5)
+    worker.conn.close()
+
+
+def _serve(conn: Connection, parent: int, threads: int, memory_bytes: int | None) -> None:
+    """A worker's life: limits, the shared value, then one task after another until told to stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent decides
+    _watch_parent(parent)
+    setup_error = ""
+    try:
+        if memory_bytes is not None:
+            import resource
+
+            _, hard = resource.getrlimit(resource.RLIMIT_AS)
+            limit = memory_bytes if hard == resource.RLIM_INFINITY else min(memory_bytes, hard)
+            resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+        from threadpoolctl import threadpool_limits
+
+        limits = threadpool_limits(limits=threads)  # noqa: F841 (kept for the worker's life)
+        fn, shared = cloudpickle.loads(conn.recv_bytes())
+    except BaseException as exc:  # reported with each task this worker is given
+        setup_error = f"its worker process could not start ({type(exc).__name__}: {exc})"
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return
+        if message is None:
+            return
+        index, args = message
+        if setup_error:
+            conn.send((index, False, setup_error))
+            continue
+        try:
+            reply = (index, True, fn(shared, args))
+        except MemoryError as exc:
+            reply = (index, False, f"out of memory (MemoryError: {exc})")
+        except BaseException as exc:  # a task's failure is an outcome
+            reply = (index, False, f"{type(exc).__name__}: {exc}")
+        try:
+            conn.send(reply)
+        except Exception as exc:  # e.g. a result that cannot be pickled
+            conn.send((index, False, f"its result could not be sent back ({type(exc).__name__}: {exc})"))
+
+
+def _watch_parent(parent: int) -> None:
+    """Exit when the process that started the pool is gone, even in the middle of a task."""
+    first_ppid = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(WATCHDOG_SECONDS)
+            try:
+                os.kill(parent, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:
+                pass
+            if os.getppid() != first_ppid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="crispml-watchdog", daemon=True).start()

@@ -1,0 +1,211 @@
+"""`crispml serve` over REST, `crispml ui`'s errors, and `crispml run` against a tracking server.
+
+Every server here is a real process on 127.0.0.1, started on a free port and stopped by its
+process group id when its test or module ends, pass or fail.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import requests
+from mlflow import MlflowClient
+from servers_util import CRISPML, HOST, LIGHT_SERVER, MLFLOW, PLAIN_PATH, clean_env, free_port, running
+
+from pipeline.cli import main
+from pipeline.config import DEFAULT_DATA
+
+pytestmark = pytest.mark.slow
+
+FEATURES = ["island", "bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g", "sex", "year"]
+
+
+@pytest.fixture(scope="module")
+def served(penguins_run, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`crispml serve` on the exported penguins model, started with a PATH that lacks the venv's bin/."""
+    tmp = tmp_path_factory.mktemp("serve")
+    port = free_port()
+    command = [CRISPML, "serve", "--model", penguins_run.result.export_dir, "--port", str(port)]
+    with running(command, tmp / "logs", "serve", cwd=tmp, env=clean_env(PATH=PLAIN_PATH)) as server:
+        url = server.first_line()
+        assert url == f"http://{HOST}:{port}/invocations"
+        server.wait_http(f"http://{HOST}:{port}/ping")
+        yield url
+
+
+@pytest.fixture(scope="module")
+def batch(penguins_run, tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+    """`crispml predict` on the whole penguins file (344 rows, some with gaps)."""
+    tmp = tmp_path_factory.mktemp("batch")
+    out = tmp / "scored.csv"
+    model = penguins_run.result.export_dir
+    done = subprocess.run(
+        [CRISPML, "predict", "--model", model, "--data", DEFAULT_DATA, "--out", out],
+        cwd=tmp, env=clean_env(), capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return pd.read_csv(out)
+
+
+def _csv(frame: pd.DataFrame) -> tuple[bytes, str]:
+    return frame.to_csv(index=False).encode("utf-8"), "text/csv"
+
+
+def _split(frame: pd.DataFrame) -> tuple[bytes, str]:
+    split = json.loads(frame.to_json(orient="split", index=False))
+    return json.dumps({"dataframe_split": split}).encode("utf-8"), "application/json"
+
+
+def _records(frame: pd.DataFrame) -> tuple[bytes, str]:
+    records = json.loads(frame.to_json(orient="records"))
+    return json.dumps({"dataframe_records": records}).encode("utf-8"), "application/json"
+
+
+PAYLOADS = {"csv": _csv, "dataframe_split": _split, "dataframe_records": _records}
+
+
+def _post(url: str, frame: pd.DataFrame, fmt: str) -> requests.Response:
+    body, content_type = PAYLOADS[fmt](frame)
+    return requests.post(url, data=body, headers={"Content-Type": content_type}, timeout=60)
+
+
+def test_ping(served: str) -> None:
+    response = requests.get(served.replace("/invocations", "/ping"), timeout=10)
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("fmt", list(PAYLOADS))
+def test_rest_predictions_equal_batch_predictions(served: str, batch: pd.DataFrame, fmt: str) -> None:
+    # The whole file as a user has it: integer `year`, gaps in numeric and text columns,
+    # and the target column, which the model does not use.
+    data = pd.read_csv(DEFAULT_DATA)
+    assert data["year"].dtype == "int64" and data[FEATURES].isna().any().any()
+    response = _post(served, data, fmt)
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    assert len(predictions) == len(batch) == 344
+    assert predictions == batch["prediction"].tolist()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "column"),
+    [("csv", "bill_length_mm"), ("dataframe_split", "island"), ("dataframe_records", "year"), ("csv", "sex")],
+)
+def test_a_missing_column_is_a_400_naming_it(served: str, fmt: str, column: str) -> None:
+    rows = pd.read_csv(DEFAULT_DATA).head(5).drop(columns=["species", column])
+    response = _post(served, rows, fmt)
+    assert response.status_code == 400, response.text
+    message = response.json()["message"]
+    assert message.startswith(f"the request lacks 1 column(s) the model needs: {column};"), message
+
+
+@pytest.mark.parametrize("fmt", list(PAYLOADS))
+def test_text_in_a_numeric_column_is_a_400_naming_it(served: str, fmt: str) -> None:
+    rows = pd.read_csv(DEFAULT_DATA).head(5).astype({"body_mass_g": object})
+    rows.loc[2, "body_mass_g"] = "heavy"
+    response = _post(served, rows, fmt)
+    assert response.status_code == 400, response.text
+    message = response.json()["message"]
+    assert "column 'body_mass_g' must be numeric" in message and "'heavy'" in message and "row 3" in message, message
+
+
+def test_an_infinite_value_is_a_400_naming_its_column(served: str) -> None:
+    rows = pd.read_csv(DEFAULT_DATA).head(5)
+    rows.loc[1, "flipper_length_mm"] = float("inf")
+    response = _post(served, rows, "csv")
+    assert response.status_code == 400, response.text
+    message = response.json()["message"]
+    assert "column 'flipper_length_mm'" in message and "infinite" in message and "row 2" in message, message
+
+
+def test_a_malformed_request_is_a_4xx_not_a_500(served: str) -> None:
+    for body, content_type in [(b"{not json", "application/json"), (b"", "text/csv"), (b"a,b", "text/plain")]:
+        response = requests.post(served, data=body, headers={"Content-Type": content_type}, timeout=30)
+        assert 400 <= response.status_code < 500, (content_type, response.status_code, response.text)
+
+
+def test_serve_without_a_model_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--model", str(tmp_path / "nothing"), "--port", str(free_port())]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert err.startswith(f"crispml: error: no model at {tmp_path / 'nothing'}: the folder has no MLmodel file")
+
+
+def test_serve_on_a_busy_port_exits_2(penguins_run, capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as holder:
+        holder.bind((HOST, 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        assert main(["serve", "--model", str(penguins_run.result.export_dir), "--port", str(port)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"crispml: error: port {port} on {HOST} is in use; stop what holds it or pass another --port"
+    )
+
+
+def test_ui_without_a_store_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    uri = f"sqlite:///{tmp_path / 'none' / 'mlflow.db'}"
+    assert main(["ui", "--tracking-uri", uri, "--port", str(free_port())]) == 2
+    assert "no MLflow store at" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()
+
+
+def test_ui_on_a_tracking_server_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ui", "--tracking-uri", "http://127.0.0.1:5999"]) == 2
+    assert "serves its own UI: open http://127.0.0.1:5999 in a browser" in capsys.readouterr().err
+
+
+def test_run_logs_to_a_tracking_server(tmp_path: Path) -> None:
+    """Team mode: `mlflow server` with a SQLite backend and proxied artifacts; `crispml run` logs over HTTP."""
+    store = tmp_path / "server"
+    store.mkdir()
+    port = free_port()
+    uri = f"http://{HOST}:{port}"
+    command = [
+        MLFLOW, "server", "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
+        "--artifacts-destination", store / "artifacts", "--host", HOST, "--port", str(port), "--workers", "1",
+    ]
+    with running(command, tmp_path / "logs", "mlflow-server", cwd=tmp_path, env=clean_env(**LIGHT_SERVER)) as server:
+        server.wait_http(f"{uri}/health")
+        done = subprocess.run(
+            [CRISPML, "run", "--tracking-uri", uri, "--models", "baseline,linear", "--folds", "3",
+             "--n-jobs", "2", "--out", tmp_path / "models", "--json"],
+            cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=300,
+        )
+        assert done.returncode == 0, done.stderr
+        summary = json.loads(done.stdout)
+        assert summary["tracking_uri"] == uri
+
+        client = MlflowClient(uri, registry_uri=uri)
+        experiment = client.get_experiment_by_name("penguins")
+        assert experiment.artifact_location.startswith("mlflow-artifacts:")
+        runs = client.search_runs([experiment.experiment_id])
+        parent = client.get_run(summary["run_id"])
+        children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+        assert len(runs) == 3 and parent.info.status == "FINISHED"
+        assert sorted(r.info.run_name for r in children) == ["baseline", "linear"]
+
+        holdout = summary["holdout"]["balanced_accuracy"]
+        assert parent.data.metrics["holdout_balanced_accuracy"] == pytest.approx(holdout)
+        for child in children:
+            folds = client.get_metric_history(child.info.run_id, "fold_balanced_accuracy")
+            assert sorted(m.step for m in folds) == [0, 1, 2]
+            assert "balanced_accuracy_mean" in child.data.metrics
+
+        version = client.get_model_version_by_alias("penguins", "champion")
+        assert version.tags["crispml.run_id"] == parent.info.run_id
+        assert summary["registered_model_uri"] == "models:/penguins@champion"
+
+        leaderboard = pd.read_csv(io.StringIO(Path(client.download_artifacts(
+            parent.info.run_id, "leaderboard.csv", str(tmp_path))).read_text()))
+        assert sorted(leaderboard["model"]) == ["baseline", "linear"]
+
+    # The artifacts went through the server into its store; nothing was written beside the client.
+    assert list((store / "artifacts").rglob("leaderboard.csv"))
+    assert not (tmp_path / "mlruns").exists()
