@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from pipeline import tracking, workers
 from pipeline.config import Config, min_score_problem
@@ -81,10 +82,69 @@ def run(config: Config, progress: Progress = _quiet) -> RunResult:
     """
     data_path = Path(config.data.path)
     data = read_table(data_path)
+    prepared = _understand_and_prepare(config, data, progress)  # phases 1 and 2
 
-    # 1. Business and data understanding.
+    # Every check on the data is done; the store is checked (and created) before any training,
+    # while the worker processes' fork server starts up.
+    memory_mb = _memory_mb(config, len(prepared.candidates) * len(prepared.folds))
+    if memory_mb is not None:
+        workers.prestart()
+    tracking.check_store(config.tracking_uri, writable=True)
+
+    run_name = f"{prepared.profile.target} {dt.datetime.now():%Y-%m-%d %H:%M:%S}"
+    with tracking.pipeline_run(config.tracking_uri, config.experiment, run_name) as tracker:
+        _log_understanding(tracker, config, prepared)
+        board, selection = _model(tracker, config, prepared, memory_mb, progress)  # phase 3
+        assessed = _evaluate(tracker, config, prepared, board, selection, deployment.sha256_of(data_path), progress)  # 4
+        logged, registered, export_dir = _deploy(tracker, config, prepared, board, selection, assessed, progress)  # 5
+    return RunResult(
+        profile=prepared.profile,
+        leaderboard=board,
+        evaluation=assessed.result,
+        experiment=config.experiment,
+        tracking_uri=config.tracking_uri,
+        run_id=tracker.run_id,
+        model_uri=logged.uri,
+        registered=registered,
+        export_dir=export_dir,
+        selection=selection,
+        decision=assessed.decision,
+        footprint=assessed.footprint,
+    )
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """Phases 1 and 2: what the data is, and what will be trained on it."""
+
+    profile: understanding.DataProfile
+    metric: str
+    X: pd.DataFrame
+    y: pd.Series
+    split: preparation.Split
+    folds: modeling.Folds
+    preprocessor: Any
+    settings: modeling.ModelSettings
+    candidates: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Assessed:
+    """Phase 4: the chosen model on the holdout, the final refit, and the gate's decision."""
+
+    chosen: modeling.CandidateResult
+    result: evaluation.Evaluation
+    importance: Any
+    final: deployment.Deployment
+    footprint: evaluation.Footprint
+    decision: evaluation.Decision
+    plots: dict[str, bytes]
+
+
+def _understand_and_prepare(config: Config, data: pd.DataFrame, progress: Progress) -> _Prepared:
+    """Business and data understanding, then preparation: the holdout is set aside before anything is learnt."""
     profile = understanding.profile_data(
-        data, config.business.target, config.business.task, source=str(data_path), categorical=config.data.categorical
+        data, config.business.target, config.business.task, source=str(config.data.path), categorical=config.data.categorical
     )
     metric = resolve_metric(config.business.metric, profile.task)
     problem = min_score_problem(config.business.min_score, metric)
@@ -94,7 +154,6 @@ def run(config: Config, progress: Progress = _quiet) -> RunResult:
     for warning in profile.warnings:
         progress(WARNING, warning)
 
-    # 2. Data preparation: the holdout is set aside before anything is learnt.
     X, y = preparation.features_and_target(data, profile)
     split = preparation.split_holdout(X, y, profile.task, config.preparation.holdout, config.seed)
     folds = modeling.make_folds(split.y_train, profile.task, config.modeling.folds, config.seed)
@@ -104,181 +163,191 @@ def run(config: Config, progress: Progress = _quiet) -> RunResult:
     settings = modeling.ModelSettings(profile.task, config.seed, config.modeling.mlp_hidden_layers, len(split.y_train))
     candidates = modeling.build_candidates(config.modeling.models, preprocessor, settings)
     progress("preparation", f"{len(split.y_train)} training rows, {len(split.y_test)} holdout rows, {len(folds)} folds")
+    return _Prepared(profile, metric, X, y, split, folds, preprocessor, settings, candidates)
 
-    # Every check on the data is done; the store is checked (and created) before any training,
-    # while the worker processes' fork server starts up.
-    memory_mb = _memory_mb(config, len(candidates) * len(folds))
-    if memory_mb is not None:
-        workers.prestart()
-    tracking.check_store(config.tracking_uri, writable=True)
 
-    run_name = f"{profile.target} {dt.datetime.now():%Y-%m-%d %H:%M:%S}"
-    with tracking.pipeline_run(config.tracking_uri, config.experiment, run_name) as tracker:
-        tracker.set_tags({"crispml.task": profile.task, "crispml.metric": metric, "crispml.target": profile.target})
-        tracker.log_params(_flatten(config.to_dict()))
-        tracker.log_json(config.to_dict(), "config.json")
-        tracker.log_json(_business(config, profile, metric), "business.json")  # the criteria, before any training
-        data_plots = reporting.understanding_plots(profile, y)
-        tracker.log_json(profile.to_dict(), "understanding/profile.json")
-        tracker.log_text(reporting.understanding_report(profile, data_plots), "understanding/profile.md")
-        tracker.log_files(data_plots, "understanding")
+def _log_understanding(tracker: tracking.PipelineRun, config: Config, prepared: _Prepared) -> None:
+    """The config, the business criteria (before any training) and the data profile."""
+    profile = prepared.profile
+    tracker.set_tags({"crispml.task": profile.task, "crispml.metric": prepared.metric, "crispml.target": profile.target})
+    tracker.log_params(_flatten(config.to_dict()))
+    tracker.log_json(config.to_dict(), "config.json")
+    tracker.log_json(_business(config, profile, prepared.metric), "business.json")
+    data_plots = reporting.understanding_plots(profile, prepared.y)
+    tracker.log_json(profile.to_dict(), "understanding/profile.json")
+    tracker.log_text(reporting.understanding_report(profile, data_plots), "understanding/profile.md")
+    tracker.log_files(data_plots, "understanding")
 
-        # 3. Modeling: every candidate on the same folds.
-        progress("modeling", f"cross-validating {', '.join(candidates)} ({len(candidates) * len(folds)} fits)")
-        try:
-            board = modeling.compare_models(
-                candidates, split.X_train, split.y_train, folds, profile.task, metric, config.modeling.n_jobs,
-                timeout=config.modeling.candidate_timeout or None,
-                memory_mb=memory_mb,
-                on_candidate=lambda row: progress("modeling", _candidate_line(row, metric)),
-            )
-        except Interrupted as stop:  # log what finished; the run then ends KILLED
-            if isinstance(stop.partial, modeling.Leaderboard):
-                _log_candidates(tracker, stop.partial)
-                tracker.log_frame(stop.partial.to_frame(), "leaderboard.csv")
-            raise
-        _log_candidates(tracker, board)
-        best = board.best
-        if best is None:
-            errors = "; ".join(f"{r.name}: {r.error}" for r in board.rows)
-            raise DataError(f"every candidate failed to fit ({errors}); check the data or the model list")
-        selection = evaluation.select_model(
-            board, config.evaluation.selection, config.evaluation.alpha, *_fold_sizes(folds)
-        )
-        table = evaluation.annotated_leaderboard(board, selection)
-        tracker.log_frame(table, "leaderboard.csv")
-        tracker.set_tags(
-            {
-                "crispml.chosen_model": selection.chosen,
-                "crispml.selection_rule": selection.rule,
-                "crispml.selection_reason": selection.reason[:_TAG_MAX],
-            }
-        )
-        progress("modeling", f"best by cross-validation: {best.name} ({metric} {best.mean(metric):.4f})")
-        progress("modeling", f"chosen: {selection.chosen} ({selection.reason})")
 
-        # 4. Evaluation on the untouched holdout: the chosen model, and the baseline it must beat.
-        chosen = next(r for r in board.rows if r.name == selection.chosen)
-        result = evaluation.evaluate_holdout(
-            chosen, candidates[chosen.name], split, profile.task, metric, config.evaluation.holdout_tolerance_sd
+def _model(
+    tracker: tracking.PipelineRun, config: Config, prepared: _Prepared, memory_mb: int | None, progress: Progress
+) -> tuple[modeling.Leaderboard, evaluation.Selection]:
+    """Modeling: every candidate on the same folds, then the selection rule picks one."""
+    metric, candidates, folds = prepared.metric, prepared.candidates, prepared.folds
+    progress("modeling", f"cross-validating {', '.join(candidates)} ({len(candidates) * len(folds)} fits)")
+    try:
+        board = modeling.compare_models(
+            candidates, prepared.split.X_train, prepared.split.y_train, folds, prepared.profile.task, metric,
+            config.modeling.n_jobs,
+            timeout=config.modeling.candidate_timeout or None,
+            memory_mb=memory_mb,
+            on_candidate=lambda row: progress("modeling", _candidate_line(row, metric)),
         )
-        floor = (  # the margin is measured against the dummy even when it was not a candidate
-            candidates[evaluation.BASELINE]
-            if evaluation.BASELINE in candidates
-            else modeling.build_candidates([evaluation.BASELINE], preprocessor, settings)[evaluation.BASELINE]
-        )
-        baseline_holdout = evaluation.score_on_holdout(floor, split, profile.task)
-        importance = evaluation.permutation_importances(
-            result.fitted, split.X_test, split.y_test, metric, result.classes, config.seed
-        )
-        tracker.log_metrics({f"holdout_{k}": v for k, v in result.holdout.items()})
-        tracker.log_metrics({f"cv_{k}_mean": v for k, v in result.cv_mean.items()})
-        tracker.log_metrics({f"baseline_holdout_{k}": v for k, v in baseline_holdout.items()})
-        tracker.log_frame(importance.to_frame(), "permutation_importance.csv")
-        if result.warnings:
-            tracker.set_tags({"crispml.evaluation_warnings": "\n".join(result.warnings)[:_TAG_MAX]})
-        progress("evaluation", f"{chosen.name} on the holdout: {metric} {result.holdout[metric]:.4f}")
-        for warning in result.warnings:
-            progress("evaluation", f"warning: {warning}")
+    except Interrupted as stop:  # log what finished; the run then ends KILLED
+        if isinstance(stop.partial, modeling.Leaderboard):
+            _log_candidates(tracker, stop.partial)
+            tracker.log_frame(stop.partial.to_frame(), "leaderboard.csv")
+        raise
+    _log_candidates(tracker, board)
+    best = board.best
+    if best is None:
+        errors = "; ".join(f"{r.name}: {r.error}" for r in board.rows)
+        raise DataError(f"every candidate failed to fit ({errors}); check the data or the model list")
+    selection = evaluation.select_model(board, config.evaluation.selection, config.evaluation.alpha, *_fold_sizes(folds))
+    tracker.log_frame(evaluation.annotated_leaderboard(board, selection), "leaderboard.csv")
+    tracker.set_tags(
+        {
+            "crispml.chosen_model": selection.chosen,
+            "crispml.selection_rule": selection.rule,
+            "crispml.selection_reason": selection.reason[:_TAG_MAX],
+        }
+    )
+    progress("modeling", f"best by cross-validation: {best.name} ({metric} {best.mean(metric):.4f})")
+    progress("modeling", f"chosen: {selection.chosen} ({selection.reason})")
+    return board, selection
 
-        # The go/no-go gate: the business criteria, on the holdout and the final model.
-        final = deployment.refit_for_deployment(
-            candidates[chosen.name], X, y, profile, board, result, deployment.sha256_of(data_path), config.seed
-        )
-        footprint = evaluation.measure_footprint(final.model, split.X_test)
-        b = config.business
-        decision = evaluation.decide(
-            metric,
-            result.holdout[metric],
-            baseline_holdout[metric],
-            footprint,
-            min_score=b.min_score,
-            min_margin_over_baseline=b.min_margin_over_baseline,
-            max_latency_ms_per_row=b.max_latency_ms_per_row,
-            max_model_mb=b.max_model_mb,
-        )
-        tracker.log_metrics({"predict_ms_per_row": footprint.ms_per_row, "model_mb": footprint.model_mb})
-        tracker.set_tags({"crispml.decision": decision.label})
-        if decision.reasons:
-            tracker.set_tags({"crispml.decision_reasons": "; ".join(decision.reasons)[:_TAG_MAX]})
-        tracker.log_json(decision.to_dict(), "decision.json")
-        progress("evaluation", f"gate: {decision.label}" + (f" ({'; '.join(decision.reasons)})" if decision.reasons else ""))
-        plots = reporting.evaluation_plots(result, board, selection, importance, final.model.steps[-1][1])
-        tracker.log_files(plots, "plots")
 
-        # 5. Deployment: log the final model; on go, also register and export it.
-        requirements = _requirements(final.manifest["packages"])
-        registered_name = config.experiment if config.deployment.register and decision.go else ""
-        contract = {deployment.CONTRACT_KEY: final.contract.to_dict()}
-        tracker.log_json(final.contract.to_dict(), "contract.json")
-        logged = tracker.log_model(final.model, final.input_example, requirements, registered_name, contract)
-        registered = f"models:/{logged.registered_name}@{tracking.CHAMPION}" if logged.registered_name else ""
-        target = Path(config.deployment.out) / config.experiment / "model"
-        card = deployment.model_card(
-            experiment=config.experiment,
-            objective=config.business.objective,
-            profile=profile,
-            data_sha256=final.manifest["data"]["sha256"],
-            leaderboard=board,
-            selection=selection,
-            evaluation=result,
-            decision=decision,
-            footprint=footprint,
-            importance=importance,
-            estimator=final.manifest["estimator"],
-            candidate_warnings=chosen.warnings,
-            model_uri=logged.uri,
-            registered=registered,
-            export_dir=str(target) if decision.go else "",
-        )
-        tracker.log_text(card, MODEL_CARD)
-        manifest = _json_safe(
-            {
-                **final.manifest,
-                "leaderboard": table.to_dict(orient="records"),
-                "selection": selection.to_dict(),
-                "decision": decision.to_dict(),
-                "footprint": {"predict_ms_per_row": footprint.ms_per_row, "model_mb": footprint.model_mb},
-                "warnings": list(result.warnings),
-                "mlflow": {
-                    "tracking_uri": config.tracking_uri,
-                    "experiment": config.experiment,
-                    "run_id": tracker.run_id,
-                    "model_uri": logged.uri,
-                    "registered_model": logged.registered_name,
-                    "version": logged.version,
-                },
-            }
-        )
-        export_dir: Path | None = None
-        if decision.go:
-            extra = {MODEL_CARD: card.encode("utf-8"), **{f"plots/{name}": png for name, png in plots.items()}}
-            export_dir = export_model_dir(
-                target,
-                lambda folder: tracking.save_model_dir(final.model, folder, final.input_example, requirements, contract),
-                final.model,
-                manifest,
-                extra,
-            )
-            tracker.set_tags({"crispml.export_dir": str(export_dir.resolve())})
-            progress("deployment", f"model {registered or logged.uri} exported to {export_dir}")
-        else:
-            progress("deployment", f"no-go: model logged as {logged.uri}; not registered as champion, not exported")
-        tracker.log_json(manifest, "manifest.json")
-    return RunResult(
-        profile=profile,
-        leaderboard=board,
-        evaluation=result,
+def _evaluate(
+    tracker: tracking.PipelineRun,
+    config: Config,
+    prepared: _Prepared,
+    board: modeling.Leaderboard,
+    selection: evaluation.Selection,
+    data_sha256: str,
+    progress: Progress,
+) -> _Assessed:
+    """Evaluation: the chosen model on the untouched holdout against the baseline, then the go/no-go gate."""
+    metric, split, candidates = prepared.metric, prepared.split, prepared.candidates
+    chosen = next(r for r in board.rows if r.name == selection.chosen)
+    result = evaluation.evaluate_holdout(
+        chosen, candidates[chosen.name], split, prepared.profile.task, metric, config.evaluation.holdout_tolerance_sd
+    )
+    floor = (  # the margin is measured against the dummy even when it was not a candidate
+        candidates[evaluation.BASELINE]
+        if evaluation.BASELINE in candidates
+        else modeling.build_candidates([evaluation.BASELINE], prepared.preprocessor, prepared.settings)[evaluation.BASELINE]
+    )
+    baseline_holdout = evaluation.score_on_holdout(floor, split, prepared.profile.task)
+    importance = evaluation.permutation_importances(
+        result.fitted, split.X_test, split.y_test, metric, result.classes, config.seed
+    )
+    tracker.log_metrics({f"holdout_{k}": v for k, v in result.holdout.items()})
+    tracker.log_metrics({f"cv_{k}_mean": v for k, v in result.cv_mean.items()})
+    tracker.log_metrics({f"baseline_holdout_{k}": v for k, v in baseline_holdout.items()})
+    tracker.log_frame(importance.to_frame(), "permutation_importance.csv")
+    if result.warnings:
+        tracker.set_tags({"crispml.evaluation_warnings": "\n".join(result.warnings)[:_TAG_MAX]})
+    progress("evaluation", f"{chosen.name} on the holdout: {metric} {result.holdout[metric]:.4f}")
+    for warning in result.warnings:
+        progress("evaluation", f"warning: {warning}")
+
+    # The go/no-go gate: the business criteria, on the holdout and the final model.
+    final = deployment.refit_for_deployment(
+        candidates[chosen.name], prepared.X, prepared.y, prepared.profile, board, result, data_sha256, config.seed
+    )
+    footprint = evaluation.measure_footprint(final.model, split.X_test)
+    b = config.business
+    decision = evaluation.decide(
+        metric,
+        result.holdout[metric],
+        baseline_holdout[metric],
+        footprint,
+        min_score=b.min_score,
+        min_margin_over_baseline=b.min_margin_over_baseline,
+        max_latency_ms_per_row=b.max_latency_ms_per_row,
+        max_model_mb=b.max_model_mb,
+    )
+    tracker.log_metrics({"predict_ms_per_row": footprint.ms_per_row, "model_mb": footprint.model_mb})
+    tracker.set_tags({"crispml.decision": decision.label})
+    if decision.reasons:
+        tracker.set_tags({"crispml.decision_reasons": "; ".join(decision.reasons)[:_TAG_MAX]})
+    tracker.log_json(decision.to_dict(), "decision.json")
+    progress("evaluation", f"gate: {decision.label}" + (f" ({'; '.join(decision.reasons)})" if decision.reasons else ""))
+    plots = reporting.evaluation_plots(result, board, selection, importance, final.model.steps[-1][1])
+    tracker.log_files(plots, "plots")
+    return _Assessed(chosen, result, importance, final, footprint, decision, plots)
+
+
+def _deploy(
+    tracker: tracking.PipelineRun,
+    config: Config,
+    prepared: _Prepared,
+    board: modeling.Leaderboard,
+    selection: evaluation.Selection,
+    assessed: _Assessed,
+    progress: Progress,
+) -> tuple[tracking.LoggedModel, str, Path | None]:
+    """Deployment: log the final model with its contract; on go, also register it as champion and export it."""
+    final, decision = assessed.final, assessed.decision
+    requirements = _requirements(final.manifest["packages"])
+    registered_name = config.experiment if config.deployment.register and decision.go else ""
+    contract = {deployment.CONTRACT_KEY: final.contract.to_dict()}
+    tracker.log_json(final.contract.to_dict(), "contract.json")
+    logged = tracker.log_model(final.model, final.input_example, requirements, registered_name, contract)
+    registered = f"models:/{logged.registered_name}@{tracking.CHAMPION}" if logged.registered_name else ""
+    target = Path(config.deployment.out) / config.experiment / "model"
+    card = deployment.model_card(
         experiment=config.experiment,
-        tracking_uri=config.tracking_uri,
-        run_id=tracker.run_id,
+        objective=config.business.objective,
+        profile=prepared.profile,
+        data_sha256=final.manifest["data"]["sha256"],
+        leaderboard=board,
+        selection=selection,
+        evaluation=assessed.result,
+        decision=decision,
+        footprint=assessed.footprint,
+        importance=assessed.importance,
+        estimator=final.manifest["estimator"],
+        candidate_warnings=assessed.chosen.warnings,
         model_uri=logged.uri,
         registered=registered,
-        export_dir=export_dir,
-        selection=selection,
-        decision=decision,
-        footprint=footprint,
+        export_dir=str(target) if decision.go else "",
     )
+    tracker.log_text(card, MODEL_CARD)
+    manifest = _json_safe(
+        {
+            **final.manifest,
+            "leaderboard": evaluation.annotated_leaderboard(board, selection).to_dict(orient="records"),
+            "selection": selection.to_dict(),
+            "decision": decision.to_dict(),
+            "footprint": {"predict_ms_per_row": assessed.footprint.ms_per_row, "model_mb": assessed.footprint.model_mb},
+            "warnings": list(assessed.result.warnings),
+            "mlflow": {
+                "tracking_uri": config.tracking_uri,
+                "experiment": config.experiment,
+                "run_id": tracker.run_id,
+                "model_uri": logged.uri,
+                "registered_model": logged.registered_name,
+                "version": logged.version,
+            },
+        }
+    )
+    export_dir: Path | None = None
+    if decision.go:
+        extra = {MODEL_CARD: card.encode("utf-8"), **{f"plots/{name}": png for name, png in assessed.plots.items()}}
+        export_dir = export_model_dir(
+            target,
+            lambda folder: tracking.save_model_dir(final.model, folder, final.input_example, requirements, contract),
+            final.model,
+            manifest,
+            extra,
+        )
+        tracker.set_tags({"crispml.export_dir": str(export_dir.resolve())})
+        progress("deployment", f"model {registered or logged.uri} exported to {export_dir}")
+    else:
+        progress("deployment", f"no-go: model logged as {logged.uri}; not registered as champion, not exported")
+    tracker.log_json(manifest, "manifest.json")
+    return logged, registered, export_dir
 
 
 @dataclass(frozen=True)
