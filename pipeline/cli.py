@@ -27,6 +27,8 @@ from pipeline.errors import EXIT_BUG, EXIT_INTERRUPTED, EXIT_NO_GO, EXIT_OK, Cri
 
 WARNING = "warning"
 """The progress stage under which the runner reports warnings (`pipeline.runner.WARNING`)."""
+FIT = "fit"
+"""The progress stage of each finished fit (`pipeline.runner.FIT`)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -189,7 +191,7 @@ def _run(args: argparse.Namespace) -> int:
         },
     )
     start = time.perf_counter()
-    progress = _warnings_only if args.json else _print_progress(start)
+    progress = _warnings_only if args.json else _ProgressPrinter(start)
     result = runner.run(config, progress)
     elapsed = time.perf_counter() - start
     if args.json:
@@ -255,19 +257,44 @@ def _warn(message: str) -> None:
     print(f"crispml: warning: {message}", file=sys.stderr, flush=True)
 
 
-def _warnings_only(stage: str, message: str) -> None:
+def _warnings_only(stage: str, message: str, done: float | None = None) -> None:
     if stage == WARNING:
         _warn(message)
 
 
-def _print_progress(start: float) -> Any:
-    def progress(stage: str, message: str) -> None:
+class _ProgressPrinter:
+    """Progress on stderr: stage lines with the elapsed time; on a terminal, also a live line
+    with the fits done and an estimate of the time left (plain output gets per-candidate lines only)."""
+
+    def __init__(self, start: float, stream: Any = None) -> None:
+        self.start = start
+        self.stream = stream if stream is not None else sys.stderr
+        self.live = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.modeling_start: float | None = None
+        self.line_open = False
+
+    def __call__(self, stage: str, message: str, done: float | None = None) -> None:
+        now = time.perf_counter()
+        if stage == "modeling" and self.modeling_start is None:
+            self.modeling_start = now
+        if stage == FIT:
+            if self.live and done:
+                spent = now - (self.modeling_start or self.start)
+                left = spent * (1 - done) / done
+                self._write(f"\r\033[K[{now - self.start:6.1f}s] {'modeling':<13} {message}, about {left:.0f}s left")
+                self.line_open = True
+            return
+        if self.line_open:
+            self._write("\r\033[K")
+            self.line_open = False
         if stage == WARNING:
             _warn(message)
             return
-        print(f"[{time.perf_counter() - start:6.1f}s] {stage:<13} {message}", file=sys.stderr, flush=True)
+        self._write(f"[{now - self.start:6.1f}s] {stage:<13} {message}\n")
 
-    return progress
+    def _write(self, text: str) -> None:
+        self.stream.write(text)
+        self.stream.flush()
 
 
 def _clean(value: Any) -> Any:
@@ -375,4 +402,15 @@ def _print_summary(result: Any, elapsed: float) -> None:
         print(f"Model: {result.registered or result.model_uri}; exported to {result.export_dir}")
     else:
         print(f"Model: logged as {result.model_uri} only; not registered as champion, not exported (no-go)")
+    print(f"To look at it: {_ui_command(result.tracking_uri, result.experiment)}")
     print(f"Done in {elapsed:.1f}s.")
+
+
+def _ui_command(tracking_uri: str, experiment: str) -> str:
+    """The command that shows a run in the MLflow UI."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"open {tracking_uri} in a browser (experiment '{experiment}')"
+    from pipeline.config import DEFAULT_TRACKING_URI
+
+    store = "" if tracking_uri == DEFAULT_TRACKING_URI else f" --tracking-uri {tracking_uri}"
+    return f"crispml ui{store} --experiment {experiment}"

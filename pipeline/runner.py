@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -19,14 +18,23 @@ from pipeline.files import export_model_dir, read_table, verify_export, write_ta
 from stages import deployment, evaluation, modeling, preparation, reporting, understanding
 from stages.metrics import DEFAULT_METRIC, METRICS
 
-Progress = Callable[[str, str], None]
+class Progress(Protocol):
+    """Where the runner reports progress: a stage, a message, and for long steps the share done."""
+
+    def __call__(self, stage: str, message: str, done: float | None = None) -> None: ...
+
+
 WARNING = "warning"
 """The progress stage of warnings: `progress(WARNING, message)` (the command line prints them on stderr)."""
 MODEL_CARD = "model_card.md"
 _TAG_MAX = 5000
 
 
-def _quiet(stage: str, message: str) -> None:
+FIT = "fit"
+"""The progress stage of each finished (candidate, fold) fit: `progress(FIT, "12/30 fits", 0.4)`."""
+
+
+def _quiet(stage: str, message: str, done: float | None = None) -> None:
     """The default progress sink: says nothing."""
 
 
@@ -192,6 +200,7 @@ def _model(
             timeout=config.modeling.candidate_timeout or None,
             memory_mb=memory_mb,
             on_candidate=lambda row: progress("modeling", _candidate_line(row, metric)),
+            on_fit=lambda finished, total: progress(FIT, f"{finished}/{total} fits", finished / total),
         )
     except Interrupted as stop:  # log what finished; the run then ends KILLED
         if isinstance(stop.partial, modeling.Leaderboard):

@@ -44,6 +44,8 @@ MIN_AUTO_MEMORY = 2 << 30
 
 
 GroupDone = Callable[[str, list["Outcome"]], None]
+TaskDone = Callable[[int, int], None]
+"""Called with (tasks finished, tasks in all) after each task, for progress displays."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,7 @@ def run_tasks(
     group_seconds: float | None = None,
     memory_bytes: int | None = None,
     on_group_done: GroupDone | None = None,
+    on_task_done: TaskDone | None = None,
 ) -> list[Outcome]:
     """Run `fn(shared, task.args)` for every task, each group within its time budget.
 
@@ -135,6 +138,7 @@ def run_tasks(
         memory_bytes: Address-space limit of each worker; None for no limit.
         on_group_done: Called with a group's name and its tasks' outcomes (in task order)
             once all of them are in.
+        on_task_done: Called with (finished, total) after each task.
 
     Returns:
         One outcome per task, in task order.
@@ -146,12 +150,18 @@ def run_tasks(
     if not tasks:
         return []
     if n_jobs == 1 and group_seconds is None and memory_bytes is None:
-        return _run_here(fn, shared, tasks, on_group_done)
-    return _Pool(fn, shared, tasks, worker_count(n_jobs, len(tasks)), group_seconds, memory_bytes, on_group_done).run()
+        return _run_here(fn, shared, tasks, on_group_done, on_task_done)
+    return _Pool(
+        fn, shared, tasks, worker_count(n_jobs, len(tasks)), group_seconds, memory_bytes, on_group_done, on_task_done
+    ).run()
 
 
 def _run_here(
-    fn: Callable[[Any, Any], Any], shared: Any, tasks: Sequence[Task], on_group_done: GroupDone | None
+    fn: Callable[[Any, Any], Any],
+    shared: Any,
+    tasks: Sequence[Task],
+    on_group_done: GroupDone | None,
+    on_task_done: TaskDone | None,
 ) -> list[Outcome]:
     outcomes: list[Outcome | None] = [None] * len(tasks)
     try:
@@ -161,6 +171,8 @@ def _run_here(
             except Exception as exc:  # a task's failure is an outcome
                 outcomes[i] = Outcome(error=f"{type(exc).__name__}: {exc}")
             _report_group(task.group, tasks, outcomes, on_group_done)
+            if on_task_done is not None:
+                on_task_done(i + 1, len(tasks))
     except KeyboardInterrupt as exc:
         raise Interrupted.carrying(exc, outcomes) from None
     return outcomes  # type: ignore[return-value]
@@ -186,8 +198,10 @@ class _Pool:
         group_seconds: float | None,
         memory_bytes: int | None,
         on_group_done: GroupDone | None,
+        on_task_done: TaskDone | None,
     ) -> None:
         self.tasks = tasks
+        self.on_task_done = on_task_done
         self.n_workers = n_workers
         self.group_seconds = group_seconds
         self.memory_bytes = memory_bytes
@@ -315,6 +329,8 @@ class _Pool:
     def _finish(self, index: int, outcome: Outcome) -> None:
         self.outcomes[index] = outcome
         _report_group(self.tasks[index].group, self.tasks, self.outcomes, self.on_group_done)
+        if self.on_task_done is not None:
+            self.on_task_done(sum(o is not None for o in self.outcomes), len(self.tasks))
 
     def _discard(self, worker: _Worker) -> None:
         _stop(worker, graceful=False)

@@ -293,6 +293,7 @@ def compare_models(
     timeout: float | None = None,
     memory_mb: int | None = None,
     on_candidate: Callable[[CandidateResult], None] | None = None,
+    on_fit: Callable[[int, int], None] | None = None,
 ) -> Leaderboard:
     """Cross-validate every candidate on the same folds and rank them.
 
@@ -313,6 +314,7 @@ def compare_models(
         timeout: Seconds a candidate's fits may take in total (all folds); None for no limit.
         memory_mb: Address-space limit of each worker process in MiB; None for no limit.
         on_candidate: Called with each candidate's result as soon as all its folds are done.
+        on_fit: Called with (fits finished, fits in all) after each (candidate, fold) fit.
 
     Returns:
         The leaderboard.
@@ -333,7 +335,7 @@ def compare_models(
 
     try:
         outcomes = run_tasks(
-            _run_fold, shared, tasks, n_jobs, timeout, memory_mb * 2**20 if memory_mb else None, report
+            _run_fold, shared, tasks, n_jobs, timeout, memory_mb * 2**20 if memory_mb else None, report, on_fit
         )
     except Interrupted as stop:
         unfinished = Outcome(error="interrupted before it finished")

@@ -1,6 +1,8 @@
 """The command line as a user runs it: a subprocess, exit codes, stdout and stderr."""
 
+import io
 import json
+import time
 import os
 import subprocess
 import sys
@@ -50,6 +52,7 @@ def test_run_prints_progress_and_a_leaderboard(tmp_path):
     for stage in ["understanding", "preparation", "modeling", "evaluation", "deployment"]:
         assert stage in proc.stderr
     assert "Leaderboard (3-fold CV, ranked by balanced_accuracy)" in proc.stdout
+    assert "To look at it: crispml ui --experiment demo" in proc.stdout
     assert "Chosen: linear" in proc.stdout and (tmp_path / "models" / "demo" / "model" / "MLmodel").is_file()
 
 
@@ -101,3 +104,27 @@ def test_user_errors_are_one_line_with_exit_code_2(tmp_path, args, words):
     line = one_line_error(crispml(*args, cwd=tmp_path))
     assert words in line
     assert not (tmp_path / "models").exists() and not (tmp_path / "mlruns").exists()  # nothing written
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_progress_shows_fits_and_an_estimate_only_on_a_terminal(terminal):
+    from pipeline.cli import _ProgressPrinter
+
+    stream = _Terminal() if terminal else io.StringIO()
+    printer = _ProgressPrinter(start=time.perf_counter(), stream=stream)
+    printer("modeling", "cross-validating a, b (4 fits)")
+    printer("fit", "1/4 fits", 0.25)
+    printer("fit", "2/4 fits", 0.5)
+    printer("modeling", "a done: r2 0.9")
+    text = stream.getvalue()
+    assert "cross-validating" in text and "a done: r2 0.9" in text
+    if terminal:
+        assert "2/4 fits, about 0s left" in text and "\r\033[K" in text
+        assert text.endswith("a done: r2 0.9\n")  # the live line is cleared before the next line
+    else:
+        assert "fits" not in text.replace("(4 fits)", "")  # plain output: no live line
