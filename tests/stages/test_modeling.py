@@ -170,3 +170,12 @@ def test_rank_puts_lower_error_first_and_failures_last():
     ordered = rank([row("bad", (5.0, 5.0)), row("broken", None, FAILED), row("good", (1.0, 2.0))], METRICS["rmse"])
     assert [r.name for r in ordered] == ["good", "bad", "broken"]
     assert math.isnan(ordered[2].mean("rmse"))
+
+
+def test_svr_learns_a_target_far_from_unit_scale():
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"a": rng.normal(size=200)})
+    y = pd.Series(4000 + 800 * X["a"] + rng.normal(scale=50, size=200), name="grams")
+    candidates = {"svm": Pipeline([("prepare", StandardScaler()), ("model", MODELS["svm"].build(ModelSettings("regression", 0)))])}
+    board = compare_models(candidates, X, y, make_folds(y, "regression", 3, 0), "regression", "r2", n_jobs=1)
+    assert board.rows[0].mean("r2") > 0.9, board.rows[0].error
