@@ -121,10 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             raise UsageError("no command given; use 'crispml run', 'predict', 'ui' or 'serve' (see 'crispml --help')")
         handlers = {"run": _run, "predict": _predict, "ui": _ui, "serve": _serve}
-        if args.command in ("run", "predict"):
-            with _signals_interrupt():
-                return handlers[args.command](args)
-        return handlers[args.command](args)
+        with _signals_interrupt():
+            return handlers[args.command](args)
     except CrispmlError as exc:
         print(f"crispml: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -143,7 +141,8 @@ def _signals_interrupt() -> Iterator[None]:
     """Turn SIGTERM, like Ctrl-C, into an `Interrupted` exception, so a run cleans up the same way.
 
     The first signal raises; the run then ends its MLflow run as KILLED, logs what it had
-    and stops its workers. A second signal during that clean-up exits at once.
+    and stops its workers, and `ui` stops its MLflow server (`serve`'s uvicorn shuts down
+    first, then re-raises the signal here). A second signal during that clean-up exits at once.
     """
     if threading.current_thread() is not threading.main_thread():
         yield

@@ -395,13 +395,11 @@ def predict(model: str, data_path: Path, out_path: Path, tracking_uri: str, over
     """
     if Path(out_path).resolve() == Path(data_path).resolve():
         raise DataError(f"--out {out_path} is the input file; write the scores to another file")
-    is_uri = "://" in model or model.startswith(("models:", "runs:"))
-    if not is_uri and Path(model).is_dir():
+    if not tracking.is_model_uri(model) and Path(model).is_dir():
         verify_export(Path(model))
     loaded = tracking.load_model(model, tracking_uri)
     data = read_table(Path(data_path))
-    contract = loaded.contract or deployment.contract_from_signature(loaded.features, loaded.numeric)
-    scored = deployment.score(loaded.model, data, contract)
+    scored = deployment.score(loaded.model, data, loaded.contract)
     write_table(scored.frame, Path(out_path), overwrite)
     return Prediction(rows=len(scored.frame), warnings=(*loaded.warnings, *scored.warnings), check=scored.check)
 

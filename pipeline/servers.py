@@ -2,9 +2,9 @@
 
 `crispml ui` runs MLflow's own tracking server (UI and REST API) as a child process,
 lightly: one worker and no job runners. `crispml serve` runs MLflow's scoring server for a
-saved model in this process, behind a gate that checks each request against the model's
-input contract first, so that a bad request gets a 400 naming the column, as batch scoring
-does. Both bind 127.0.0.1 only.
+saved model in this process, behind a gate that checks each request against the data
+contract saved with the model first (`stages.deployment.check_rows`, as batch scoring
+does), so that a bad request gets a 400 naming the column. Both bind 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from __future__ import annotations
 import errno
 import io
 import json
+import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -22,15 +22,15 @@ import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
-from types import FrameType
 from typing import Any
 from urllib.parse import urlparse
 
-import numpy as np
 import pandas as pd
 
 from pipeline import tracking
-from pipeline.errors import EXIT_OK, TrackingError, UsageError
+from pipeline.errors import EXIT_OK, DataError, TrackingError, UsageError
+from pipeline.files import verify_export
+from stages import deployment
 
 HOST = "127.0.0.1"
 UI_PORT = 5000
@@ -47,6 +47,8 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+
+_log = logging.getLogger(__name__)
 
 
 def bin_dir() -> Path:
@@ -146,7 +148,8 @@ def run_ui(tracking_uri: str, experiment: str, port: int, announce: Announce, ti
     Raises:
         UsageError: The URI is a tracking server (it serves its own UI), or the port is taken.
         TrackingError: The store does not exist or cannot be read, or the UI did not start.
-        KeyboardInterrupt: On Ctrl-C or SIGTERM, after the server is stopped.
+        KeyboardInterrupt: On Ctrl-C, or on SIGTERM once the command line has turned it into
+            `Interrupted`, after the server is stopped.
     """
     if urlparse(tracking_uri).scheme in ("http", "https"):
         raise UsageError(
@@ -168,7 +171,6 @@ def run_ui(tracking_uri: str, experiment: str, port: int, announce: Announce, ti
     # reaches the server too. `mlflow server` forwards SIGTERM and SIGINT to its worker.
     # Its messages go to stderr, so that stdout carries only the URL.
     process = subprocess.Popen(ui_command(tracking_uri, port), env=child_env(LIGHT_UI_ENV), stdout=2)
-    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         wait_until_ready(f"http://{HOST}:{port}/health", process, timeout, "the MLflow UI")
         announce(url)
@@ -177,7 +179,6 @@ def run_ui(tracking_uri: str, experiment: str, port: int, announce: Announce, ti
             raise TrackingError(f"the MLflow UI server stopped with exit code {code}; see its messages above")
         return EXIT_OK
     finally:
-        signal.signal(signal.SIGTERM, previous)
         stop(process)
 
 
@@ -187,7 +188,12 @@ def serve_model(source: str, tracking_uri: str, port: int, announce: Announce) -
     The server is MLflow's own (`mlflow models serve` runs the same application):
     `GET /ping`, and `POST /invocations` with CSV (`text/csv`) or JSON
     (`dataframe_split`, `dataframe_records`). It runs in this process, so it needs
-    nothing on PATH. Every request is first checked against the model's input contract.
+    nothing on PATH. A model folder is checked against the SHA-256 hashes in its
+    `manifest.json` before anything in it is loaded, as for batch scoring, and every
+    request is first checked against the data contract saved with the model.
+
+    On Ctrl-C or SIGTERM, uvicorn finishes the requests in flight, then re-raises the signal
+    under the handlers it found: the command line's, which turn it into `Interrupted`.
 
     Args:
         source: A model folder or URI (`models:/<experiment>@champion`).
@@ -196,19 +202,31 @@ def serve_model(source: str, tracking_uri: str, port: int, announce: Announce) -
         announce: Called with the endpoint's URL before the server starts.
 
     Returns:
-        The exit code: 0 after a clean shutdown (Ctrl-C or SIGTERM).
+        The exit code: 0 when the server stopped without a signal.
 
     Raises:
-        UsageError: The port is taken.
-        ModelLoadError: No loadable model at `source`.
+        UsageError: The port is taken, or the server did not start.
+        ModelLoadError: No loadable model at `source`, or a model folder that changed after export.
+        KeyboardInterrupt: On Ctrl-C or SIGTERM, after the server has shut down.
     """
     import uvicorn
 
     check_port(port)
+    if not tracking.is_model_uri(source) and Path(source).is_dir():
+        verify_export(Path(source))
     scoring = tracking.scoring_app(source, tracking_uri)
-    app = ContractGate(scoring.app, scoring.features, scoring.numeric)
+    app = ContractGate(scoring.app, scoring.contract)
     announce(f"http://{HOST}:{port}{INVOCATIONS}")
-    uvicorn.run(app, host=HOST, port=port, workers=1, log_level="info", timeout_graceful_shutdown=STOP_TIMEOUT)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=HOST, port=port, log_level="info", timeout_graceful_shutdown=STOP_TIMEOUT)
+    )
+    try:
+        server.run()  # not uvicorn.run(), which swallows the interrupt re-raised after shutdown
+    except SystemExit:  # uvicorn's startup failure, logged above: most likely the port was taken since the check
+        raise UsageError(
+            f"the model server did not start on {HOST}:{port} (see the error above); "
+            "stop what holds the port or pass another --port"
+        ) from None
     return EXIT_OK
 
 
@@ -256,29 +274,25 @@ def stop(process: subprocess.Popen[Any], timeout: float = STOP_TIMEOUT) -> None:
         process.wait()
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 class ContractGate:
-    """ASGI middleware: checks `/invocations` requests against the model's input contract.
+    """ASGI middleware: checks `/invocations` requests against the model's data contract.
 
     MLflow's signature marks a column optional when the input example had a gap in it, and
     reports a missing optional column, or text in a numeric CSV column, without naming the
-    column. Batch scoring requires every feature and names the culprit; this gate does the
-    same over REST, then hands the request, unchanged, to MLflow's scoring server. Payloads
-    it cannot read as a table go to MLflow as they are, which reports them itself.
+    column. This gate runs batch scoring's check (`deployment.check_rows`) on the rows as
+    sent: rows that break the contract get a 400 with its message, and its drift warnings
+    go to stderr, not into the response. The request then goes, unchanged, to MLflow's
+    scoring server. Payloads it cannot read as a table go to MLflow as they are, which
+    reports them itself.
 
     Args:
         app: The ASGI application to protect.
-        features: Every input column the model needs.
-        numeric: The numeric ones among them.
+        contract: The model's data contract.
     """
 
-    def __init__(self, app: Any, features: tuple[str, ...], numeric: tuple[str, ...]) -> None:
+    def __init__(self, app: Any, contract: deployment.DataContract) -> None:
         self.app = app
-        self.features = features
-        self.numeric = numeric
+        self.contract = contract
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != INVOCATIONS:
@@ -296,12 +310,14 @@ class ContractGate:
         headers = dict(scope.get("headers") or [])
         try:
             frame = request_frame(body, headers.get(b"content-type", b"").decode("latin-1"))
-            problem = contract_problem(frame, self.features, self.numeric) if frame is not None else None
-        except (TypeError, ValueError):  # an odd table (say, duplicate column names): MLflow reports it
-            problem = None
-        if problem:
-            await _send_json(send, 400, {"error_code": "BAD_REQUEST", "message": problem})
+            check = deployment.check_rows(frame, self.contract, what="the request") if frame is not None else None
+        except DataError as exc:
+            await _send_json(send, 400, {"error_code": "BAD_REQUEST", "message": str(exc)})
             return
+        except (TypeError, ValueError):  # an odd table (say, duplicate column names): MLflow reports it
+            check = None
+        for warning in check.warnings if check is not None else ():
+            _log.warning("crispml: warning: %s", warning)
         replayed = False
 
         async def replay() -> Message:
@@ -341,38 +357,6 @@ def request_frame(body: bytes, content_type: str) -> pd.DataFrame | None:
             return pd.DataFrame.from_records(payload["dataframe_records"])
     except (ValueError, TypeError, UnicodeDecodeError, pd.errors.ParserError):
         return None
-    return None
-
-
-def contract_problem(frame: pd.DataFrame, features: tuple[str, ...], numeric: tuple[str, ...]) -> str | None:
-    """What is wrong with rows sent for scoring, in the words batch scoring uses.
-
-    Args:
-        frame: The rows as sent.
-        features: Every input column the model needs.
-        numeric: The numeric ones among them.
-
-    Returns:
-        A message naming the missing columns, or the first numeric column that holds text or
-        an infinite value, or None when the rows fit the contract.
-    """
-    missing = [c for c in features if c not in frame.columns]
-    if missing:
-        return (
-            f"the request lacks {len(missing)} column(s) the model needs: {', '.join(missing)}; "
-            f"add them (the model needs: {', '.join(features)})"
-        )
-    for c in numeric:
-        column = frame[c]
-        converted = pd.to_numeric(column, errors="coerce")
-        bad = (converted.isna() & column.notna()).to_numpy()
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            return f"column '{c}' must be numeric but holds {column.iloc[row]!r} (row {row + 1}); fix or blank those cells"
-        infinite = np.isinf(converted.to_numpy(dtype=float, na_value=np.nan))
-        if infinite.any():
-            row = int(np.flatnonzero(infinite)[0])
-            return f"column '{c}' holds an infinite value (row {row + 1}); replace it with a number or leave the cell empty"
     return None
 
 

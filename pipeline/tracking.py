@@ -82,17 +82,13 @@ class LoadedModel:
 
     Attributes:
         model: The fitted scikit-learn pipeline.
-        features: Input column names.
-        numeric: The numeric ones among them.
         contract: The data contract from the model's metadata (names and kinds from its
             signature only, for a model saved without one).
         warnings: Package versions that differ from the ones that saved the model.
     """
 
     model: Any
-    features: tuple[str, ...]
-    numeric: tuple[str, ...]
-    contract: DataContract | None = None
+    contract: DataContract
     warnings: tuple[str, ...] = ()
 
 
@@ -463,6 +459,41 @@ def save_model_dir(
     )
 
 
+def is_model_uri(source: str) -> bool:
+    """Whether a model source is a URI (`models:/...`, `runs:/...`, `s3://...`) rather than a folder.
+
+    Args:
+        source: A model folder or URI, as given to `--model`.
+
+    Returns:
+        True for a URI.
+    """
+    return "://" in source or source.startswith(("models:", "runs:"))
+
+
+@contextmanager
+def _loading(source: str, tracking_uri: str) -> Iterator[None]:
+    """Check that a model folder has an `MLmodel` file and point MLflow at the store; load in the block.
+
+    Raises:
+        ModelLoadError: The folder has no `MLmodel` file, or loading in the block failed.
+    """
+    if not is_model_uri(source) and not (Path(source) / "MLmodel").is_file():
+        raise ModelLoadError(
+            f"no model at {source}: the folder has no MLmodel file; pass a model folder "
+            "(<out>/<experiment>/model) or a URI such as models:/<experiment>@champion"
+        )
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    try:
+        yield
+    except Exception as exc:  # MLflow raises many types for a missing model
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(
+            f"cannot load the model {source} ({first[:200]}); check the path or URI and --tracking-uri"
+        ) from None
+
+
 def load_model(source: str, tracking_uri: str) -> LoadedModel:
     """Load a model by folder or URI (`models:/name@champion`, `models:/m-...`, `runs:/...`).
 
@@ -476,28 +507,12 @@ def load_model(source: str, tracking_uri: str) -> LoadedModel:
     Raises:
         ModelLoadError: Nothing loadable is there, or its data contract is malformed.
     """
-
-    is_uri = "://" in source or source.startswith(("models:", "runs:"))
-    if not is_uri and not (Path(source) / "MLmodel").is_file():
-        raise ModelLoadError(
-            f"no model at {source}: the folder has no MLmodel file; pass a model folder "
-            "(<out>/<experiment>/model) or a URI such as models:/<experiment>@champion"
-        )
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    try:
-        info = Model.load(source) if not is_uri else mlflow.models.get_model_info(source)
+    with _loading(source, tracking_uri):
+        info = mlflow.models.get_model_info(source) if is_model_uri(source) else Model.load(source)
         model = mlflow.sklearn.load_model(source)
-    except Exception as exc:  # MLflow raises many types for a missing model
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(
-            f"cannot load the model {source} ({first[:200]}); check the path or URI and --tracking-uri"
-        ) from None
     contract = model_contract(info, source)
     return LoadedModel(
         model=model,
-        features=contract.features,
-        numeric=contract.numeric,
         contract=contract,
         warnings=version_warnings(info, source),
     )
@@ -607,17 +622,16 @@ def experiment_id(tracking_uri: str, name: str) -> str | None:
 
 @dataclass(frozen=True)
 class ScoringApp:
-    """MLflow's scoring server for one model, and the model's input contract.
+    """MLflow's scoring server for one model, and the model's data contract.
 
     Attributes:
         app: The ASGI application (`/ping`, `/health`, `/version`, `/invocations`).
-        features: Input column names, from the model's signature.
-        numeric: The numeric ones among them.
+        contract: The data contract saved with the model (names and kinds from its
+            signature only, for a model saved without one).
     """
 
     app: Any
-    features: tuple[str, ...]
-    numeric: tuple[str, ...]
+    contract: DataContract
 
 
 def scoring_app(source: str, tracking_uri: str) -> ScoringApp:
@@ -628,30 +642,13 @@ def scoring_app(source: str, tracking_uri: str) -> ScoringApp:
         tracking_uri: The store to resolve `models:/` and `runs:/` URIs against.
 
     Returns:
-        The server application and the model's input contract.
+        The server application and the model's data contract.
 
     Raises:
-        ModelLoadError: Nothing loadable is there.
+        ModelLoadError: Nothing loadable is there, or its data contract is malformed.
     """
     from mlflow.pyfunc import scoring_server
 
-    is_uri = "://" in source or source.startswith(("models:", "runs:"))
-    if not is_uri and not (Path(source) / "MLmodel").is_file():
-        raise ModelLoadError(
-            f"no model at {source}: the folder has no MLmodel file; pass a model folder "
-            "(<out>/<experiment>/model) or a URI such as models:/<experiment>@champion"
-        )
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    try:
+    with _loading(source, tracking_uri):
         model = mlflow.pyfunc.load_model(source)
-    except Exception as exc:  # MLflow raises many types for a missing model
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(
-            f"cannot load the model {source} ({first[:200]}); check the path or URI and --tracking-uri"
-        ) from None
-    schema = model.metadata.get_input_schema()
-    inputs = schema.to_dict() if schema is not None else []
-    features = tuple(col["name"] for col in inputs)
-    numeric = tuple(col["name"] for col in inputs if col["type"] in ("double", "float", "long", "integer"))
-    return ScoringApp(app=scoring_server.init(model), features=features, numeric=numeric)
+    return ScoringApp(app=scoring_server.init(model), contract=model_contract(model.metadata, source))

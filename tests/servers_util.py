@@ -12,12 +12,13 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from pipeline import servers
+from pipeline.errors import TrackingError
 
 BIN = Path(sys.executable).parent
 CRISPML = BIN / "crispml"
@@ -82,18 +83,10 @@ class Server:
         Raises:
             AssertionError: The process exited, or the URL did not answer, within `timeout`.
         """
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"exited with code {self.process.returncode} before {url} answered\n{self.log()}")
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.25)
-        raise AssertionError(f"{url} did not answer within {timeout:.0f} s\n{self.log()}")
+        try:
+            servers.wait_until_ready(url, self.process, timeout, "the server")
+        except TrackingError as exc:
+            raise AssertionError(f"{exc}\n{self.log()}") from None
 
 
 def stop(process: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> None:

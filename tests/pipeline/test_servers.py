@@ -1,4 +1,4 @@
-"""`crispml serve` over REST, `crispml ui`'s errors, and `crispml run` against a tracking server.
+"""`crispml serve` over REST, `crispml ui`'s errors, both servers on SIGTERM, and `crispml run` against a tracking server.
 
 Every server here is a real process on 127.0.0.1, started on a free port and stopped by its
 process group id when its test or module ends, pass or fail.
@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import shutil
+import signal
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -17,10 +20,16 @@ import pandas as pd
 import pytest
 import requests
 from mlflow import MlflowClient
-from servers_util import CRISPML, HOST, LIGHT_SERVER, MLFLOW, PLAIN_PATH, clean_env, free_port, running
+from servers_util import CRISPML, HOST, LIGHT_SERVER, MLFLOW, PLAIN_PATH, Server, clean_env, free_port, running
+from sklearn.compose import make_column_transformer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder
 
+from pipeline import tracking
 from pipeline.cli import main
 from pipeline.config import DEFAULT_DATA
+from stages.deployment import contract_from_signature
 
 pytestmark = pytest.mark.slow
 
@@ -28,16 +37,21 @@ FEATURES = ["island", "bill_length_mm", "bill_depth_mm", "flipper_length_mm", "b
 
 
 @pytest.fixture(scope="module")
-def served(penguins_run, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def serving(penguins_run, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """`crispml serve` on the exported penguins model, started with a PATH that lacks the venv's bin/."""
     tmp = tmp_path_factory.mktemp("serve")
     port = free_port()
     command = [CRISPML, "serve", "--model", penguins_run.result.export_dir, "--port", str(port)]
     with running(command, tmp / "logs", "serve", cwd=tmp, env=clean_env(PATH=PLAIN_PATH)) as server:
-        url = server.first_line()
-        assert url == f"http://{HOST}:{port}/invocations"
+        assert server.first_line() == f"http://{HOST}:{port}/invocations"
         server.wait_http(f"http://{HOST}:{port}/ping")
-        yield url
+        yield server
+
+
+@pytest.fixture(scope="module")
+def served(serving: Server) -> str:
+    """The scoring URL of `crispml serve`."""
+    return serving.first_line()
 
 
 @pytest.fixture(scope="module")
@@ -112,8 +126,19 @@ def test_text_in_a_numeric_column_is_a_400_naming_it(served: str, fmt: str) -> N
     rows.loc[2, "body_mass_g"] = "heavy"
     response = _post(served, rows, fmt)
     assert response.status_code == 400, response.text
+    assert response.json()["error_code"] == "BAD_REQUEST"
     message = response.json()["message"]
     assert "column 'body_mass_g' must be numeric" in message and "'heavy'" in message and "row 3" in message, message
+
+
+def test_drift_is_logged_not_returned(serving: Server, served: str) -> None:
+    rows = pd.read_csv(DEFAULT_DATA).head(3)
+    rows.loc[0, "island"] = "Atlantis"
+    response = _post(served, rows, "dataframe_records")
+    assert response.status_code == 200, response.text
+    assert list(response.json()) == ["predictions"] and len(response.json()["predictions"]) == 3
+    warning = "crispml: warning: drift: column 'island' has 1 of 3 rows with a category not seen in training"
+    assert warning in serving.stderr.read_text(), serving.log()
 
 
 def test_an_infinite_value_is_a_400_naming_its_column(served: str) -> None:
@@ -136,6 +161,78 @@ def test_serve_without_a_model_exits_2(tmp_path: Path, capsys: pytest.CaptureFix
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0
     assert err.startswith(f"crispml: error: no model at {tmp_path / 'nothing'}: the folder has no MLmodel file")
+
+
+def test_a_model_saved_without_a_contract_is_served_with_its_signature(tmp_path: Path) -> None:
+    X = pd.DataFrame({"a": [0.5, 1.5, 2.5, 3.5], "b": ["x", "y", "x", "y"]})
+    encode = make_column_transformer((OneHotEncoder(), ["b"]), remainder="passthrough")
+    model = make_pipeline(encode, LogisticRegression()).fit(X, [0, 1, 0, 1])
+    tracking.save_model_dir(model, tmp_path / "model", X, [])
+    scoring = tracking.scoring_app(str(tmp_path / "model"), f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert scoring.contract == contract_from_signature(("a", "b"), ("a",))
+
+
+def test_serve_on_a_tampered_model_folder_exits_2(
+    penguins_run, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "model"
+    shutil.copytree(penguins_run.result.export_dir, folder)
+    (folder / "model.joblib").write_bytes(b"not the exported pickle")
+    assert main(["serve", "--model", str(folder), "--port", str(free_port())]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert err.startswith(f"crispml: error: {folder / 'model.joblib'} does not match the SHA-256 in manifest.json"), err
+
+
+def _processes() -> dict[int, tuple[int, str]]:
+    """`{pid: (parent pid, state)}` of every process, from /proc."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, ppid = stat.read_text().rsplit(")", 1)[1].split()[:2]
+        except (OSError, IndexError, ValueError):
+            continue  # gone while we looked
+        found[int(stat.parent.name)] = (int(ppid), state)
+    return found
+
+
+def _descendants(pid: int) -> set[int]:
+    processes = _processes()
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {p for p, (ppid, _) in processes.items() if ppid in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pid: int) -> bool:
+    process = _processes().get(pid)
+    return process is not None and process[1] != "Z"
+
+
+@pytest.mark.parametrize("command", ["ui", "serve"])
+def test_sigterm_exits_143_and_leaves_no_server(penguins_run, tmp_path: Path, command: str) -> None:
+    port = free_port()
+    args, health = {
+        "ui": (["ui", "--tracking-uri", penguins_run.tracking_uri, "--experiment", penguins_run.result.experiment], "health"),
+        "serve": (["serve", "--model", penguins_run.result.export_dir], "ping"),
+    }[command]
+    with running([CRISPML, *args, "--port", str(port)], tmp_path / "logs", command, cwd=tmp_path, env=clean_env()) as server:
+        server.first_line()
+        server.wait_http(f"http://{HOST}:{port}/{health}")
+        children = _descendants(server.process.pid)
+        if command == "ui":  # MLflow's server and its worker; `serve` runs in crispml's own process
+            assert len(children) >= 2, children
+        os.kill(server.process.pid, signal.SIGTERM)  # crispml alone, not its group: it must stop its child itself
+        assert server.process.wait(timeout=30) == 143, server.log()
+        last = server.stderr.read_text().strip().splitlines()[-1]
+        assert last.startswith("crispml: interrupted by SIGTERM"), server.log()
+        assert not [p for p in children if _alive(p)]
+        with pytest.raises(ProcessLookupError):  # nothing is left in crispml's process group
+            os.killpg(server.process.pid, 0)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((HOST, port), timeout=5).close()
 
 
 def test_serve_on_a_busy_port_exits_2(penguins_run, capsys: pytest.CaptureFixture[str]) -> None:
