@@ -25,6 +25,9 @@ from typing import Any, NoReturn
 
 from pipeline.errors import EXIT_BUG, EXIT_INTERRUPTED, EXIT_NO_GO, EXIT_OK, CrispmlError, Interrupted, UsageError
 
+EXIT_BROKEN_PIPE = 141
+"""stdout was closed by its reader (128 + SIGPIPE, as for `cat`); the run itself completed."""
+
 WARNING = "warning"
 """The progress stage under which the runner reports warnings (`pipeline.runner.WARNING`)."""
 FIT = "fit"
@@ -122,7 +125,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError("no command given; use 'crispml run', 'predict', 'ui' or 'serve' (see 'crispml --help')")
         handlers = {"run": _run, "predict": _predict, "ui": _ui, "serve": _serve}
         with _signals_interrupt():
-            return handlers[args.command](args)
+            code = handlers[args.command](args)
+            sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+            return code
+    except BrokenPipeError:
+        # Whoever read stdout stopped reading (`crispml run | head`); the work itself is done.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except CrispmlError as exc:
         print(f"crispml: error: {exc}", file=sys.stderr)
         return exc.exit_code

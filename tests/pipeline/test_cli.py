@@ -128,3 +128,16 @@ def test_progress_shows_fits_and_an_estimate_only_on_a_terminal(terminal):
         assert text.endswith("a done: r2 0.9\n")  # the live line is cleared before the next line
     else:
         assert "fits" not in text.replace("(4 fits)", "")  # plain output: no live line
+
+
+def test_a_reader_that_closes_stdout_early_gets_no_traceback(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.Popen(
+        [str(CRISPML), "run", "--models", "baseline,linear", "--folds", "3"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+    )
+    proc.stdout.close()  # like `| head` that has already stopped reading
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 141, err.decode()
+    assert b"Traceback" not in err and b"Exception ignored" not in err
+    assert (tmp_path / "models" / "penguins" / "model" / "MLmodel").is_file()  # the work was done
