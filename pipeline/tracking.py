@@ -272,10 +272,6 @@ class PipelineRun:
         frame.to_csv(buffer, index=False)
         self.client.log_text(self.run_id, buffer.getvalue(), path)
 
-    def log_file(self, path: Path, folder: str | None = None) -> None:
-        """Copy a local file into the parent run's artifacts."""
-        self.client.log_artifact(self.run_id, str(path), folder)
-
     def log_files(self, files: Mapping[str, bytes], folder: str) -> None:
         """Save in-memory files (PNG plots, say) as artifacts of the parent run, in one upload.
 
@@ -573,8 +569,6 @@ def version_warnings(info: Any, source: str) -> tuple[str, ...]:
 
 
 def _signature(model: Any, input_example: pd.DataFrame) -> Any:
-    from mlflow.models import infer_signature
-
     return infer_signature(input_example, model.predict(input_example))
 
 

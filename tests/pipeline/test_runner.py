@@ -4,7 +4,6 @@ import json
 
 import mlflow
 import mlflow.sklearn
-import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
