@@ -70,6 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="stop a candidate whose fits take longer than this in total and mark it failed (default 600; 0: no limit)",
     )
+    run.add_argument(
+        "--time-budget",
+        type=float,
+        metavar="SECONDS",
+        help="bound the whole run; candidates not finished in time are reported as such (default 0: no budget)",
+    )
+    run.add_argument("--tune", action="store_true", default=None, help="also cross-validate a tuned variant of each candidate")
+    run.add_argument("--backend", choices=["local", "dask"], help="where the fits run (default local)")
+    run.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler address for --backend dask (default: a local cluster)")
     run.add_argument("--json", action="store_true", help="print one JSON object to stdout instead of tables")
 
     predict = commands.add_parser(
@@ -191,6 +200,10 @@ def _run(args: argparse.Namespace) -> int:
             "modeling.folds": args.folds,
             "modeling.n_jobs": args.n_jobs,
             "modeling.candidate_timeout": args.candidate_timeout,
+            "modeling.time_budget": args.time_budget,
+            "modeling.tune": args.tune,
+            "modeling.backend": args.backend,
+            "modeling.scheduler": args.scheduler,
             "preparation.holdout": args.holdout,
             "seed": args.seed,
             "tracking.experiment": args.experiment,

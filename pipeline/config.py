@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError, did_you_mean
+from pipeline.workers import BACKENDS
 from stages.evaluation import SELECTION_RULES
 from stages.metrics import METRICS
 from stages.modeling import MODELS
@@ -109,6 +110,16 @@ class ModelingConfig:
             quarters of the machine's memory shared among the parallel fits, at least 2 GiB.
             With `n_jobs = 1`, `candidate_timeout = 0` and this 0, the fits run inside the
             crispml process, with no limit and no isolation (for debugging).
+        time_budget: Seconds the whole run may take, from start to export; candidates whose
+            cross-validation is not finished in time are reported as such and the run goes on
+            with the ones that finished. 0 sets no budget.
+        tune: Also cross-validate a tuned variant of every candidate (`<name>:tuned`): a
+            successive-halving random search over a small documented space, nested inside
+            each outer training fold (see `stages.tuning`).
+        backend: Where the fits run: `local` (worker processes on this machine) or `dask`
+            (the workers of a Dask distributed cluster, through joblib's Dask backend).
+        scheduler: The Dask scheduler's address (`tcp://host:8786`) for `backend = "dask"`;
+            empty starts a local cluster.
     """
 
     models: tuple[str, ...] = tuple(MODELS)
@@ -117,6 +128,10 @@ class ModelingConfig:
     mlp_hidden_layers: tuple[int, ...] = (64, 32)
     candidate_timeout: float = 600.0
     candidate_memory_mb: int = 0
+    time_budget: float = 0.0
+    tune: bool = False
+    backend: str = "local"
+    scheduler: str = ""
 
 
 @dataclass(frozen=True)
@@ -397,6 +412,12 @@ def validate(config: Config) -> Config:
         problems.append(f"modeling.candidate_timeout must be 0 (no limit) or a number of seconds, got {m.candidate_timeout}")
     if m.candidate_memory_mb < 0:
         problems.append(f"modeling.candidate_memory_mb must be 0 (automatic) or a number of MiB, got {m.candidate_memory_mb}")
+    if not (math.isfinite(m.time_budget) and m.time_budget >= 0):
+        problems.append(f"modeling.time_budget must be 0 (no budget) or a number of seconds, got {m.time_budget}")
+    if m.backend not in BACKENDS:
+        problems.append(f"modeling.backend '{m.backend}' is unknown{did_you_mean(m.backend, BACKENDS)}; use {' or '.join(BACKENDS)}")
+    elif m.scheduler and m.backend != "dask":
+        problems.append(f"modeling.scheduler '{m.scheduler}' needs backend 'dask'; add --backend dask or drop the scheduler")
     if not m.mlp_hidden_layers or any(u < 1 for u in m.mlp_hidden_layers):
         problems.append(f"modeling.mlp_hidden_layers must be positive unit counts, got {list(m.mlp_hidden_layers)}")
     if problems:

@@ -33,8 +33,12 @@ import cloudpickle
 
 from pipeline.errors import Interrupted
 
+BACKENDS = ("local", "dask")
+"""Where tasks run: `local` worker processes (this module's pool), or a Dask cluster's workers."""
 PRELOAD = ("numpy", "pandas", "sklearn", "stages.modeling")
 """Imported once by the fork server, so that each worker starts without importing them."""
+NOT_IN_BUDGET = "not finished within the run's time budget (--time-budget / modeling.time_budget)"
+"""The error of a task that the run's deadline stopped or never started."""
 POLL_SECONDS = 1.0
 """Longest wait between two checks of the time budgets."""
 WATCHDOG_SECONDS = 1.0
@@ -46,6 +50,22 @@ MIN_AUTO_MEMORY = 2 << 30
 GroupDone = Callable[[str, list["Outcome"]], None]
 TaskDone = Callable[[int, int], None]
 """Called with (tasks finished, tasks in all) after each task, for progress displays."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where the tasks run.
+
+    Attributes:
+        kind: One of `BACKENDS`.
+        scheduler: For `dask`, the scheduler's address; empty starts a local cluster.
+    """
+
+    kind: str = "local"
+    scheduler: str = ""
+
+
+LOCAL = Backend()
 
 
 @dataclass(frozen=True)
@@ -122,6 +142,8 @@ def run_tasks(
     memory_bytes: int | None = None,
     on_group_done: GroupDone | None = None,
     on_task_done: TaskDone | None = None,
+    deadline: float | None = None,
+    backend: Backend = LOCAL,
 ) -> list[Outcome]:
     """Run `fn(shared, task.args)` for every task, each group within its time budget.
 
@@ -139,6 +161,10 @@ def run_tasks(
         on_group_done: Called with a group's name and its tasks' outcomes (in task order)
             once all of them are in.
         on_task_done: Called with (finished, total) after each task.
+        deadline: `time.monotonic()` value by which every task must be done; a task not
+            started by then is not started, a running one is stopped, and both get
+            `NOT_IN_BUDGET` as their error. None for no deadline.
+        backend: Where the tasks run.
 
     Returns:
         One outcome per task, in task order.
@@ -149,10 +175,15 @@ def run_tasks(
     """
     if not tasks:
         return []
-    if n_jobs == 1 and group_seconds is None and memory_bytes is None:
+    if backend.kind == "dask":
+        from pipeline.dask_backend import run_on_dask
+
+        return run_on_dask(fn, shared, tasks, backend.scheduler, group_seconds, deadline, on_group_done, on_task_done)
+    if n_jobs == 1 and group_seconds is None and memory_bytes is None and deadline is None:
         return _run_here(fn, shared, tasks, on_group_done, on_task_done)
     return _Pool(
-        fn, shared, tasks, worker_count(n_jobs, len(tasks)), group_seconds, memory_bytes, on_group_done, on_task_done
+        fn, shared, tasks, worker_count(n_jobs, len(tasks)), group_seconds, memory_bytes, on_group_done, on_task_done,
+        deadline,
     ).run()
 
 
@@ -199,8 +230,10 @@ class _Pool:
         memory_bytes: int | None,
         on_group_done: GroupDone | None,
         on_task_done: TaskDone | None,
+        deadline: float | None = None,
     ) -> None:
         self.tasks = tasks
+        self.deadline = deadline
         self.on_task_done = on_task_done
         self.n_workers = n_workers
         self.group_seconds = group_seconds
@@ -235,6 +268,9 @@ class _Pool:
         return self.outcomes  # type: ignore[return-value]
 
     def _dispatch(self) -> None:
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            while self.pending:
+                self._finish(self.pending.popleft(), Outcome(error=NOT_IN_BUDGET))
         while self.pending:
             index = self.pending[0]
             group = self.tasks[index].group
@@ -279,9 +315,14 @@ class _Pool:
         return self.spent.get(group, 0.0) + sum(running), len(running)
 
     def _enforce_budgets(self) -> None:
+        now = time.monotonic()
+        if self.deadline is not None and now >= self.deadline:
+            for worker in [w for w in self.workers if w.task is not None]:
+                index = worker.task
+                self._discard(worker)
+                self._finish(index, Outcome(error=NOT_IN_BUDGET))
         if self.group_seconds is None:
             return
-        now = time.monotonic()
         for group in {self.tasks[w.task].group for w in self.workers if w.task is not None}:
             used, _ = self._used(group, now)
             if used <= self.group_seconds:
@@ -296,10 +337,12 @@ class _Pool:
                 self._finish(index, Outcome(error=self.timed_out[group]))
 
     def _next_check(self) -> float:
-        if self.group_seconds is None:
-            return POLL_SECONDS
         now = time.monotonic()
         waits = [POLL_SECONDS]
+        if self.deadline is not None:
+            waits.append(self.deadline - now + 0.01)
+        if self.group_seconds is None:
+            return max(0.01, min(waits))
         for group in {self.tasks[w.task].group for w in self.workers if w.task is not None}:
             used, running = self._used(group, now)
             waits.append((self.group_seconds - used) / running + 0.01)

@@ -10,6 +10,8 @@ row with the reason instead of stopping the run.
 from __future__ import annotations
 
 import math
+import os
+import socket
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -31,7 +33,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, SVR
 
 from pipeline.errors import DataError, Interrupted
-from pipeline.workers import Outcome, Task, run_tasks
+from pipeline.workers import LOCAL, Backend, Outcome, Task, run_tasks
 from stages.metrics import METRICS, Metric, metrics_for, score_all
 from stages.understanding import CLASSIFICATION, REGRESSION
 
@@ -153,6 +155,7 @@ class FoldResult:
     predict_seconds: float
     error: str = ""
     warnings: tuple[str, ...] = ()
+    worker: str = ""  # host:pid of the process that fitted it
 
 
 @dataclass(frozen=True)
@@ -169,6 +172,7 @@ class CandidateResult:
         fit_seconds: Mean fit time per fold.
         predict_seconds: Mean predict time per fold (whole test fold).
         warnings: Distinct warnings raised while fitting, e.g. convergence.
+        workers: The process (`host:pid`) that fitted each fold, in fold order.
     """
 
     name: str
@@ -180,6 +184,7 @@ class CandidateResult:
     fit_seconds: float = math.nan
     predict_seconds: float = math.nan
     warnings: tuple[str, ...] = ()
+    workers: tuple[str, ...] = ()
 
     def mean(self, metric: str) -> float:
         """Mean score over folds (NaN when failed)."""
@@ -298,6 +303,8 @@ def compare_models(
     memory_mb: int | None = None,
     on_candidate: Callable[[CandidateResult], None] | None = None,
     on_fit: Callable[[int, int], None] | None = None,
+    deadline: float | None = None,
+    backend: Backend = LOCAL,
 ) -> Leaderboard:
     """Cross-validate every candidate on the same folds and rank them.
 
@@ -319,6 +326,9 @@ def compare_models(
         memory_mb: Address-space limit of each worker process in MiB; None for no limit.
         on_candidate: Called with each candidate's result as soon as all its folds are done.
         on_fit: Called with (fits finished, fits in all) after each (candidate, fold) fit.
+        deadline: `time.monotonic()` value by which every fit must be done; fits not done
+            by then fail with `NOT_IN_BUDGET`. None for no deadline.
+        backend: Where the fits run (`pipeline.workers.Backend`).
 
     Returns:
         The leaderboard.
@@ -339,7 +349,8 @@ def compare_models(
 
     try:
         outcomes = run_tasks(
-            _run_fold, shared, tasks, n_jobs, timeout, memory_mb * 2**20 if memory_mb else None, report, on_fit
+            _run_fold, shared, tasks, n_jobs, timeout, memory_mb * 2**20 if memory_mb else None, report, on_fit,
+            deadline=deadline, backend=backend,
         )
     except Interrupted as stop:
         unfinished = Outcome(error="interrupted before it finished")
@@ -451,7 +462,11 @@ def _fit_and_score(
                 error = f"out of memory ({error})"
             return FoldResult(name, index, {}, time.perf_counter() - start, math.nan, error)
     messages = tuple(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught))
-    return FoldResult(name, index, scores, fitted - start, predicted - fitted, warnings=messages)
+    return FoldResult(name, index, scores, fitted - start, predicted - fitted, warnings=messages, worker=_worker_id())
+
+
+def _worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _summarise(name: str, pipeline: Pipeline, folds: list[FoldResult]) -> CandidateResult:
@@ -460,7 +475,13 @@ def _summarise(name: str, pipeline: Pipeline, folds: list[FoldResult]) -> Candid
     folds = sorted(folds, key=lambda f: f.fold)
     seen_warnings = tuple(dict.fromkeys(w for f in folds for w in f.warnings))
     failed = [f for f in folds if f.error]
-    common = {"name": name, "estimator": type(estimator).__name__, "params": params, "warnings": seen_warnings}
+    common = {
+        "name": name,
+        "estimator": type(estimator).__name__,
+        "params": params,
+        "warnings": seen_warnings,
+        "workers": tuple(f.worker for f in folds),
+    }
     if failed:
         return CandidateResult(status=FAILED, error=f"fold {failed[0].fold + 1}: {failed[0].error}", **common)
     return CandidateResult(
