@@ -95,7 +95,7 @@ def run(config: Config, progress: Progress = _quiet) -> RunResult:
     # Every check on the data is done; the store is checked (and created) before any training,
     # while the worker processes' fork server starts up.
     memory_mb = _memory_mb(config, len(prepared.candidates) * len(prepared.folds))
-    if memory_mb is not None:
+    if memory_mb is not None and config.modeling.backend == "local":
         workers.prestart()
     tracking.check_store(config.tracking_uri, writable=True)
 
@@ -201,6 +201,7 @@ def _model(
             memory_mb=memory_mb,
             on_candidate=lambda row: progress("modeling", _candidate_line(row, metric)),
             on_fit=lambda finished, total: progress(FIT, f"{finished}/{total} fits", finished / total),
+            backend=workers.Backend(config.modeling.backend, config.modeling.scheduler),
         )
     except Interrupted as stop:  # log what finished; the run then ends KILLED
         if isinstance(stop.partial, modeling.Leaderboard):
@@ -459,6 +460,7 @@ def _log_candidates(tracker: tracking.PipelineRun, board: modeling.Leaderboard) 
         tracker.log_candidate(
             row.name, row.estimator, row.params, row.status == modeling.OK, row.error,
             row.fold_scores, _candidate_metrics(row, board.metrics), row.warnings,
+            {"crispml.workers": ",".join(dict.fromkeys(w for w in row.workers if w))},
         )
 
 

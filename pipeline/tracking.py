@@ -296,6 +296,7 @@ class PipelineRun:
         fold_scores: Mapping[str, tuple[float, ...]],
         metrics: Mapping[str, float],
         warnings: tuple[str, ...],
+        extra_tags: Mapping[str, str] | None = None,
     ) -> str:
         """One nested child run for a candidate: params, per-fold and summary metrics, status.
 
@@ -308,6 +309,7 @@ class PipelineRun:
             fold_scores: `{metric: per-fold scores}`, logged with the fold as the step.
             metrics: Summary metrics (means, standard deviations, timings).
             warnings: Warnings raised while fitting.
+            extra_tags: More tags, e.g. where the fits ran.
 
         Returns:
             The child run's id.
@@ -324,6 +326,7 @@ class PipelineRun:
             tags["crispml.error"] = error[:_PARAM_MAX]
         if warnings:
             tags["crispml.warnings"] = "\n".join(warnings)[:_PARAM_MAX]
+        tags.update({k: v[:_PARAM_MAX] for k, v in (extra_tags or {}).items()})
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         now = int(time.time() * 1000)
         entries = [
