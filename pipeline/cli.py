@@ -399,12 +399,18 @@ def _print_summary(result: Any, elapsed: float) -> None:
     frame["p_value"] = frame["p_value"].map(lambda v: "-" if math.isnan(v) else f"{v:.3g}")
     frame["fit_s"] = frame["fit_seconds"].map(lambda v: "-" if math.isnan(v) else f"{v:.2f}")
     shown += ["diff_vs_top", "p_value", "fit_s"]
+    tuned = "tuned_vs_default" in frame
+    if tuned:
+        frame["vs_default"] = frame["tuned_vs_default"].map(lambda v: "" if math.isnan(v) else f"{v:+.4f}")
+        shown.insert(shown.index("diff_vs_top"), "vs_default")
     print(f"\nLeaderboard ({board.n_folds}-fold CV, ranked by {board.metric}):")
     print(frame[shown].to_string(index=False))
     print(
         f"  diff_vs_top: mean {board.metric} minus the top one's; p_value: corrected resampled t-test against it "
         f"(alpha {selection.alpha:g}); * chosen"
     )
+    if tuned:
+        print(f"  vs_default: a :tuned row's mean {board.metric} minus its default's, positive when tuning helped")
     for r in board.rows:
         if r.error:
             print(f"  {r.name} failed: {r.error}")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -15,7 +17,7 @@ from pipeline import tracking, workers
 from pipeline.config import Config, min_score_problem
 from pipeline.errors import ConfigError, DataError, Interrupted
 from pipeline.files import export_model_dir, read_table, verify_export, write_table
-from stages import deployment, evaluation, modeling, preparation, reporting, understanding
+from stages import deployment, evaluation, modeling, preparation, reporting, tuning, understanding
 from stages.metrics import DEFAULT_METRIC, METRICS
 
 class Progress(Protocol):
@@ -30,6 +32,8 @@ MODEL_CARD = "model_card.md"
 _TAG_MAX = 5000
 
 
+CV_SHARE_OF_BUDGET = 0.7
+"""Share of `--time-budget` that cross-validation may use; the rest is kept for evaluation and deployment."""
 FIT = "fit"
 """The progress stage of each finished (candidate, fold) fit: `progress(FIT, "12/30 fits", 0.4)`."""
 
@@ -88,6 +92,10 @@ def run(config: Config, progress: Progress = _quiet) -> RunResult:
         CrispmlError: For bad data, configuration or an unusable tracking store; all of
             these are found before any training starts, and bad data before the store is touched.
     """
+    started = time.monotonic()
+    budget = config.modeling.time_budget
+    # Cross-validation gets most of a time budget; the rest is for the refits, the holdout, logging and export.
+    deadline = started + CV_SHARE_OF_BUDGET * budget if budget else None
     data_path = Path(config.data.path)
     data = read_table(data_path)
     prepared = _understand_and_prepare(config, data, progress)  # phases 1 and 2
@@ -102,9 +110,13 @@ def run(config: Config, progress: Progress = _quiet) -> RunResult:
     run_name = f"{prepared.profile.target} {dt.datetime.now():%Y-%m-%d %H:%M:%S}"
     with tracking.pipeline_run(config.tracking_uri, config.experiment, run_name) as tracker:
         _log_understanding(tracker, config, prepared)
-        board, selection = _model(tracker, config, prepared, memory_mb, progress)  # phase 3
-        assessed = _evaluate(tracker, config, prepared, board, selection, deployment.sha256_of(data_path), progress)  # 4
+        board, selection = _model(tracker, config, prepared, memory_mb, deadline, progress)  # phase 3
+        assessed = _evaluate(tracker, config, prepared, board, selection, deployment.sha256_of(data_path), memory_mb, progress)
         logged, registered, export_dir = _deploy(tracker, config, prepared, board, selection, assessed, progress)  # 5
+        if budget and time.monotonic() - started > budget:
+            late = f"the run took {time.monotonic() - started:.0f} s, over its time budget of {budget:g} s"
+            progress(WARNING, f"{late}: refitting and exporting {selection.chosen} took longer than the budget left for it")
+            tracker.set_tags({"crispml.budget_warning": late})
     return RunResult(
         profile=prepared.profile,
         leaderboard=board,
@@ -170,6 +182,8 @@ def _understand_and_prepare(config: Config, data: pd.DataFrame, progress: Progre
     )
     settings = modeling.ModelSettings(profile.task, config.seed, config.modeling.mlp_hidden_layers, len(split.y_train))
     candidates = modeling.build_candidates(config.modeling.models, preprocessor, settings)
+    if config.modeling.tune:  # `<name>:tuned` variants, cross-validated on the same folds as the defaults
+        candidates |= tuning.tuned_candidates(candidates, profile.task, metric, config.seed)
     progress("preparation", f"{len(split.y_train)} training rows, {len(split.y_test)} holdout rows, {len(folds)} folds")
     return _Prepared(profile, metric, X, y, split, folds, preprocessor, settings, candidates)
 
@@ -188,7 +202,12 @@ def _log_understanding(tracker: tracking.PipelineRun, config: Config, prepared: 
 
 
 def _model(
-    tracker: tracking.PipelineRun, config: Config, prepared: _Prepared, memory_mb: int | None, progress: Progress
+    tracker: tracking.PipelineRun,
+    config: Config,
+    prepared: _Prepared,
+    memory_mb: int | None,
+    deadline: float | None,
+    progress: Progress,
 ) -> tuple[modeling.Leaderboard, evaluation.Selection]:
     """Modeling: every candidate on the same folds, then the selection rule picks one."""
     metric, candidates, folds = prepared.metric, prepared.candidates, prepared.folds
@@ -201,6 +220,7 @@ def _model(
             memory_mb=memory_mb,
             on_candidate=lambda row: progress("modeling", _candidate_line(row, metric)),
             on_fit=lambda finished, total: progress(FIT, f"{finished}/{total} fits", finished / total),
+            deadline=deadline,
             backend=workers.Backend(config.modeling.backend, config.modeling.scheduler),
         )
     except Interrupted as stop:  # log what finished; the run then ends KILLED
@@ -210,6 +230,11 @@ def _model(
         raise
     _log_candidates(tracker, board)
     best = board.best
+    if best is None and any(r.status == modeling.UNFINISHED for r in board.rows):
+        raise ConfigError(
+            f"no candidate finished its cross-validation within the time budget of {config.modeling.time_budget:g} s; "
+            "raise --time-budget or leave slow models out with --models"
+        )
     if best is None:
         errors = "; ".join(f"{r.name}: {r.error}" for r in board.rows)
         raise DataError(f"every candidate failed to fit ({errors}); check the data or the model list")
@@ -234,23 +259,34 @@ def _evaluate(
     board: modeling.Leaderboard,
     selection: evaluation.Selection,
     data_sha256: str,
+    memory_mb: int | None,
     progress: Progress,
 ) -> _Assessed:
     """Evaluation: the chosen model on the untouched holdout against the baseline, then the go/no-go gate."""
     metric, split, candidates = prepared.metric, prepared.split, prepared.candidates
     chosen = next(r for r in board.rows if r.name == selection.chosen)
-    result = evaluation.evaluate_holdout(
-        chosen, candidates[chosen.name], split, prepared.profile.task, metric, config.evaluation.holdout_tolerance_sd
-    )
     floor = (  # the margin is measured against the dummy even when it was not a candidate
         candidates[evaluation.BASELINE]
         if evaluation.BASELINE in candidates
         else modeling.build_candidates([evaluation.BASELINE], prepared.preprocessor, prepared.settings)[evaluation.BASELINE]
     )
-    baseline_holdout = evaluation.score_on_holdout(floor, split, prepared.profile.task)
-    importance = evaluation.permutation_importances(
-        result.fitted, split.X_test, split.y_test, metric, result.classes, config.seed
+    # Three independent fits, side by side in worker processes: the chosen model on the
+    # training part (then scored on the holdout), on every row (the model to deploy), and the baseline.
+    task = prepared.profile.task
+    fits = _run_side_by_side(
+        {
+            "holdout": partial(
+                evaluation.assess_on_holdout, chosen, candidates[chosen.name], split, task, metric,
+                config.evaluation.holdout_tolerance_sd, config.seed,
+            ),
+            "final": partial(modeling.fit_clone, candidates[chosen.name], prepared.X, prepared.y),
+            "baseline": partial(evaluation.score_on_holdout, floor, split, task),
+        },
+        config,
+        memory_mb,
     )
+    result, importance = fits["holdout"]
+    baseline_holdout = fits["baseline"]
     tracker.log_metrics({f"holdout_{k}": v for k, v in result.holdout.items()})
     tracker.log_metrics({f"cv_{k}_mean": v for k, v in result.cv_mean.items()})
     tracker.log_metrics({f"baseline_holdout_{k}": v for k, v in baseline_holdout.items()})
@@ -263,7 +299,8 @@ def _evaluate(
 
     # The go/no-go gate: the business criteria, on the holdout and the final model.
     final = deployment.refit_for_deployment(
-        candidates[chosen.name], prepared.X, prepared.y, prepared.profile, board, result, data_sha256, config.seed
+        candidates[chosen.name], prepared.X, prepared.y, prepared.profile, board, result, data_sha256, config.seed,
+        fitted=fits["final"],
     )
     footprint = evaluation.measure_footprint(final.model, split.X_test)
     b = config.business
@@ -347,7 +384,7 @@ def _deploy(
         extra = {MODEL_CARD: card.encode("utf-8"), **{f"plots/{name}": png for name, png in assessed.plots.items()}}
         export_dir = export_model_dir(
             target,
-            lambda folder: tracking.save_model_dir(final.model, folder, final.input_example, requirements, contract),
+            lambda folder: tracking.copy_logged_model(logged.uri, folder, config.tracking_uri),
             final.model,
             manifest,
             extra,
@@ -435,6 +472,18 @@ def _describe(profile: understanding.DataProfile, metric: str) -> str:
     )
 
 
+def _run_side_by_side(calls: dict[str, Any], config: Config, memory_mb: int | None) -> dict[str, Any]:
+    """Run independent fits in parallel worker processes; any failure stops the run with its reason."""
+    outcomes = workers.run_calls(calls, config.modeling.n_jobs, memory_mb * 2**20 if memory_mb else None)
+    failed = [f"{name}: {o.error}" for name, o in outcomes.items() if o.error]
+    if failed:
+        raise DataError(
+            f"the chosen model could not be refitted after cross-validation ({'; '.join(failed)}); "
+            "raise modeling.candidate_memory_mb or leave the model out with --models"
+        )
+    return {name: o.value for name, o in outcomes.items()}
+
+
 def _memory_mb(config: Config, n_tasks: int) -> int | None:
     """The memory limit per worker process: configured, automatic, or None when fits run in this process.
 
@@ -451,7 +500,7 @@ def _memory_mb(config: Config, n_tasks: int) -> int | None:
 
 def _candidate_line(row: modeling.CandidateResult, metric: str) -> str:
     if row.status != modeling.OK:
-        return f"{row.name} failed: {row.error}"
+        return f"{row.name} {row.status}: {row.error}"
     return f"{row.name} done: {metric} {row.mean(metric):.4f} ± {row.std(metric):.4f}"
 
 
@@ -460,7 +509,7 @@ def _log_candidates(tracker: tracking.PipelineRun, board: modeling.Leaderboard) 
         tracker.log_candidate(
             row.name, row.estimator, row.params, row.status == modeling.OK, row.error,
             row.fold_scores, _candidate_metrics(row, board.metrics), row.warnings,
-            {"crispml.workers": ",".join(dict.fromkeys(w for w in row.workers if w))},
+            {"crispml.workers": ",".join(dict.fromkeys(w for w in row.workers if w)), "crispml.status": row.status},
         )
 
 

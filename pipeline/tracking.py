@@ -458,6 +458,18 @@ def save_model_dir(
     )
 
 
+def copy_logged_model(model_uri: str, path: Path, tracking_uri: str) -> None:
+    """Copy a logged model's folder out of the store, byte for byte (no second serialisation).
+
+    Args:
+        model_uri: The URI `log_model` returned (`models:/m-...`).
+        path: A folder that must not exist yet.
+        tracking_uri: The store it was logged to.
+    """
+    Path(path).mkdir(parents=True)
+    mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(path), tracking_uri=tracking_uri)
+
+
 def is_model_uri(source: str) -> bool:
     """Whether a model source is a URI (`models:/...`, `runs:/...`, `s3://...`) rather than a folder.
 

@@ -23,7 +23,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -35,7 +35,7 @@ from pipeline.errors import Interrupted
 
 BACKENDS = ("local", "dask")
 """Where tasks run: `local` worker processes (this module's pool), or a Dask cluster's workers."""
-PRELOAD = ("numpy", "pandas", "sklearn", "stages.modeling")
+PRELOAD = ("numpy", "pandas", "sklearn", "stages.modeling", "stages.evaluation")
 """Imported once by the fork server, so that each worker starts without importing them."""
 NOT_IN_BUDGET = "not finished within the run's time budget (--time-budget / modeling.time_budget)"
 """The error of a task that the run's deadline stopped or never started."""
@@ -185,6 +185,32 @@ def run_tasks(
         fn, shared, tasks, worker_count(n_jobs, len(tasks)), group_seconds, memory_bytes, on_group_done, on_task_done,
         deadline,
     ).run()
+
+
+def run_calls(
+    calls: Mapping[str, Callable[[], Any]], n_jobs: int, memory_bytes: int | None = None
+) -> dict[str, Outcome]:
+    """Run independent calls side by side in worker processes (in this process with `n_jobs == 1` and no limit).
+
+    Args:
+        calls: Picklable calls without arguments (`functools.partial` of module-level
+            functions), by name; they start in this order.
+        n_jobs: Workers at once; -1 uses every core.
+        memory_bytes: Address-space limit of each worker; None for no limit.
+
+    Returns:
+        `{name: outcome}`.
+
+    Raises:
+        Interrupted: Ctrl-C or SIGTERM.
+    """
+    names = list(calls)
+    outcomes = run_tasks(_call, None, [Task(name, calls[name]) for name in names], n_jobs, None, memory_bytes)
+    return dict(zip(names, outcomes, strict=True))
+
+
+def _call(shared: Any, call: Callable[[], Any]) -> Any:
+    return call()
 
 
 def _run_here(

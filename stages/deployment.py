@@ -25,6 +25,8 @@ from pipeline.errors import DataError
 from stages.evaluation import Decision, Evaluation, Footprint, Importance, Selection
 from stages.modeling import Leaderboard, predict_with_proba
 from stages.preparation import conform_features
+from stages import subsample
+from stages.tuning import is_tuned, unwrap_search
 from stages.understanding import CATEGORICAL, CLASSIFICATION, NUMERIC, DataProfile
 
 PACKAGES = ("scikit-learn", "pandas", "numpy", "scipy", "joblib", "mlflow", "skops")
@@ -40,7 +42,8 @@ class Deployment:
 
     Attributes:
         name: The chosen candidate's short name.
-        model: Its pipeline, fitted on every labelled row.
+        model: Its pipeline, fitted on every labelled row; for a tuned candidate, with the
+            search replaced by the estimator it chose (plain estimators only).
         features: Feature columns in training order.
         numeric: The numeric ones among them.
         input_example: A few training rows, as the model expects them.
@@ -66,6 +69,7 @@ def refit_for_deployment(
     evaluation: Evaluation,
     data_sha256: str,
     seed: int,
+    fitted: Pipeline | None = None,
 ) -> Deployment:
     """Fit the chosen pipeline on every labelled row and describe it.
 
@@ -80,14 +84,22 @@ def refit_for_deployment(
         seed: The run's seed.
 
     Returns:
-        The deployment.
+        The deployment. For a tuned candidate the search is run once more on every row,
+        and the manifest's `tuning` holds the setting it chose (None for other candidates).
     """
-    model = clone(pipeline).fit(X, y)
+    unwrapped = unwrap_search(fitted if fitted is not None else clone(pipeline).fit(X, y))
+    model = subsample.unwrap(unwrapped.model)  # plain scikit-learn types only, nothing from crispml
+    tuning = (
+        {"search": unwrapped.search, "best_params": unwrapped.best_params, "inner_cv_score": unwrapped.inner_score}
+        if unwrapped.search
+        else None
+    )
     manifest = {
         "crispml_version": _version("crispml"),
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "model": evaluation.model,
         "estimator": type(model.steps[-1][1]).__name__,
+        "tuning": tuning,
         "task": profile.task,
         "metric": leaderboard.metric,
         "seed": seed,
@@ -559,7 +571,12 @@ def model_card(
         *(f"the gate failed: {r}" for r in decision.reasons),
         f"scores are estimates from {evaluation.n_test} holdout rows and {leaderboard.n_folds} folds; "
         "rows unlike the training data (new categories, values outside the seen ranges) may score worse",
-        "candidates use default hyperparameters; none was tuned",
+        (
+            "tuned variants (`:tuned`) searched a small space per candidate by successive halving inside each "
+            "training fold; the chosen model's setting is in manifest.json (`tuning`)"
+            if any(is_tuned(r.name) for r in leaderboard.rows)
+            else "candidates use default hyperparameters; none was tuned"
+        ),
     ]
     lines += ["", "## Limitations", "", *(f"- {w}" for w in limitations)]
     source = export_dir or registered or model_uri

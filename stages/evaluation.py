@@ -30,8 +30,10 @@ from sklearn.inspection import permutation_importance
 from sklearn.pipeline import Pipeline
 
 from stages.metrics import METRICS, Metric, metrics_for, score_all
-from stages.modeling import MODELS, OK, CandidateResult, Leaderboard, predict_with_proba
+from stages.modeling import OK, CandidateResult, Leaderboard, predict_with_proba
+from stages.modeling import complexity as complexity_of
 from stages.preparation import Split
+from stages.tuning import default_name, is_tuned
 from stages.understanding import CLASSIFICATION
 
 SIMPLEST_WITHIN_NOISE = "simplest_within_noise"
@@ -86,23 +88,25 @@ def evaluate_holdout(
     task: str,
     metric: str,
     tolerance_sd: float = 3.0,
+    fitted: Pipeline | None = None,
 ) -> Evaluation:
     """Refit the candidate on the whole training part and score it on the holdout.
 
     Args:
         candidate: The candidate's cross-validation result.
-        pipeline: Its unfitted pipeline (a clone is fitted).
+        pipeline: Its unfitted pipeline (a clone is fitted, unless `fitted` is given).
         split: Training part and holdout.
         task: The task.
         metric: The primary metric.
         tolerance_sd: Flag a holdout score further than this many expected standard
             deviations from the cross-validated mean (see `holdout_warnings`).
+        fitted: The pipeline already fitted on the training part, e.g. in a worker process.
 
     Returns:
         The evaluation.
     """
     classes = _classes(split, task)
-    model = clone(pipeline).fit(split.X_train, split.y_train)
+    model = fitted if fitted is not None else clone(pipeline).fit(split.X_train, split.y_train)
     pred, proba = predict_with_proba(model, split.X_test, classes)
     y_true = split.y_test.to_numpy()
     metrics = metrics_for(task)
@@ -126,7 +130,35 @@ def evaluate_holdout(
     )
 
 
-def score_on_holdout(pipeline: Pipeline, split: Split, task: str) -> dict[str, float]:
+def assess_on_holdout(
+    candidate: CandidateResult,
+    pipeline: Pipeline,
+    split: Split,
+    task: str,
+    metric: str,
+    tolerance_sd: float,
+    seed: int,
+) -> tuple[Evaluation, Importance]:
+    """`evaluate_holdout`, then the fitted model's `permutation_importances` on the holdout: one unit of work.
+
+    Args:
+        candidate: The chosen candidate's cross-validation result.
+        pipeline: Its unfitted pipeline.
+        split: Training part and holdout.
+        task: The task.
+        metric: The primary metric.
+        tolerance_sd: See `evaluate_holdout`.
+        seed: Seed of the importance shuffles.
+
+    Returns:
+        The evaluation and the importances.
+    """
+    result = evaluate_holdout(candidate, pipeline, split, task, metric, tolerance_sd)
+    importance = permutation_importances(result.fitted, split.X_test, split.y_test, metric, result.classes, seed)
+    return result, importance
+
+
+def score_on_holdout(pipeline: Pipeline, split: Split, task: str, fitted: Pipeline | None = None) -> dict[str, float]:
     """Fit a clone of a pipeline on the training part and score it on the holdout.
 
     The gate uses it for the baseline, so that the margin over the baseline compares
@@ -136,12 +168,13 @@ def score_on_holdout(pipeline: Pipeline, split: Split, task: str) -> dict[str, f
         pipeline: An unfitted pipeline.
         split: Training part and holdout.
         task: The task.
+        fitted: The pipeline already fitted on the training part.
 
     Returns:
         `{metric: holdout score}` for every metric of the task.
     """
     classes = _classes(split, task)
-    model = clone(pipeline).fit(split.X_train, split.y_train)
+    model = fitted if fitted is not None else clone(pipeline).fit(split.X_train, split.y_train)
     pred, proba = predict_with_proba(model, split.X_test, classes)
     return score_all(metrics_for(task), split.y_test.to_numpy(), pred, proba, classes)
 
@@ -305,7 +338,7 @@ def select_model(
     alpha: float,
     n_train: float,
     n_test: float,
-    complexity: Mapping[str, int] | None = None,
+    complexity: Mapping[str, float] | None = None,
 ) -> Selection:
     """Choose the model to evaluate and deploy from the leaderboard.
 
@@ -325,8 +358,9 @@ def select_model(
         alpha: The significance level.
         n_train: Training rows per fold (mean), for the test's correction.
         n_test: Test rows per fold (mean).
-        complexity: `{name: rank}`, simplest lowest; default: each model's
-            `stages.modeling.MODELS` entry (unknown names rank last).
+        complexity: `{name: rank}`, simplest lowest; default: `stages.modeling.complexity`, each
+            model's `stages.modeling.MODELS` entry, a `:tuned` variant just above its default
+            (unknown names rank last).
 
     Returns:
         The selection.
@@ -350,7 +384,7 @@ def select_model(
         comparisons.append(Comparison(r.name, test.mean_diff, test.p_value, test.p_value >= alpha))
     by_name = {c.name: c for c in comparisons}
     pool = [r for r in ok if r.name != BASELINE] or ok
-    ranks = complexity if complexity is not None else {n: spec.complexity for n, spec in MODELS.items()}
+    ranks = complexity if complexity is not None else {r.name: complexity_of(r.name) for r in ok}
     noise = [r for r in pool if by_name[r.name].within_noise]
     if rule == BEST_MEAN or not noise:
         chosen = pool[0]
@@ -415,7 +449,11 @@ def annotated_leaderboard(board: Leaderboard, selection: Selection) -> pd.DataFr
 
     Returns:
         `board.to_frame()` with `chosen`, `diff_vs_top`, `p_value` and `within_noise`
-        columns after `status` (NaN and False for failed candidates).
+        columns after `status` (NaN and False for failed candidates). When the board holds
+        tuned variants (`<name>:tuned`, see `stages.tuning`), then also `tuned_vs_default`:
+        a tuned row's mean score minus its default's, signed so that positive means tuning
+        helped whatever the metric's direction (NaN on other rows, or when either failed),
+        and `tuned_params`: the setting its search chose on each fold, folds separated by `|`.
     """
     frame = board.to_frame()
     found = [selection.comparison(name) for name in frame["model"]]
@@ -424,7 +462,23 @@ def annotated_leaderboard(board: Leaderboard, selection: Selection) -> pd.DataFr
     frame.insert(at + 1, "diff_vs_top", [c.mean_diff if c else math.nan for c in found])
     frame.insert(at + 2, "p_value", [c.p_value if c else math.nan for c in found])
     frame.insert(at + 3, "within_noise", [bool(c and c.within_noise) for c in found])
+    if any(is_tuned(name) for name in frame["model"]):
+        frame.insert(at + 4, "tuned_vs_default", [_tuned_gain(board, name) for name in frame["model"]])
+        params = {r.name: r.fold_params for r in board.rows}
+        frame["tuned_params"] = [
+            " | ".join(", ".join(f"{k}={v}" for k, v in fold.items()) for fold in params.get(name, ())) for name in frame["model"]
+        ]
     return frame
+
+
+def _tuned_gain(board: Leaderboard, name: str) -> float:
+    """A tuned variant's mean score minus its default's, positive when better; NaN for other rows."""
+    rows = {r.name: r for r in board.rows}
+    default = rows.get(default_name(name))
+    if not is_tuned(name) or default is None:
+        return math.nan
+    metric = METRICS[board.metric]
+    return metric.better(rows[name].mean(metric.name), default.mean(metric.name))
 
 
 @dataclass(frozen=True)
@@ -511,17 +565,19 @@ class Footprint:
     model_mb: float
 
 
-def measure_footprint(model: Any, X: pd.DataFrame, repeats: int = 3) -> Footprint:
+def measure_footprint(model: Any, X: pd.DataFrame, repeats: int = 3, max_rows: int = 10_000) -> Footprint:
     """Time the model's batch prediction and measure its serialised size.
 
     Args:
         model: The fitted model.
         X: Rows to predict (the holdout).
         repeats: Timed repeats; the median is kept.
+        max_rows: Time a batch of at most this many rows (the first ones).
 
     Returns:
         The footprint.
     """
+    X = X.head(max_rows)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()

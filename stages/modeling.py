@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import math
 import os
+from collections import OrderedDict
 import socket
 import time
+import uuid
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import joblib
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, clone
@@ -30,17 +33,21 @@ from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.svm import SVC, SVR
+from sklearn.kernel_approximation import Nystroem
+from sklearn.svm import SVC, SVR, LinearSVC, LinearSVR
 
 from pipeline.errors import DataError, Interrupted
-from pipeline.workers import LOCAL, Backend, Outcome, Task, run_tasks
+from pipeline.workers import LOCAL, NOT_IN_BUDGET, Backend, Outcome, Task, run_tasks
 from stages.metrics import METRICS, Metric, metrics_for, score_all
+from stages.subsample import RowSubsample
 from stages.understanding import CLASSIFICATION, REGRESSION
 
 Folds = tuple[tuple[np.ndarray, np.ndarray], ...]
 
 OK = "ok"
 FAILED = "failed"
+UNFINISHED = "unfinished"
+"""The status of a candidate whose folds were not all done within the run's time budget."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,88 @@ Early stopping judges each epoch on 10% of the training rows. On small data that
 handful of rows whose accuracy saturates at once: on penguins (22 validation rows) it
 stopped one fold at 0.77 balanced accuracy, where training to convergence reached 0.98.
 """
+
+# Size-dependent choices (rows: the training part after the holdout). Each one shows on the
+# leaderboard as the candidate's `strategy` and in its parameters. Measured on 2 cores with
+# 800,000 rows x 57 prepared columns, one fit: AdaBoost's 50 stumps 176 s, 10 MLP epochs 65 s,
+# a forest of 100 trees on 20,000 rows each 12 s, Nystroem(300) + calibrated LinearSVC on
+# 100,000 rows 37 s, logistic regression 1.5 s. An exact RBF SVM costs O(n^2) memory and more
+# than O(n^2) time, so it stops being usable between 20,000 and 50,000 rows.
+EXACT_SVM_MAX_ROWS = 20_000
+"""Up to this many rows the SVM is an exact RBF kernel machine; above, a kernel approximation."""
+NYSTROEM_COMPONENTS = 300
+"""Kernel features of the approximate SVM (Nystroem approximation of the RBF kernel)."""
+APPROX_SVM_MAX_ROWS = 50_000
+"""The approximate SVM learns from at most this many rows."""
+FOREST_ROWS_PER_TREE = 20_000
+"""Above this many rows each random forest tree is grown on a bootstrap sample of this size (`max_samples`)."""
+BOOSTING_MAX_ROWS = 100_000
+"""AdaBoost learns from at most this many rows (its stumps are fitted one after another)."""
+MLP_MAX_ROWS = 100_000
+"""The MLP learns from at most this many rows (with early stopping, so it stops when it stops improving)."""
+
+
+def _capped(estimator: BaseEstimator, s: ModelSettings, max_rows: int) -> BaseEstimator:
+    """The estimator as is up to `max_rows` rows, else fitted on a sample of that many rows."""
+    return estimator if s.n_rows <= max_rows else RowSubsample(estimator, max_rows=max_rows, random_state=s.seed)
+
+
+def _svm_regression(s: ModelSettings) -> BaseEstimator:
+    # SVR's defaults (C=1, epsilon=0.1) assume a target of unit scale: on body mass in
+    # grams it scored r2 0.01; fitted on the standardised target, 0.85.
+    if s.n_rows <= EXACT_SVM_MAX_ROWS:
+        return TransformedTargetRegressor(SVR(), transformer=StandardScaler())
+    approx = Pipeline(
+        [
+            ("kernel", Nystroem(n_components=NYSTROEM_COMPONENTS, random_state=s.seed)),
+            ("svm", LinearSVR(dual="auto", random_state=s.seed, max_iter=5000)),
+        ]
+    )
+    return _capped(TransformedTargetRegressor(approx, transformer=StandardScaler()), s, APPROX_SVM_MAX_ROWS)
+
+
+def _svm_classification(s: ModelSettings) -> BaseEstimator:
+    # Platt-scaled probabilities from internal CV (scikit-learn's replacement for
+    # SVC(probability=True)), for ROC AUC, log loss and probability columns.
+    if s.n_rows <= EXACT_SVM_MAX_ROWS:
+        return CalibratedClassifierCV(SVC(random_state=s.seed), ensemble=False)
+    approx = Pipeline(
+        [
+            ("kernel", Nystroem(n_components=NYSTROEM_COMPONENTS, random_state=s.seed)),
+            ("svm", LinearSVC(dual="auto", random_state=s.seed, max_iter=5000)),
+        ]
+    )
+    return _capped(CalibratedClassifierCV(approx, ensemble=False, cv=3), s, APPROX_SVM_MAX_ROWS)
+
+
+def _forest(s: ModelSettings, cls: type) -> BaseEstimator:
+    per_tree = FOREST_ROWS_PER_TREE if s.n_rows > FOREST_ROWS_PER_TREE else None
+    return cls(n_estimators=100, max_samples=per_tree, random_state=s.seed, n_jobs=1)
+
+
+def describe_strategy(estimator: BaseEstimator) -> str:
+    """What an estimator does about data size, in words, read off the estimator itself.
+
+    Args:
+        estimator: An unfitted candidate estimator (the model step), possibly wrapped.
+
+    Returns:
+        E.g. "RBF kernel approximated by Nystroem(300) + linear SVM; learns from 50,000
+        sampled rows"; "" when nothing depends on size.
+    """
+    parts: list[str] = []
+    for part in [estimator, *estimator.get_params(deep=True).values()]:
+        if isinstance(part, (SVC, SVR)):
+            parts.append("exact RBF kernel")
+        elif isinstance(part, Nystroem):
+            parts.append(f"RBF kernel approximated by Nystroem({part.n_components}) + linear SVM")
+        elif isinstance(part, (RandomForestClassifier, RandomForestRegressor)) and part.max_samples:
+            parts.append(f"each tree on a bootstrap sample of {part.max_samples:,} rows")
+        elif isinstance(part, (MLPClassifier, MLPRegressor)):
+            parts.append("early stopping" if part.early_stopping else "trained to convergence")
+        elif isinstance(part, RowSubsample) and part.max_rows:
+            parts.append(f"learns from {part.max_rows:,} sampled rows")
+    return "; ".join(dict.fromkeys(parts))
 
 
 @dataclass(frozen=True)
@@ -103,30 +192,26 @@ MODELS: dict[str, ModelSpec] = {
         complexity=1,  # one coefficient per feature column
     ),
     "svm": ModelSpec(
-        # SVR's defaults (C=1, epsilon=0.1) assume a target of unit scale: on body mass in
-        # grams it scored r2 0.01; fitted on the standardised target, 0.85.
-        regression=lambda s: TransformedTargetRegressor(SVR(), transformer=StandardScaler()),
-        # Platt-scaled probabilities from internal CV (scikit-learn's replacement for
-        # SVC(probability=True)), for ROC AUC, log loss and probability columns.
-        classification=lambda s: CalibratedClassifierCV(SVC(random_state=s.seed), ensemble=False),
+        regression=_svm_regression,
+        classification=_svm_classification,
         complexity=4,  # a kernel over stored support vectors: predict cost grows with training rows
     ),
     "random_forest": ModelSpec(
-        regression=lambda s: RandomForestRegressor(n_estimators=100, random_state=s.seed, n_jobs=1),
-        classification=lambda s: RandomForestClassifier(n_estimators=100, random_state=s.seed, n_jobs=1),
+        regression=lambda s: _forest(s, RandomForestRegressor),
+        classification=lambda s: _forest(s, RandomForestClassifier),
         complexity=3,  # 100 deep trees
     ),
     "adaboost": ModelSpec(
-        regression=lambda s: AdaBoostRegressor(random_state=s.seed),
-        classification=lambda s: AdaBoostClassifier(random_state=s.seed),
+        regression=lambda s: _capped(AdaBoostRegressor(random_state=s.seed), s, BOOSTING_MAX_ROWS),
+        classification=lambda s: _capped(AdaBoostClassifier(random_state=s.seed), s, BOOSTING_MAX_ROWS),
         complexity=2,  # 50 shallow trees (stumps for classification)
     ),
     "mlp": ModelSpec(
         # ReLU hidden units; identity output with squared error for regression, logistic or
         # softmax output with cross-entropy for classification (scikit-learn picks the
         # output from the target). Early stopping from MLP_EARLY_STOPPING_MIN_ROWS rows.
-        regression=lambda s: MLPRegressor(**_mlp_params(s)),
-        classification=lambda s: MLPClassifier(**_mlp_params(s)),
+        regression=lambda s: _capped(MLPRegressor(**_mlp_params(s)), s, MLP_MAX_ROWS),
+        classification=lambda s: _capped(MLPClassifier(**_mlp_params(s)), s, MLP_MAX_ROWS),
         complexity=5,  # thousands of weights, the least readable
     ),
 }
@@ -156,6 +241,7 @@ class FoldResult:
     error: str = ""
     warnings: tuple[str, ...] = ()
     worker: str = ""  # host:pid of the process that fitted it
+    best_params: dict[str, str] = field(default_factory=dict)  # what a tuned candidate's search chose on this fold
 
 
 @dataclass(frozen=True)
@@ -166,13 +252,16 @@ class CandidateResult:
         name: Short name (`svm`, ...).
         estimator: The final estimator's class name.
         params: The final estimator's parameters, as text.
-        status: `ok`, or `failed` when any fold failed to fit or score.
+        status: `ok`; `failed` when any fold failed to fit or score; `unfinished` when
+            the run's time budget ran out before all its folds were done.
         error: The first error, for a failed candidate.
         fold_scores: `{metric: per-fold scores}`, in fold order.
         fit_seconds: Mean fit time per fold.
         predict_seconds: Mean predict time per fold (whole test fold).
         warnings: Distinct warnings raised while fitting, e.g. convergence.
         workers: The process (`host:pid`) that fitted each fold, in fold order.
+        strategy: What the candidate does about data size (`describe_strategy`).
+        fold_params: For a tuned candidate, the setting its search chose on each fold.
     """
 
     name: str
@@ -185,6 +274,8 @@ class CandidateResult:
     predict_seconds: float = math.nan
     warnings: tuple[str, ...] = ()
     workers: tuple[str, ...] = ()
+    strategy: str = ""
+    fold_params: tuple[dict[str, str], ...] = ()
 
     def mean(self, metric: str) -> float:
         """Mean score over folds (NaN when failed)."""
@@ -231,6 +322,7 @@ class Leaderboard:
                 record[f"{m}_std"] = r.std(m)
             record["fit_seconds"] = r.fit_seconds
             record["predict_seconds"] = r.predict_seconds
+            record["strategy"] = r.strategy
             record["error"] = r.error
             records.append(record)
         return pd.DataFrame.from_records(records)
@@ -250,6 +342,11 @@ def build_candidates(names: Sequence[str], preprocessor: BaseEstimator, settings
     return {
         name: Pipeline([("prepare", clone(preprocessor)), ("model", MODELS[name].build(settings))]) for name in names
     }
+
+
+def fit_clone(pipeline: BaseEstimator, X: pd.DataFrame, y: pd.Series) -> BaseEstimator:
+    """A fitted clone of an unfitted pipeline (a picklable unit of work for a worker process)."""
+    return clone(pipeline).fit(X, y)
 
 
 def make_folds(y: pd.Series, task: str, k: int, seed: int) -> Folds:
@@ -340,24 +437,71 @@ def compare_models(
     metrics = metrics_for(task)
     classes = np.unique(y.to_numpy()) if task in CLASSIFICATION else None
     names = list(candidates)
-    tasks = [Task(name, (name, i)) for name in names for i in range(len(folds))]
-    shared = (dict(candidates), X, y, folds, metrics, classes)
+    tasks = _schedule(candidates, len(folds), deadline is not None)
+    # The preprocessor keys carry a token of this comparison: a worker (or this process) that
+    # served an earlier one must not reuse prepared rows of other data.
+    token = uuid.uuid4().hex
+    keys = {name: f"{token}:{key}" for name, key in _preprocessor_keys(candidates).items()}
+    shared = (dict(candidates), keys, X, y, folds, metrics, classes)
 
     def report(name: str, outcomes: list[Outcome]) -> None:
         if on_candidate is not None:
             on_candidate(_summarise(name, candidates[name], _fold_results(name, outcomes)))
 
     try:
-        outcomes = run_tasks(
+        ordered = run_tasks(
             _run_fold, shared, tasks, n_jobs, timeout, memory_mb * 2**20 if memory_mb else None, report, on_fit,
             deadline=deadline, backend=backend,
         )
     except Interrupted as stop:
         unfinished = Outcome(error="interrupted before it finished")
-        outcomes = [o if o is not None else unfinished for o in stop.partial]
-        board = _leaderboard(names, candidates, outcomes, len(folds), task, metric, metrics)
+        partial = [o if o is not None else unfinished for o in stop.partial]
+        board = _leaderboard(names, candidates, _by_candidate(tasks, partial, names, len(folds)), len(folds), task, metric, metrics)
         raise Interrupted(stop.signum, board) from None
-    return _leaderboard(names, candidates, outcomes, len(folds), task, metric, metrics)
+    return _leaderboard(names, candidates, _by_candidate(tasks, ordered, names, len(folds)), len(folds), task, metric, metrics)
+
+
+VARIANT_COMPLEXITY = 0.5
+"""Added to a family's complexity for a variant of it (`svm:tuned`): just above its default and
+below the next family, so that the default is chosen when the two are within noise."""
+
+
+def complexity(name: str) -> float:
+    """A candidate's complexity rank, variants (`svm:tuned`) included.
+
+    Args:
+        name: A candidate name, `svm` or `svm:tuned`.
+
+    Returns:
+        The family's `ModelSpec.complexity`, plus `VARIANT_COMPLEXITY` for a variant;
+        infinity for a name not in `MODELS`.
+    """
+    family, _, variant = name.partition(":")
+    spec = MODELS.get(family)
+    if spec is None:
+        return math.inf
+    return spec.complexity + (VARIANT_COMPLEXITY if variant else 0.0)
+
+
+def _schedule(candidates: Mapping[str, Pipeline], n_folds: int, budgeted: bool) -> list[Task]:
+    """The order the (candidate, fold) fits start in.
+
+    Without a time budget: fold by fold, and within a fold the costliest candidates first
+    (by complexity rank), so that a worker reuses a fold's prepared rows for several
+    candidates and the cheap fits fill the gaps at the end. Under a time budget: candidate
+    by candidate, cheapest first, so that as many candidates as possible finish all folds.
+    """
+    if budgeted:  # defaults before any (costlier) tuned variant, each group cheapest first
+        names = sorted(candidates, key=lambda n: (":" in n, complexity(n)))
+        return [Task(name, (name, i)) for name in names for i in range(n_folds)]
+    names = sorted(candidates, key=lambda n: (":" in n, complexity(n)), reverse=True)
+    return [Task(name, (name, i)) for i in range(n_folds) for name in names]
+
+
+def _by_candidate(tasks: Sequence[Task], outcomes: Sequence[Outcome], names: Sequence[str], n_folds: int) -> list[Outcome]:
+    """Outcomes reordered candidate by candidate (in `names` order), then fold by fold."""
+    position = {task.args: k for k, task in enumerate(tasks)}
+    return [outcomes[position[(name, i)]] for name in names for i in range(n_folds)]
 
 
 def _leaderboard(
@@ -428,16 +572,64 @@ def predict_with_proba(model: Any, X: pd.DataFrame, classes: np.ndarray | None) 
     return pred, proba
 
 
+PREPARED_CACHE_BYTES = 600 * 2**20
+"""Most bytes of prepared (transformed) folds a worker process keeps for the next candidate on the same fold."""
+_prepared: OrderedDict[tuple[str, int], tuple[Any, Any, float]] = OrderedDict()
+"""Per worker process: `(preprocessor key, fold) -> (prepared train rows, prepared test rows, seconds it took)`."""
+
+
 def _run_fold(shared: tuple[Any, ...], args: tuple[str, int]) -> FoldResult:
     """One task of the pool: fit candidate `name` on fold `i` of the shared data."""
-    candidates, X, y, folds, metrics, classes = shared
+    candidates, prep_keys, X, y, folds, metrics, classes = shared
     name, i = args
-    return _fit_and_score(name, candidates[name], X, y, folds[i], i, metrics, classes)
+    return _fit_and_score(name, candidates[name], prep_keys.get(name, ""), X, y, folds[i], i, metrics, classes)
+
+
+def _preprocessor_keys(candidates: Mapping[str, Any]) -> dict[str, str]:
+    """Candidates whose first step prepares the data the same way share a key; the others get none."""
+    keys = {}
+    for name, pipeline in candidates.items():
+        if isinstance(pipeline, Pipeline) and len(pipeline.steps) == 2 and pipeline.steps[0][0] == "prepare":
+            keys[name] = joblib.hash(pipeline.steps[0][1])
+    return keys
+
+
+def _prepare_fold(
+    key: str, preprocessor: BaseEstimator, X: pd.DataFrame, y: pd.Series, fold: tuple[np.ndarray, np.ndarray], index: int
+) -> tuple[Any, Any, float]:
+    """The fold's rows prepared by a clone of `preprocessor` fitted on its training rows, cached per worker.
+
+    Every candidate fits the same preprocessing on the same fold, so a worker fits it once
+    per fold and gives the prepared rows to each candidate it runs on that fold. The result
+    is what the candidate's own pipeline would compute: the same fit on the same rows.
+    """
+    if (key, index) in _prepared:
+        _prepared.move_to_end((key, index))
+        return _prepared[(key, index)]
+    for stale in [k for k in _prepared if k[0] != key]:  # another comparison's, or another preprocessor's
+        del _prepared[stale]
+    train, test = fold
+    start = time.perf_counter()
+    prep = clone(preprocessor)
+    Xt_train = prep.fit_transform(X.iloc[train], y.iloc[train])
+    Xt_test = prep.transform(X.iloc[test])
+    entry = (Xt_train, Xt_test, time.perf_counter() - start)
+    size = _nbytes(Xt_train) + _nbytes(Xt_test)
+    while _prepared and size + sum(_nbytes(a) + _nbytes(b) for a, b, _ in _prepared.values()) > PREPARED_CACHE_BYTES:
+        _prepared.popitem(last=False)
+    if size <= PREPARED_CACHE_BYTES:
+        _prepared[(key, index)] = entry
+    return entry
+
+
+def _nbytes(a: Any) -> int:
+    return int(a.memory_usage(deep=True).sum()) if isinstance(a, pd.DataFrame) else int(getattr(a, "nbytes", 0) or 0)
 
 
 def _fit_and_score(
     name: str,
     pipeline: Pipeline,
+    prep_key: str,
     X: pd.DataFrame,
     y: pd.Series,
     fold: tuple[np.ndarray, np.ndarray],
@@ -446,23 +638,44 @@ def _fit_and_score(
     classes: np.ndarray | None,
 ) -> FoldResult:
     train, test = fold
-    model = clone(pipeline)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         start = time.perf_counter()
         try:
-            model.fit(X.iloc[train], y.iloc[train])
+            if prep_key:  # shared preparation: fit only the model step on the prepared rows
+                Xt_train, Xt_test, prep_seconds = _prepare_fold(prep_key, pipeline.steps[0][1], X, y, fold, index)
+                start = time.perf_counter() - prep_seconds  # the fold's fit time includes its preparation
+                model: Any = clone(pipeline.steps[-1][1]).fit(Xt_train, y.iloc[train])
+                X_test = Xt_test
+            else:
+                model = clone(pipeline).fit(X.iloc[train], y.iloc[train])
+                X_test = X.iloc[test]
             fitted = time.perf_counter()
-            pred, proba = predict_with_proba(model, X.iloc[test], classes)
+            pred, proba = predict_with_proba(model, X_test, classes)
             predicted = time.perf_counter()
             scores = score_all(metrics, y.iloc[test].to_numpy(), pred, proba, classes)
         except Exception as exc:  # a candidate's failure is a result, not a crash
             error = f"{type(exc).__name__}: {exc}"
             if isinstance(exc, MemoryError):
                 error = f"out of memory ({error})"
-            return FoldResult(name, index, {}, time.perf_counter() - start, math.nan, error)
+            return FoldResult(name, index, {}, time.perf_counter() - start, math.nan, error, worker=_worker_id())
     messages = tuple(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught))
-    return FoldResult(name, index, scores, fitted - start, predicted - fitted, warnings=messages, worker=_worker_id())
+    search = model.steps[-1][1] if isinstance(model, Pipeline) else model
+    chosen = {k: _param_text(v) for k, v in getattr(search, "best_params_", {}).items()}
+    return FoldResult(
+        name, index, scores, fitted - start, predicted - fitted, warnings=messages, worker=_worker_id(), best_params=chosen
+    )
+
+
+def _param_text(value: Any) -> str:
+    """A parameter as short, stable text: `loguniform(0.001, 1000)` for a distribution, 3 digits for a float."""
+    if hasattr(value, "dist") and hasattr(value, "args"):  # a frozen scipy.stats distribution
+        return f"{value.dist.name}({', '.join(f'{a:g}' if isinstance(a, float) else str(a) for a in value.args)})"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_param_text(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.3g}"
+    return str(value)
 
 
 def _worker_id() -> str:
@@ -471,17 +684,23 @@ def _worker_id() -> str:
 
 def _summarise(name: str, pipeline: Pipeline, folds: list[FoldResult]) -> CandidateResult:
     estimator = pipeline.steps[-1][1]
-    params = {k: str(v) for k, v in estimator.get_params(deep=False).items()}
+    params = {k: _param_text(v) for k, v in estimator.get_params(deep=False).items()}
     folds = sorted(folds, key=lambda f: f.fold)
     seen_warnings = tuple(dict.fromkeys(w for f in folds for w in f.warnings))
     failed = [f for f in folds if f.error]
+    late = [f for f in failed if f.error == NOT_IN_BUDGET]
+    inner = estimator.estimator if isinstance(estimator, RowSubsample) else estimator
     common = {
         "name": name,
-        "estimator": type(estimator).__name__,
+        "estimator": type(inner).__name__,
+        "strategy": describe_strategy(estimator),
         "params": params,
         "warnings": seen_warnings,
         "workers": tuple(f.worker for f in folds),
     }
+    if late and len(late) == len(failed):
+        done = len(folds) - len(late)
+        return CandidateResult(status=UNFINISHED, error=f"{done} of {len(folds)} folds done; {NOT_IN_BUDGET}", **common)
     if failed:
         return CandidateResult(status=FAILED, error=f"fold {failed[0].fold + 1}: {failed[0].error}", **common)
     return CandidateResult(
@@ -489,5 +708,6 @@ def _summarise(name: str, pipeline: Pipeline, folds: list[FoldResult]) -> Candid
         fold_scores={m: tuple(f.scores[m] for f in folds) for m in folds[0].scores},
         fit_seconds=float(np.mean([f.fit_seconds for f in folds])),
         predict_seconds=float(np.mean([f.predict_seconds for f in folds])),
+        fold_params=tuple(f.best_params for f in folds) if any(f.best_params for f in folds) else (),
         **common,
     )

@@ -522,3 +522,43 @@ def test_a_viewer_needs_only_to_read_the_store(tmp_path):
             tracking.check_store(sqlite_uri(store), writable=True)
     finally:
         undo()
+
+
+def test_a_deadline_stops_running_tasks_and_skips_the_rest():
+    def nap(shared, seconds):
+        time.sleep(seconds)
+        return seconds
+
+    tasks = [workers.Task("quick", 0.1), workers.Task("slow", 30.0), workers.Task("slow", 30.0), workers.Task("late", 0.1)]
+    start = time.monotonic()
+    outcomes = workers.run_tasks(nap, None, tasks, n_jobs=1, deadline=start + 3.0)
+    assert time.monotonic() - start < 10.0
+    assert outcomes[0].value == 0.1
+    assert [o.error for o in outcomes[1:]] == [workers.NOT_IN_BUDGET] * 3
+
+
+@pytest.mark.slow
+def test_a_time_budget_reports_unfinished_candidates_and_still_exports_a_model(tmp_path, monkeypatch):
+    monkeypatch.setitem(modeling.MODELS, "sleepy", modeling.ModelSpec(regression=lambda s: Sleepy(), classification=lambda s: Sleepy()))
+    config = config_for(
+        tmp_path,
+        binary_file(tmp_path),
+        **{
+            "business.target": "churned",
+            "modeling.models": ["baseline", "linear", "sleepy"],
+            "modeling.folds": 3,
+            "modeling.time_budget": 20.0,
+        },
+    )
+    start = time.monotonic()
+    result = run(config)
+    elapsed = time.monotonic() - start
+    rows = by_name(result.leaderboard)
+    assert rows["sleepy"].status == modeling.UNFINISHED and "time budget" in rows["sleepy"].error
+    assert rows["linear"].status == OK and rows["baseline"].status == OK
+    assert result.evaluation.model == "linear" and result.decision.go and result.export_dir is not None
+    assert elapsed < 20.0 + 5.0  # the budget, with slack for a loaded machine
+    client = MlflowClient(config.tracking_uri)
+    experiment = client.get_run(result.run_id).info.experiment_id
+    child = client.search_runs([experiment], filter_string="tags.`crispml.candidate` = 'sleepy'")[0]
+    assert child.data.tags["crispml.status"] == modeling.UNFINISHED

@@ -124,7 +124,7 @@ class _FakeTracking:
         yield _FakeRun()
 
     @staticmethod
-    def save_model_dir(model: Any, path: Path, *args: Any, **kwargs: Any) -> None:
+    def copy_logged_model(model_uri: str, path: Path, tracking_uri: str) -> None:
         Path(path).mkdir(parents=True)
         (Path(path) / "MLmodel").write_text("flavors: {}\n")
 

@@ -179,3 +179,46 @@ def test_svr_learns_a_target_far_from_unit_scale():
     candidates = {"svm": Pipeline([("prepare", StandardScaler()), ("model", MODELS["svm"].build(ModelSettings("regression", 0)))])}
     board = compare_models(candidates, X, y, make_folds(y, "regression", 3, 0), "regression", "r2", n_jobs=1)
     assert board.rows[0].mean("r2") > 0.9, board.rows[0].error
+
+
+@pytest.mark.parametrize("task", ["regression", "binary"])
+def test_costly_candidates_change_strategy_above_their_row_thresholds(task):
+    from stages import modeling
+
+    small = ModelSettings(task, 0, n_rows=modeling.EXACT_SVM_MAX_ROWS)
+    large = ModelSettings(task, 0, n_rows=1_000_000)
+    strategy = {
+        size: {name: modeling.describe_strategy(spec.build(s)) for name, spec in modeling.MODELS.items()}
+        for size, s in (("small", small), ("large", large))
+    }
+    assert strategy["small"]["svm"] == "exact RBF kernel"
+    assert strategy["small"]["random_forest"] == "" and strategy["small"]["adaboost"] == ""
+    assert "Nystroem(300)" in strategy["large"]["svm"] and "learns from 50,000 sampled rows" in strategy["large"]["svm"]
+    assert strategy["large"]["random_forest"] == "each tree on a bootstrap sample of 20,000 rows"
+    assert strategy["large"]["adaboost"] == "learns from 100,000 sampled rows"
+    assert strategy["large"]["mlp"] == "learns from 100,000 sampled rows; early stopping"
+    assert strategy["large"]["linear"] == strategy["large"]["baseline"] == ""
+
+
+def test_sharing_each_folds_preparation_gives_the_scores_of_separate_pipelines(mixed_frame):
+    profile = profile_data(mixed_frame, "label")
+    X, y = features_and_target(mixed_frame, profile)
+    pre = build_preprocessor(profile, 0.01, 20)
+    shared = build_candidates(["baseline", "linear", "random_forest"], pre, ModelSettings("binary", 0))
+    # An extra pass-through step makes each candidate fit its own preparation, as a plain Pipeline does.
+    separate = {name: Pipeline([("prepare", clone(pre)), ("same", "passthrough"), p.steps[-1]]) for name, p in shared.items()}
+    folds = make_folds(y, "binary", 3, 0)
+    a = compare_models(shared, X, y, folds, "binary", "roc_auc", n_jobs=1)
+    b = compare_models(separate, X, y, folds, "binary", "roc_auc", n_jobs=2)
+    assert {r.name: r.fold_scores for r in a.rows} == {r.name: r.fold_scores for r in b.rows}
+
+
+def test_fits_start_costliest_first_fold_by_fold_or_cheapest_first_under_a_budget():
+    from stages.modeling import _schedule
+
+    candidates = dict.fromkeys(["baseline", "mlp", "linear", "linear:tuned", "svm"])
+    unbudgeted = [t.args for t in _schedule(candidates, 2, budgeted=False)]
+    assert unbudgeted[:5] == [("linear:tuned", 0), ("mlp", 0), ("svm", 0), ("linear", 0), ("baseline", 0)]
+    assert unbudgeted[5] == ("linear:tuned", 1)
+    budgeted = [t.args[0] for t in _schedule(candidates, 2, budgeted=True)]
+    assert budgeted == ["baseline"] * 2 + ["linear"] * 2 + ["svm"] * 2 + ["mlp"] * 2 + ["linear:tuned"] * 2
