@@ -85,7 +85,7 @@ EXACT_SVM_MAX_ROWS = 20_000
 """Up to this many rows the SVM is an exact RBF kernel machine; above, a kernel approximation."""
 NYSTROEM_COMPONENTS = 300
 """Kernel features of the approximate SVM (Nystroem approximation of the RBF kernel)."""
-APPROX_SVM_MAX_ROWS = 50_000
+APPROX_SVM_MAX_ROWS = 30_000
 """The approximate SVM learns from at most this many rows."""
 FOREST_ROWS_PER_TREE = 20_000
 """Above this many rows each random forest tree is grown on a bootstrap sample of this size (`max_samples`)."""

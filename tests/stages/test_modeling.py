@@ -193,7 +193,7 @@ def test_costly_candidates_change_strategy_above_their_row_thresholds(task):
     }
     assert strategy["small"]["svm"] == "exact RBF kernel"
     assert strategy["small"]["random_forest"] == "" and strategy["small"]["adaboost"] == ""
-    assert "Nystroem(300)" in strategy["large"]["svm"] and "learns from 50,000 sampled rows" in strategy["large"]["svm"]
+    assert "Nystroem(300)" in strategy["large"]["svm"] and "learns from 30,000 sampled rows" in strategy["large"]["svm"]
     assert strategy["large"]["random_forest"] == "each tree on a bootstrap sample of 20,000 rows"
     assert strategy["large"]["adaboost"] == "learns from 100,000 sampled rows"
     assert strategy["large"]["mlp"] == "learns from 100,000 sampled rows; early stopping"
