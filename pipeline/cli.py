@@ -183,6 +183,11 @@ def _signals_interrupt() -> Iterator[None]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from pipeline import workers
+
+    # The worker processes' fork server imports scikit-learn and pandas in its own process
+    # while this one imports MLflow and reads the data: two cores, both busy from the start.
+    workers.prestart()
     from pipeline import runner
     from pipeline.config import apply_overrides, load_config
 

@@ -511,7 +511,7 @@ def permutation_importances(
     classes: np.ndarray | None,
     seed: int,
     n_repeats: int = 5,
-    max_rows: int = 2000,
+    max_rows: int = 1000,
 ) -> Importance:
     """How much the holdout score drops when each input column is shuffled.
 
