@@ -154,8 +154,42 @@ def assess_on_holdout(
         The evaluation and the importances.
     """
     result = evaluate_holdout(candidate, pipeline, split, task, metric, tolerance_sd)
-    importance = permutation_importances(result.fitted, split.X_test, split.y_test, metric, result.classes, seed)
+    rows = importance_rows(candidate, len(split.y_train), split.X_test.shape[1])
+    importance = permutation_importances(
+        result.fitted, split.X_test, split.y_test, metric, result.classes, seed, max_rows=rows
+    )
     return result, importance
+
+
+IMPORTANCE_SECONDS = 2.0
+"""About how long permutation importance may spend predicting, judged by the candidate's CV predict times."""
+IMPORTANCE_ROWS = (100, 1000)
+"""Fewest and most holdout rows permutation importance shuffles."""
+
+
+def importance_rows(candidate: CandidateResult, n_train: int, n_features: int, n_repeats: int = 5) -> int:
+    """How many holdout rows permutation importance can afford for this candidate.
+
+    Each of `n_features * n_repeats` shuffles predicts every sampled row once. A model that
+    predicts slowly (an exact kernel SVM with thousands of support vectors) gets fewer rows,
+    so that the importances cost about `IMPORTANCE_SECONDS`, within `IMPORTANCE_ROWS`.
+
+    Args:
+        candidate: The candidate's cross-validation result (its mean predict time per test fold).
+        n_train: Rows of the training part (the folds' test parts add up to it).
+        n_features: Input columns, each shuffled `n_repeats` times.
+        n_repeats: Shuffles per column.
+
+    Returns:
+        The row count.
+    """
+    lo, hi = IMPORTANCE_ROWS
+    folds = max((len(v) for v in candidate.fold_scores.values()), default=0)
+    if not folds or not math.isfinite(candidate.predict_seconds) or candidate.predict_seconds <= 0:
+        return hi
+    seconds_per_row = candidate.predict_seconds / (n_train / folds)
+    affordable = IMPORTANCE_SECONDS / (seconds_per_row * max(1, n_features) * n_repeats)
+    return int(min(hi, max(lo, affordable)))
 
 
 def score_on_holdout(pipeline: Pipeline, split: Split, task: str, fitted: Pipeline | None = None) -> dict[str, float]:
@@ -565,7 +599,7 @@ class Footprint:
     model_mb: float
 
 
-def measure_footprint(model: Any, X: pd.DataFrame, repeats: int = 3, max_rows: int = 10_000) -> Footprint:
+def measure_footprint(model: Any, X: pd.DataFrame, repeats: int = 3, max_rows: int = 2000) -> Footprint:
     """Time the model's batch prediction and measure its serialised size.
 
     Args:

@@ -259,3 +259,15 @@ def test_measure_footprint_times_prediction_and_sizes_the_model(mixed_frame):
     linear = measure_footprint(models["linear"].fit(X, y), X)
     forest = measure_footprint(models["random_forest"].fit(X, y), X)
     assert 0 < linear.ms_per_row < 100 and 0 < linear.model_mb < forest.model_mb
+
+
+def test_permutation_importance_shuffles_fewer_rows_for_a_model_that_predicts_slowly():
+    from stages.evaluation import IMPORTANCE_ROWS, importance_rows
+
+    def row(predict_seconds):
+        return CandidateResult("svm", "SVC", {}, OK, fold_scores={"r2": (0.5,) * 5}, predict_seconds=predict_seconds)
+
+    fast = importance_rows(row(0.001), n_train=8000, n_features=20)  # 1,600 test rows per fold in 1 ms
+    slow = importance_rows(row(2.0), n_train=8000, n_features=20)  # 1.25 ms a row: 100 shuffles x 100 rows = 12.5 s, the floor
+    middling = importance_rows(row(0.08), n_train=8000, n_features=20)  # 50 us a row: 400 rows cost 2 s
+    assert fast == IMPORTANCE_ROWS[1] and slow == IMPORTANCE_ROWS[0] and middling == 400
