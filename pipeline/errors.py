@@ -47,6 +47,10 @@ class TrackingError(CrispmlError, RuntimeError):
     """The MLflow tracking store cannot be reached or written."""
 
 
+class ClusterError(CrispmlError, RuntimeError):
+    """The Dask cluster of `--backend dask` cannot be used (package missing, scheduler unreachable, no workers)."""
+
+
 class ModelLoadError(CrispmlError, ValueError):
     """A saved model cannot be found or loaded."""
 

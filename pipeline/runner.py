@@ -105,6 +105,10 @@ def run(config: Config, progress: Progress = _quiet) -> RunResult:
     memory_mb = _memory_mb(config, len(prepared.candidates) * len(prepared.folds))
     if memory_mb is not None and config.modeling.backend == "local":
         workers.prestart()
+    if config.modeling.backend == "dask":  # the package and a scheduler address, checked before the store
+        from pipeline.dask_backend import check_cluster
+
+        check_cluster(config.modeling.scheduler)
     tracking.check_store(config.tracking_uri, writable=True)
 
     run_name = f"{prepared.profile.target} {dt.datetime.now():%Y-%m-%d %H:%M:%S}"
