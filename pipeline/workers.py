@@ -265,7 +265,7 @@ class _Pool:
         self.group_seconds = group_seconds
         self.memory_bytes = memory_bytes
         self.on_group_done = on_group_done
-        self.blob = cloudpickle.dumps((fn, shared))
+        self.fn, self.shared = fn, shared  # pickled for each worker as it starts, not held as bytes all run long
         self.threads = max(1, (os.cpu_count() or 1) // n_workers)
         self.context = _context()
         self.outcomes: list[Outcome | None] = [None] * len(tasks)
@@ -330,7 +330,7 @@ class _Pool:
         child_end.close()
         worker = _Worker(process, parent_end)
         try:
-            parent_end.send_bytes(self.blob)
+            parent_end.send_bytes(cloudpickle.dumps((self.fn, self.shared)))
         except OSError:
             pass  # it died at once: the first task sent to it fails with its exit status
         self.workers.append(worker)

@@ -437,11 +437,11 @@ def compare_models(
     metrics = metrics_for(task)
     classes = np.unique(y.to_numpy()) if task in CLASSIFICATION else None
     names = list(candidates)
-    tasks = _schedule(candidates, len(folds), deadline is not None)
     # The preprocessor keys carry a token of this comparison: a worker (or this process) that
     # served an earlier one must not reuse prepared rows of other data.
     token = uuid.uuid4().hex
     keys = {name: f"{token}:{key}" for name, key in _preprocessor_keys(candidates).items()}
+    tasks = _schedule(candidates, len(folds), deadline is not None, shared_prep=len(set(keys.values())) < len(keys))
     shared = (dict(candidates), keys, X, y, folds, metrics, classes)
 
     def report(name: str, outcomes: list[Outcome]) -> None:
@@ -483,14 +483,17 @@ def complexity(name: str) -> float:
     return spec.complexity + (VARIANT_COMPLEXITY if variant else 0.0)
 
 
-def _schedule(candidates: Mapping[str, Pipeline], n_folds: int, budgeted: bool) -> list[Task]:
+def _schedule(candidates: Mapping[str, Pipeline], n_folds: int, budgeted: bool, shared_prep: bool = True) -> list[Task]:
     """The order the (candidate, fold) fits start in.
 
     Without a time budget: fold by fold, and within a fold the costliest candidates first
     (by complexity rank), so that a worker reuses a fold's prepared rows for several
     candidates and the cheap fits fill the gaps at the end. Under a time budget: candidate
     by candidate, cheapest first, so that as many candidates as possible finish all folds.
+    When the candidates share no preparation, candidate by candidate in the given order.
     """
+    if not budgeted and not shared_prep:
+        return [Task(name, (name, i)) for name in candidates for i in range(n_folds)]
     if budgeted:  # defaults before any (costlier) tuned variant, each group cheapest first
         names = sorted(candidates, key=lambda n: (":" in n, complexity(n)))
         return [Task(name, (name, i)) for name in names for i in range(n_folds)]
@@ -608,16 +611,19 @@ def _prepare_fold(
         return _prepared[(key, index)]
     for stale in [k for k in _prepared if k[0] != key]:  # another comparison's, or another preprocessor's
         del _prepared[stale]
+    # Make room first: a new fold is about as large as a cached one, and holding both while
+    # preparing the new one would be the worker's peak memory on large data.
+    sizes = [_nbytes(a) + _nbytes(b) for a, b, _ in _prepared.values()]
+    while _prepared and sum(sizes) + max(sizes) > PREPARED_CACHE_BYTES:
+        _prepared.popitem(last=False)
+        sizes.pop(0)
     train, test = fold
     start = time.perf_counter()
     prep = clone(preprocessor)
     Xt_train = prep.fit_transform(X.iloc[train], y.iloc[train])
     Xt_test = prep.transform(X.iloc[test])
     entry = (Xt_train, Xt_test, time.perf_counter() - start)
-    size = _nbytes(Xt_train) + _nbytes(Xt_test)
-    while _prepared and size + sum(_nbytes(a) + _nbytes(b) for a, b, _ in _prepared.values()) > PREPARED_CACHE_BYTES:
-        _prepared.popitem(last=False)
-    if size <= PREPARED_CACHE_BYTES:
+    if _nbytes(Xt_train) + _nbytes(Xt_test) + sum(sizes) <= PREPARED_CACHE_BYTES:
         _prepared[(key, index)] = entry
     return entry
 
