@@ -176,19 +176,19 @@ def binary_file(folder: Path, n: int = 80, seed: int = 0, name: str = "churn.csv
     return path
 
 
-@pytest.mark.slow
-def test_a_hanging_candidate_in_a_real_run_is_a_failed_row_and_a_failed_child_run(tmp_path, monkeypatch):
+def with_a_sleepy_candidate(tmp_path, monkeypatch, **limits):
+    """A real run's config on a small binary file: baseline, linear and a candidate that hangs."""
     monkeypatch.setitem(modeling.MODELS, "sleepy", modeling.ModelSpec(regression=lambda s: Sleepy(), classification=lambda s: Sleepy()))
-    config = config_for(
+    return config_for(
         tmp_path,
         binary_file(tmp_path),
-        **{
-            "business.target": "churned",
-            "modeling.models": ["baseline", "linear", "sleepy"],
-            "modeling.folds": 3,
-            "modeling.candidate_timeout": 4.0,
-        },
+        **{"business.target": "churned", "modeling.models": ["baseline", "linear", "sleepy"], "modeling.folds": 3, **limits},
     )
+
+
+@pytest.mark.slow
+def test_a_hanging_candidate_in_a_real_run_is_a_failed_row_and_a_failed_child_run(tmp_path, monkeypatch):
+    config = with_a_sleepy_candidate(tmp_path, monkeypatch, **{"modeling.candidate_timeout": 4.0})
     result = run(config)
     rows = by_name(result.leaderboard)
     assert rows["sleepy"].status == FAILED and "timed out" in rows["sleepy"].error
@@ -539,17 +539,7 @@ def test_a_deadline_stops_running_tasks_and_skips_the_rest():
 
 @pytest.mark.slow
 def test_a_time_budget_reports_unfinished_candidates_and_still_exports_a_model(tmp_path, monkeypatch):
-    monkeypatch.setitem(modeling.MODELS, "sleepy", modeling.ModelSpec(regression=lambda s: Sleepy(), classification=lambda s: Sleepy()))
-    config = config_for(
-        tmp_path,
-        binary_file(tmp_path),
-        **{
-            "business.target": "churned",
-            "modeling.models": ["baseline", "linear", "sleepy"],
-            "modeling.folds": 3,
-            "modeling.time_budget": 20.0,
-        },
-    )
+    config = with_a_sleepy_candidate(tmp_path, monkeypatch, **{"modeling.time_budget": 20.0})
     start = time.monotonic()
     result = run(config)
     elapsed = time.monotonic() - start
