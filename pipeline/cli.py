@@ -418,7 +418,7 @@ def _print_summary(result: Any, elapsed: float) -> None:
         print(f"  vs_default: a :tuned row's mean {board.metric} minus its default's, positive when tuning helped")
     for r in board.rows:
         if r.error:
-            print(f"  {r.name} failed: {r.error}")
+            print(f"  {r.name} {r.status}: {r.error}")
     ev = result.evaluation
     holdout = ", ".join(f"{k} {v:.4f}" for k, v in ev.holdout.items())
     print(f"\nChosen: {ev.model}, by {selection.reason}")

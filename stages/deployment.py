@@ -540,7 +540,7 @@ def model_card(
     for rank, r in enumerate(leaderboard.rows, start=1):
         c = selection.comparison(r.name)
         if c is None:
-            lines.append(f"| {rank} | {r.name} | failed: {r.error[:80]} | | | |")
+            lines.append(f"| {rank} | {r.name} | {r.status}: {r.error[:80]} | | | |")
             continue
         lines.append(
             f"| {rank} | {r.name} | {r.mean(metric):.4f} ± {_num(r.std(metric))} | {c.mean_diff:+.4f} | {c.p_value:.3g} | "

@@ -547,6 +547,7 @@ def test_a_time_budget_reports_unfinished_candidates_and_still_exports_a_model(t
     assert rows["sleepy"].status == modeling.UNFINISHED and "time budget" in rows["sleepy"].error
     assert rows["linear"].status == OK and rows["baseline"].status == OK
     assert result.evaluation.model == "linear" and result.decision.go and result.export_dir is not None
+    assert "| sleepy | unfinished: " in (result.export_dir / "model_card.md").read_text()  # not "failed"
     assert elapsed < 20.0 + 5.0  # the budget, with slack for a loaded machine
     client = MlflowClient(config.tracking_uri)
     experiment = client.get_run(result.run_id).info.experiment_id
