@@ -116,7 +116,7 @@ def test_progress_shows_fits_and_an_estimate_only_on_a_terminal(terminal):
     from pipeline.cli import _ProgressPrinter
 
     stream = _Terminal() if terminal else io.StringIO()
-    printer = _ProgressPrinter(start=time.perf_counter(), stream=stream)
+    printer = _ProgressPrinter(start=time.monotonic(), stream=stream)
     printer("modeling", "cross-validating a, b (4 fits)")
     printer("fit", "1/4 fits", 0.25)
     printer("fit", "2/4 fits", 0.5)
@@ -141,3 +141,22 @@ def test_a_reader_that_closes_stdout_early_gets_no_traceback(tmp_path):
     assert proc.returncode == 141, err.decode()
     assert b"Traceback" not in err and b"Exception ignored" not in err
     assert (tmp_path / "models" / "penguins" / "model" / "MLmodel").is_file()  # the work was done
+
+
+def test_the_time_budget_counts_from_the_command_start(monkeypatch, capsys):
+    from pipeline import cli, runner
+    from pipeline.errors import EXIT_USAGE, UsageError
+
+    seen = {}
+
+    def stop_at_the_runner(config, progress, started=None):
+        seen.update(started=started, entered=time.monotonic(), budget=config.modeling.time_budget)
+        raise UsageError("stopped by the test")
+
+    monkeypatch.setattr(runner, "run", stop_at_the_runner)
+    before = time.monotonic()
+    assert cli.main(["run", "--time-budget", "60"]) == EXIT_USAGE
+    assert seen["budget"] == 60.0
+    # The command's own clock, started before the config is read (and before importing the runner).
+    assert seen["started"] is not None and before <= seen["started"] < seen["entered"]
+    assert "stopped by the test" in capsys.readouterr().err
