@@ -117,7 +117,7 @@ class ModelingConfig:
             successive-halving random search over a small documented space, nested inside
             each outer training fold (see `stages.tuning`).
         backend: Where the fits run: `local` (worker processes on this machine) or `dask`
-            (the workers of a Dask distributed cluster, through joblib's Dask backend).
+            (the workers of a Dask distributed cluster, one future per fit; see `pipeline.dask_backend`).
         scheduler: The Dask scheduler's address (`tcp://host:8786`) for `backend = "dask"`;
             empty starts a local cluster.
     """

@@ -20,6 +20,7 @@ from pipeline.files import export_model_dir, read_table, verify_export, write_ta
 from stages import deployment, evaluation, modeling, preparation, reporting, tuning, understanding
 from stages.metrics import DEFAULT_METRIC, METRICS
 
+
 class Progress(Protocol):
     """Where the runner reports progress: a stage, a message, and for long steps the share done."""
 

@@ -430,34 +430,6 @@ def pipeline_run(tracking_uri: str, experiment: str, run_name: str) -> Iterator[
         mlflow.end_run(status)
 
 
-def save_model_dir(
-    model: Any,
-    path: Path,
-    input_example: pd.DataFrame,
-    requirements: list[str],
-    metadata: Mapping[str, Any] | None = None,
-) -> None:
-    """Write a model folder in MLflow's format (skops-serialised), loadable by pyfunc and `mlflow models serve`.
-
-    Args:
-        model: The fitted pipeline.
-        path: A folder that must not exist yet.
-        input_example: A few input rows.
-        requirements: pip requirements.
-        metadata: Stored in the `MLmodel` file (the data contract travels there).
-    """
-
-    mlflow.sklearn.save_model(
-        model,
-        str(path),
-        signature=_signature(model, input_example),
-        input_example=input_example,
-        pip_requirements=requirements,
-        skops_trusted_types=SKOPS_TRUSTED_TYPES,
-        metadata=dict(metadata) if metadata else None,
-    )
-
-
 def copy_logged_model(model_uri: str, path: Path, tracking_uri: str) -> None:
     """Copy a logged model's folder out of the store, byte for byte (no second serialisation).
 

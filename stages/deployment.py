@@ -22,10 +22,10 @@ from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 
 from pipeline.errors import DataError
+from stages import subsample
 from stages.evaluation import Decision, Evaluation, Footprint, Importance, Selection
 from stages.modeling import Leaderboard, predict_with_proba
 from stages.preparation import conform_features
-from stages import subsample
 from stages.tuning import is_tuned, unwrap_search
 from stages.understanding import CATEGORICAL, CLASSIFICATION, NUMERIC, DataProfile
 

@@ -88,25 +88,23 @@ def evaluate_holdout(
     task: str,
     metric: str,
     tolerance_sd: float = 3.0,
-    fitted: Pipeline | None = None,
 ) -> Evaluation:
     """Refit the candidate on the whole training part and score it on the holdout.
 
     Args:
         candidate: The candidate's cross-validation result.
-        pipeline: Its unfitted pipeline (a clone is fitted, unless `fitted` is given).
+        pipeline: Its unfitted pipeline (a clone is fitted).
         split: Training part and holdout.
         task: The task.
         metric: The primary metric.
         tolerance_sd: Flag a holdout score further than this many expected standard
             deviations from the cross-validated mean (see `holdout_warnings`).
-        fitted: The pipeline already fitted on the training part, e.g. in a worker process.
 
     Returns:
         The evaluation.
     """
     classes = _classes(split, task)
-    model = fitted if fitted is not None else clone(pipeline).fit(split.X_train, split.y_train)
+    model = clone(pipeline).fit(split.X_train, split.y_train)
     pred, proba = predict_with_proba(model, split.X_test, classes)
     y_true = split.y_test.to_numpy()
     metrics = metrics_for(task)
@@ -192,7 +190,7 @@ def importance_rows(candidate: CandidateResult, n_train: int, n_features: int, n
     return int(min(hi, max(lo, affordable)))
 
 
-def score_on_holdout(pipeline: Pipeline, split: Split, task: str, fitted: Pipeline | None = None) -> dict[str, float]:
+def score_on_holdout(pipeline: Pipeline, split: Split, task: str) -> dict[str, float]:
     """Fit a clone of a pipeline on the training part and score it on the holdout.
 
     The gate uses it for the baseline, so that the margin over the baseline compares
@@ -202,13 +200,12 @@ def score_on_holdout(pipeline: Pipeline, split: Split, task: str, fitted: Pipeli
         pipeline: An unfitted pipeline.
         split: Training part and holdout.
         task: The task.
-        fitted: The pipeline already fitted on the training part.
 
     Returns:
         `{metric: holdout score}` for every metric of the task.
     """
     classes = _classes(split, task)
-    model = fitted if fitted is not None else clone(pipeline).fit(split.X_train, split.y_train)
+    model = clone(pipeline).fit(split.X_train, split.y_train)
     pred, proba = predict_with_proba(model, split.X_test, classes)
     return score_all(metrics_for(task), split.y_test.to_numpy(), pred, proba, classes)
 

@@ -16,10 +16,12 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import mlflow.sklearn
 import pandas as pd
 import pytest
 import requests
 from mlflow import MlflowClient
+from mlflow.models import infer_signature
 from servers_util import CRISPML, HOST, LIGHT_SERVER, MLFLOW, PLAIN_PATH, Server, clean_env, free_port, running
 from sklearn.compose import make_column_transformer
 from sklearn.linear_model import LogisticRegression
@@ -167,7 +169,8 @@ def test_a_model_saved_without_a_contract_is_served_with_its_signature(tmp_path:
     X = pd.DataFrame({"a": [0.5, 1.5, 2.5, 3.5], "b": ["x", "y", "x", "y"]})
     encode = make_column_transformer((OneHotEncoder(), ["b"]), remainder="passthrough")
     model = make_pipeline(encode, LogisticRegression()).fit(X, [0, 1, 0, 1])
-    tracking.save_model_dir(model, tmp_path / "model", X, [])
+    # A plain MLflow model folder, as a user saves it without crispml: a signature, no contract.
+    mlflow.sklearn.save_model(model, str(tmp_path / "model"), signature=infer_signature(X, model.predict(X)))
     scoring = tracking.scoring_app(str(tmp_path / "model"), f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert scoring.contract == contract_from_signature(("a", "b"), ("a",))
 
