@@ -49,7 +49,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.errors import ClusterError, ConfigError, Interrupted
-from pipeline.workers import NOT_IN_BUDGET, POLL_SECONDS, GroupDone, Outcome, Task, TaskDone
+from pipeline.workers import (
+    NOT_IN_BUDGET,
+    GroupDone,
+    Outcome,
+    Task,
+    TaskDone,
+    group_time,
+    next_check,
+    report_group,
+    run_task,
+    timed_out_error,
+)
 
 INSTALL_HINT = "--backend dask needs the 'distributed' package: pip install 'crispml[distributed]'"
 """The error when `distributed` is not installed."""
@@ -198,7 +209,7 @@ def _connect(scheduler: str) -> Iterator[Any]:
     import dask
     cluster = None
     if scheduler:
-        _knock(scheduler)
+        _knock(scheduler)  # again: the runner's `check_cluster` came before the store, and this is public
         try:
             client = distributed.Client(scheduler, timeout=CONNECT_SECONDS, set_as_default=False)
         except OSError as exc:
@@ -261,7 +272,6 @@ class _Done:
 class _Reply:
     """What a task sends back: its value or its error, and how long it ran on its worker."""
 
-    index: int
     ok: bool
     payload: Any
     seconds: float
@@ -288,7 +298,6 @@ class _Run:
         self.on_group_done = on_group_done
         self.on_task_done = on_task_done
         self.outcomes: list[Outcome | None] = [None] * len(tasks)
-        self.finished = 0
         self.inbox: queue.SimpleQueue[_Started | _Done] = queue.SimpleQueue()
         self.futures: list[Any] = []
         self.started: dict[int, float] = {}  # running tasks: when this process heard they started
@@ -323,12 +332,14 @@ class _Run:
 
     def wait(self, client: Any) -> None:
         """Take what the workers report until every task has an outcome, failing what overruns its budget."""
-        while self.finished < len(self.tasks):
+        while self._unfinished():
             self._enforce_budgets(client)
-            if self.finished == len(self.tasks):
+            if not self._unfinished():
                 return
             try:
-                message = self.inbox.get(timeout=self._next_check())
+                message = self.inbox.get(
+                    timeout=next_check(self.tasks, self.spent, self.started, self.group_seconds, self.deadline)
+                )
             except queue.Empty:
                 continue
             if isinstance(message, _Started):
@@ -346,6 +357,7 @@ class _Run:
         """Cancel what is left of this run on the cluster (a running task still runs to its end)."""
         with contextlib.suppress(Exception):  # the scheduler may already be gone
             client.unsubscribe_topic(self.topic)
+        with contextlib.suppress(Exception):
             client.cancel([self.futures[i] for i in self._unfinished() if i < len(self.futures)])
 
     def _outcome(self, index: int) -> Outcome:
@@ -385,47 +397,24 @@ class _Run:
         if self.group_seconds is None:
             return
         for group in {self.tasks[i].group for i in self.started}:
-            used, _ = self._used(group, now)
+            used, _ = group_time(group, self.tasks, self.spent, self.started, now)
             if used <= self.group_seconds:
                 continue
-            why = (
-                f"timed out: its fits ran for more than {self.group_seconds:g} s in total "
-                "(modeling.candidate_timeout); raise the limit or leave the model out"
-            )
+            why = timed_out_error(self.group_seconds)
             mine = [i for i in self._unfinished() if self.tasks[i].group == group]
             client.cancel([self.futures[i] for i in mine])  # drops the queued ones; a running one runs on
             for index in mine:
                 self.started.pop(index, None)
                 self._finish(index, Outcome(error=why))
 
-    def _used(self, group: str, now: float) -> tuple[float, int]:
-        running = [now - t for i, t in self.started.items() if self.tasks[i].group == group]
-        return self.spent.get(group, 0.0) + sum(running), len(running)
-
-    def _next_check(self) -> float:
-        now = time.monotonic()
-        waits = [POLL_SECONDS]
-        if self.deadline is not None:
-            waits.append(self.deadline - now + 0.01)
-        if self.group_seconds is not None:
-            for group in {self.tasks[i].group for i in self.started}:
-                used, running = self._used(group, now)
-                waits.append((self.group_seconds - used) / running + 0.01)
-        return max(0.01, min(waits))
-
     def _unfinished(self) -> list[int]:
         return [i for i, o in enumerate(self.outcomes) if o is None]
 
     def _finish(self, index: int, outcome: Outcome) -> None:
         self.outcomes[index] = outcome
-        self.finished += 1
-        group = self.tasks[index].group
-        if self.on_group_done is not None:
-            mine = [self.outcomes[i] for i, t in enumerate(self.tasks) if t.group == group]
-            if all(o is not None for o in mine):
-                self.on_group_done(group, mine)  # type: ignore[arg-type]
+        report_group(self.tasks[index].group, self.tasks, self.outcomes, self.on_group_done)
         if self.on_task_done is not None:
-            self.on_task_done(self.finished, len(self.tasks))
+            self.on_task_done(sum(o is not None for o in self.outcomes), len(self.tasks))
 
 
 def _identity(value: Any) -> Any:
@@ -439,10 +428,5 @@ def _attempt(fn: Callable[[Any, Any], Any], shared: Any, index: int, args: Any, 
     with contextlib.suppress(Exception):  # unheard, its time counts from its result instead
         get_worker().log_event(topic, index)
     start = time.monotonic()
-    try:
-        ok, payload = True, fn(shared, args)
-    except MemoryError as exc:
-        ok, payload = False, f"out of memory (MemoryError: {exc})"
-    except BaseException as exc:  # a task's failure is an outcome, as in the local pool
-        ok, payload = False, f"{type(exc).__name__}: {exc}"
-    return _Reply(index, ok, payload, time.monotonic() - start)
+    ok, payload = run_task(fn, shared, args)  # a task's failure is an outcome, as in the local pool
+    return _Reply(ok, payload, time.monotonic() - start)

@@ -164,7 +164,9 @@ def run_tasks(
         deadline: `time.monotonic()` value by which every task must be done; a task not
             started by then is not started, a running one is stopped, and both get
             `NOT_IN_BUDGET` as their error. None for no deadline.
-        backend: Where the tasks run.
+        backend: Where the tasks run. On `dask` the cluster's workers decide how many tasks
+            run at once and how much memory they may use, so `n_jobs` and `memory_bytes`
+            are not used (see `pipeline.dask_backend`).
 
     Returns:
         One outcome per task, in task order.
@@ -213,6 +215,63 @@ def _call(shared: Any, call: Callable[[], Any]) -> Any:
     return call()
 
 
+# The pieces of a pool that `pipeline.dask_backend` shares: the time-out message, a group's
+# clock, when to look at the clocks next, and a task's failure as an outcome.
+
+
+def timed_out_error(group_seconds: float) -> str:
+    """The error of every unfinished task of a group that ran out of its time budget."""
+    return (
+        f"timed out: its fits ran for more than {group_seconds:g} s in total "
+        "(modeling.candidate_timeout); raise the limit or leave the model out"
+    )
+
+
+def group_time(
+    group: str, tasks: Sequence[Task], spent: Mapping[str, float], running: Mapping[int, float], now: float
+) -> tuple[float, int]:
+    """Seconds a group's tasks have run (finished ones, plus the running ones so far) and how many run now.
+
+    Args:
+        group: The group.
+        tasks: All tasks.
+        spent: Seconds each group's finished tasks ran.
+        running: `{task index: time.monotonic() when it started}` of the running tasks.
+        now: `time.monotonic()`.
+    """
+    times = [now - t for i, t in running.items() if tasks[i].group == group]
+    return spent.get(group, 0.0) + sum(times), len(times)
+
+
+def next_check(
+    tasks: Sequence[Task],
+    spent: Mapping[str, float],
+    running: Mapping[int, float],
+    group_seconds: float | None,
+    deadline: float | None,
+) -> float:
+    """Seconds until a running group may overrun its budget or the deadline passes (at most `POLL_SECONDS`)."""
+    now = time.monotonic()
+    waits = [POLL_SECONDS]
+    if deadline is not None:
+        waits.append(deadline - now + 0.01)
+    if group_seconds is not None:
+        for group in {tasks[i].group for i in running}:
+            used, n_running = group_time(group, tasks, spent, running, now)
+            waits.append((group_seconds - used) / n_running + 0.01)
+    return max(0.01, min(waits))
+
+
+def run_task(fn: Callable[[Any, Any], Any], shared: Any, args: Any) -> tuple[bool, Any]:
+    """`(True, fn(shared, args))`, or `(False, error text)`: in a worker, a task's failure is an outcome."""
+    try:
+        return True, fn(shared, args)
+    except MemoryError as exc:
+        return False, f"out of memory (MemoryError: {exc})"
+    except BaseException as exc:  # a task's failure is an outcome
+        return False, f"{type(exc).__name__}: {exc}"
+
+
 def _run_here(
     fn: Callable[[Any, Any], Any],
     shared: Any,
@@ -227,7 +286,7 @@ def _run_here(
                 outcomes[i] = Outcome(value=fn(shared, task.args))
             except Exception as exc:  # a task's failure is an outcome
                 outcomes[i] = Outcome(error=f"{type(exc).__name__}: {exc}")
-            _report_group(task.group, tasks, outcomes, on_group_done)
+            report_group(task.group, tasks, outcomes, on_group_done)
             if on_task_done is not None:
                 on_task_done(i + 1, len(tasks))
     except KeyboardInterrupt as exc:
@@ -282,7 +341,10 @@ class _Pool:
                 busy = [w for w in self.workers if w.task is not None]
                 if not busy:
                     continue
-                ready = wait([x for w in busy for x in (w.conn, w.process.sentinel)], self._next_check())
+                ready = wait(
+                    [x for w in busy for x in (w.conn, w.process.sentinel)],
+                    next_check(self.tasks, self.spent, self._running(), self.group_seconds, self.deadline),
+                )
                 for worker in busy:
                     if worker.conn in ready or worker.process.sentinel in ready:
                         self._collect(worker)
@@ -336,9 +398,8 @@ class _Pool:
         self.workers.append(worker)
         return worker
 
-    def _used(self, group: str, now: float) -> tuple[float, int]:
-        running = [now - w.started for w in self.workers if w.task is not None and self.tasks[w.task].group == group]
-        return self.spent.get(group, 0.0) + sum(running), len(running)
+    def _running(self) -> dict[int, float]:
+        return {w.task: w.started for w in self.workers if w.task is not None}
 
     def _enforce_budgets(self) -> None:
         now = time.monotonic()
@@ -349,30 +410,16 @@ class _Pool:
                 self._finish(index, Outcome(error=NOT_IN_BUDGET))
         if self.group_seconds is None:
             return
-        for group in {self.tasks[w.task].group for w in self.workers if w.task is not None}:
-            used, _ = self._used(group, now)
+        running = self._running()
+        for group in {self.tasks[i].group for i in running}:
+            used, _ = group_time(group, self.tasks, self.spent, running, now)
             if used <= self.group_seconds:
                 continue
-            self.timed_out[group] = (
-                f"timed out: its fits ran for more than {self.group_seconds:g} s in total "
-                "(modeling.candidate_timeout); raise the limit or leave the model out"
-            )
+            self.timed_out[group] = timed_out_error(self.group_seconds)
             for worker in [w for w in self.workers if w.task is not None and self.tasks[w.task].group == group]:
                 index = worker.task
                 self._discard(worker)
                 self._finish(index, Outcome(error=self.timed_out[group]))
-
-    def _next_check(self) -> float:
-        now = time.monotonic()
-        waits = [POLL_SECONDS]
-        if self.deadline is not None:
-            waits.append(self.deadline - now + 0.01)
-        if self.group_seconds is None:
-            return max(0.01, min(waits))
-        for group in {self.tasks[w.task].group for w in self.workers if w.task is not None}:
-            used, running = self._used(group, now)
-            waits.append((self.group_seconds - used) / running + 0.01)
-        return max(0.01, min(waits))
 
     def _collect(self, worker: _Worker) -> None:
         index = worker.task
@@ -397,7 +444,7 @@ class _Pool:
 
     def _finish(self, index: int, outcome: Outcome) -> None:
         self.outcomes[index] = outcome
-        _report_group(self.tasks[index].group, self.tasks, self.outcomes, self.on_group_done)
+        report_group(self.tasks[index].group, self.tasks, self.outcomes, self.on_group_done)
         if self.on_task_done is not None:
             self.on_task_done(sum(o is not None for o in self.outcomes), len(self.tasks))
 
@@ -406,9 +453,10 @@ class _Pool:
         self.workers.remove(worker)
 
 
-def _report_group(
+def report_group(
     group: str, tasks: Sequence[Task], outcomes: Sequence[Outcome | None], on_group_done: GroupDone | None
 ) -> None:
+    """Call `on_group_done` once every task of `group` has an outcome (call it after each outcome)."""
     if on_group_done is None:
         return
     mine = [outcomes[i] for i, t in enumerate(tasks) if t.group == group]
@@ -477,12 +525,7 @@ def _serve(conn: Connection, parent: int, threads: int, memory_bytes: int | None
         if setup_error:
             conn.send((index, False, setup_error))
             continue
-        try:
-            reply = (index, True, fn(shared, args))
-        except MemoryError as exc:
-            reply = (index, False, f"out of memory (MemoryError: {exc})")
-        except BaseException as exc:  # a task's failure is an outcome
-            reply = (index, False, f"{type(exc).__name__}: {exc}")
+        reply = (index, *run_task(fn, shared, args))
         try:
             conn.send(reply)
         except Exception as exc:  # e.g. a result that cannot be pickled

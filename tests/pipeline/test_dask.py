@@ -13,9 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dask
+import numpy as np
+import pandas as pd
 import pytest
 from distributed import Client, LocalCluster
 from mlflow import MlflowClient
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
 
 from conftest import config_for
 from pipeline import dask_backend
@@ -23,6 +27,7 @@ from pipeline.dask_backend import check_cluster, run_on_dask
 from pipeline.errors import ClusterError, ConfigError, Interrupted
 from pipeline.runner import RunResult, run
 from pipeline.workers import NOT_IN_BUDGET, Backend, Task, run_tasks
+from stages.modeling import ModelSettings, build_candidates, compare_models, make_folds
 
 MODELS = {"modeling.models": ("baseline", "linear", "random_forest", "svm")}
 
@@ -198,6 +203,18 @@ def test_tasks_not_done_by_the_deadline_are_not_in_budget(cluster, tmp_path):
     outcomes = run_on_dask(_touch_and_sleep, str(tmp_path), tasks, cluster[0].scheduler_address, deadline=deadline)
     assert outcomes[0].error == ""
     assert [o.error for o in outcomes[1:]] == [NOT_IN_BUDGET] * 4
+    time.sleep(2.0)  # past the end of the two running slow tasks: the queued ones were cancelled, not started
+    assert (tmp_path / "slow-0").exists() and (tmp_path / "slow-1").exists()
+    assert not (tmp_path / "slow-2").exists() and not (tmp_path / "slow-3").exists()
+
+
+@pytest.mark.slow
+def test_a_groups_time_counts_while_its_tasks_run_not_while_they_queue(cluster, tmp_path):
+    # Two 1.5 s tasks hold both workers (3 s for their group); the four 0.2 s tasks queued behind
+    # them wait about 1.5 s each. Counting that wait, their group would use about 7 s of its 4 s budget.
+    tasks = [Task("first", ("first", i, 1.5)) for i in range(2)] + [Task("queued", ("queued", i, 0.2)) for i in range(4)]
+    outcomes = run_on_dask(_touch_and_sleep, str(tmp_path), tasks, cluster[0].scheduler_address, group_seconds=4.0)
+    assert [o.error for o in outcomes] == [""] * 6
 
 
 @pytest.mark.slow
@@ -259,6 +276,24 @@ def test_the_leaderboard_is_the_local_runs(runs):
     assert all(row.status == "ok" for row in runs.dask.leaderboard.rows)
     assert _board(runs.dask) == _board(runs.local)
     assert runs.dask.evaluation.model == runs.local.evaluation.model
+
+
+@pytest.mark.slow
+def test_a_second_comparison_on_the_same_workers_does_not_reuse_the_first_ones_prepared_folds(cluster):
+    # A cluster of your own keeps its workers, and each worker's cache of prepared folds,
+    # from one comparison to the next; two data sets prepared the same way must not mix.
+    scheduler = Backend("dask", cluster[0].scheduler_address)
+    candidates = build_candidates(["linear", "random_forest"], StandardScaler(), ModelSettings("regression", 0))
+    # The reference: each candidate prepares its own folds (an extra step turns the sharing off).
+    unshared = {name: Pipeline([p.steps[0], ("same", "passthrough"), p.steps[-1]]) for name, p in candidates.items()}
+    for seed in (0, 1):
+        rng = np.random.default_rng(seed)
+        X = pd.DataFrame(rng.normal(size=(200, 3)), columns=["a", "b", "c"])
+        y = X["a"] * (1 if seed == 0 else -3) + rng.normal(scale=0.1, size=200)
+        folds = make_folds(y, "regression", 3, 0)
+        on_dask = compare_models(candidates, X, y, folds, "regression", "r2", backend=scheduler)
+        here = compare_models(unshared, X, y, folds, "regression", "r2", n_jobs=1)
+        assert [(r.name, r.fold_scores) for r in on_dask.rows] == [(r.name, r.fold_scores) for r in here.rows]
 
 
 @pytest.mark.slow
