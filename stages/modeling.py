@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import math
 import os
-from collections import OrderedDict
 import socket
+import threading
 import time
 import uuid
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,18 +29,19 @@ from sklearn.calibration import CalibratedClassifierCV
 from sklearn.compose import TransformedTargetRegressor
 from sklearn.dummy import DummyClassifier, DummyRegressor
 from sklearn.ensemble import AdaBoostClassifier, AdaBoostRegressor, RandomForestClassifier, RandomForestRegressor
+from sklearn.kernel_approximation import Nystroem
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.kernel_approximation import Nystroem
 from sklearn.svm import SVC, SVR, LinearSVC, LinearSVR
 
 from pipeline.errors import DataError, Interrupted
 from pipeline.workers import LOCAL, NOT_IN_BUDGET, Backend, Outcome, Task, run_tasks
 from stages.metrics import METRICS, Metric, metrics_for, score_all
 from stages.subsample import RowSubsample
+from stages.tuning import default_name, is_tuned
 from stages.understanding import CLASSIFICATION, REGRESSION
 
 Folds = tuple[tuple[np.ndarray, np.ndarray], ...]
@@ -100,17 +102,17 @@ def _capped(estimator: BaseEstimator, s: ModelSettings, max_rows: int) -> BaseEs
     return estimator if s.n_rows <= max_rows else RowSubsample(estimator, max_rows=max_rows, random_state=s.seed)
 
 
+def _nystroem(linear_svm: BaseEstimator, s: ModelSettings) -> Pipeline:
+    """The RBF kernel approximated by `NYSTROEM_COMPONENTS` Nystroem features, then a linear SVM."""
+    return Pipeline([("kernel", Nystroem(n_components=NYSTROEM_COMPONENTS, random_state=s.seed)), ("svm", linear_svm)])
+
+
 def _svm_regression(s: ModelSettings) -> BaseEstimator:
     # SVR's defaults (C=1, epsilon=0.1) assume a target of unit scale: on body mass in
     # grams it scored r2 0.01; fitted on the standardised target, 0.85.
     if s.n_rows <= EXACT_SVM_MAX_ROWS:
         return TransformedTargetRegressor(SVR(), transformer=StandardScaler())
-    approx = Pipeline(
-        [
-            ("kernel", Nystroem(n_components=NYSTROEM_COMPONENTS, random_state=s.seed)),
-            ("svm", LinearSVR(dual="auto", random_state=s.seed, max_iter=5000)),
-        ]
-    )
+    approx = _nystroem(LinearSVR(dual="auto", random_state=s.seed, max_iter=5000), s)
     return _capped(TransformedTargetRegressor(approx, transformer=StandardScaler()), s, APPROX_SVM_MAX_ROWS)
 
 
@@ -119,12 +121,7 @@ def _svm_classification(s: ModelSettings) -> BaseEstimator:
     # SVC(probability=True)), for ROC AUC, log loss and probability columns.
     if s.n_rows <= EXACT_SVM_MAX_ROWS:
         return CalibratedClassifierCV(SVC(random_state=s.seed), ensemble=False)
-    approx = Pipeline(
-        [
-            ("kernel", Nystroem(n_components=NYSTROEM_COMPONENTS, random_state=s.seed)),
-            ("svm", LinearSVC(dual="auto", random_state=s.seed, max_iter=5000)),
-        ]
-    )
+    approx = _nystroem(LinearSVC(dual="auto", random_state=s.seed, max_iter=5000), s)
     return _capped(CalibratedClassifierCV(approx, ensemble=False, cv=3), s, APPROX_SVM_MAX_ROWS)
 
 
@@ -476,11 +473,10 @@ def complexity(name: str) -> float:
         The family's `ModelSpec.complexity`, plus `VARIANT_COMPLEXITY` for a variant;
         infinity for a name not in `MODELS`.
     """
-    family, _, variant = name.partition(":")
-    spec = MODELS.get(family)
+    spec = MODELS.get(default_name(name))
     if spec is None:
         return math.inf
-    return spec.complexity + (VARIANT_COMPLEXITY if variant else 0.0)
+    return spec.complexity + (VARIANT_COMPLEXITY if is_tuned(name) else 0.0)
 
 
 def _schedule(candidates: Mapping[str, Pipeline], n_folds: int, budgeted: bool, shared_prep: bool = True) -> list[Task]:
@@ -495,9 +491,9 @@ def _schedule(candidates: Mapping[str, Pipeline], n_folds: int, budgeted: bool, 
     if not budgeted and not shared_prep:
         return [Task(name, (name, i)) for name in candidates for i in range(n_folds)]
     if budgeted:  # defaults before any (costlier) tuned variant, each group cheapest first
-        names = sorted(candidates, key=lambda n: (":" in n, complexity(n)))
+        names = sorted(candidates, key=lambda n: (is_tuned(n), complexity(n)))
         return [Task(name, (name, i)) for name in names for i in range(n_folds)]
-    names = sorted(candidates, key=lambda n: (":" in n, complexity(n)), reverse=True)
+    names = sorted(candidates, key=lambda n: (is_tuned(n), complexity(n)), reverse=True)
     return [Task(name, (name, i)) for i in range(n_folds) for name in names]
 
 
@@ -579,6 +575,7 @@ PREPARED_CACHE_BYTES = 600 * 2**20
 """Most bytes of prepared (transformed) folds a worker process keeps for the next candidate on the same fold."""
 _prepared: OrderedDict[tuple[str, int], tuple[Any, Any, float]] = OrderedDict()
 """Per worker process: `(preprocessor key, fold) -> (prepared train rows, prepared test rows, seconds it took)`."""
+_prepared_lock = threading.Lock()
 
 
 def _run_fold(shared: tuple[Any, ...], args: tuple[str, int]) -> FoldResult:
@@ -606,26 +603,32 @@ def _prepare_fold(
     per fold and gives the prepared rows to each candidate it runs on that fold. The result
     is what the candidate's own pipeline would compute: the same fit on the same rows.
     """
-    if (key, index) in _prepared:
-        _prepared.move_to_end((key, index))
-        return _prepared[(key, index)]
-    for stale in [k for k in _prepared if k[0] != key]:  # another comparison's, or another preprocessor's
-        del _prepared[stale]
-    # Make room first: a new fold is about as large as a cached one, and holding both while
-    # preparing the new one would be the worker's peak memory on large data.
-    sizes = [_nbytes(a) + _nbytes(b) for a, b, _ in _prepared.values()]
-    while _prepared and sum(sizes) + max(sizes) > PREPARED_CACHE_BYTES:
-        _prepared.popitem(last=False)
-        sizes.pop(0)
+    with _prepared_lock:  # a Dask worker may run several tasks at once, in threads
+        if (key, index) in _prepared:
+            _prepared.move_to_end((key, index))
+            return _prepared[(key, index)]
+        for stale in [k for k in _prepared if k[0] != key]:  # another comparison's, or another preprocessor's
+            del _prepared[stale]
+        # Make room first: a new fold is about as large as a cached one, and holding both while
+        # preparing the new one would be the worker's peak memory on large data.
+        sizes = [_cached_bytes(entry) for entry in _prepared.values()]
+        while _prepared and sum(sizes) + max(sizes) > PREPARED_CACHE_BYTES:
+            _prepared.popitem(last=False)
+            sizes.pop(0)
     train, test = fold
     start = time.perf_counter()
     prep = clone(preprocessor)
     Xt_train = prep.fit_transform(X.iloc[train], y.iloc[train])
     Xt_test = prep.transform(X.iloc[test])
     entry = (Xt_train, Xt_test, time.perf_counter() - start)
-    if _nbytes(Xt_train) + _nbytes(Xt_test) + sum(sizes) <= PREPARED_CACHE_BYTES:
-        _prepared[(key, index)] = entry
+    with _prepared_lock:
+        if _cached_bytes(entry) + sum(_cached_bytes(e) for e in _prepared.values()) <= PREPARED_CACHE_BYTES:
+            _prepared[(key, index)] = entry
     return entry
+
+
+def _cached_bytes(entry: tuple[Any, Any, float]) -> int:
+    return _nbytes(entry[0]) + _nbytes(entry[1])
 
 
 def _nbytes(a: Any) -> int:

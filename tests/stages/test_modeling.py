@@ -213,6 +213,30 @@ def test_sharing_each_folds_preparation_gives_the_scores_of_separate_pipelines(m
     assert {r.name: r.fold_scores for r in a.rows} == {r.name: r.fold_scores for r in b.rows}
 
 
+class CountingScaler(StandardScaler):
+    """A scaler that counts its fits (the fits run in this process with n_jobs=1)."""
+
+    fits = 0
+
+    def fit(self, X, y=None, sample_weight=None):
+        CountingScaler.fits += 1
+        return super().fit(X, y, sample_weight)
+
+
+def test_each_folds_preparation_is_fitted_once_for_all_candidates_and_not_reused_by_the_next_comparison(monkeypatch):
+    monkeypatch.setattr(CountingScaler, "fits", 0)
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(120, 3)), columns=["a", "b", "c"])
+    y = pd.Series((X["a"] + rng.normal(scale=0.5, size=120) > 0).astype(int))
+    candidates = build_candidates(["baseline", "linear", "random_forest"], CountingScaler(), ModelSettings("binary", 0))
+    folds = make_folds(y, "binary", 3, 0)
+    first = compare_models(candidates, X, y, folds, "binary", "roc_auc", n_jobs=1)
+    assert CountingScaler.fits == 3  # once per fold, not once per (candidate, fold)
+    second = compare_models(candidates, X * 10, y, folds, "binary", "roc_auc", n_jobs=1)
+    assert CountingScaler.fits == 6  # a new comparison prepares its own data again
+    assert all(r.status == OK for r in first.rows + second.rows)
+
+
 def test_fits_start_costliest_first_fold_by_fold_or_cheapest_first_under_a_budget():
     from stages.modeling import _schedule
 
