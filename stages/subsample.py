@@ -16,8 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone, is_classifier
 from sklearn.pipeline import Pipeline
-from sklearn.utils import get_tags, resample
-from sklearn.utils._indexing import _safe_indexing
+from sklearn.utils import _safe_indexing, get_tags, resample
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import _num_samples, check_consistent_length, check_is_fitted
 
@@ -64,12 +63,9 @@ class RowSubsample(MetaEstimatorMixin, BaseEstimator):
             if sp.issparse(X):
                 X = X.tocsr()  # row-indexable
             stratify = np.asarray(y) if is_classifier(self.estimator) else None
-            try:
-                rows = resample(
-                    np.arange(n), replace=False, n_samples=self.max_rows, random_state=self.random_state, stratify=stratify
-                )
-            except ValueError:  # a class too rare to stratify: a plain random sample
-                rows = resample(np.arange(n), replace=False, n_samples=self.max_rows, random_state=self.random_state)
+            rows = resample(
+                np.arange(n), replace=False, n_samples=self.max_rows, random_state=self.random_state, stratify=stratify
+            )
             rows = np.sort(rows)
             X, y = _safe_indexing(X, rows), _safe_indexing(y, rows)
         self.estimator_ = clone(self.estimator).fit(X, y, **fit_params)

@@ -169,8 +169,6 @@ def tuned_candidates(candidates: Mapping[str, Pipeline], task: str, metric: str,
     )
     tuned = {}
     for name, pipeline in candidates.items():
-        if is_tuned(name):
-            continue
         *steps, (model_step, model) = pipeline.steps
         space = search_space(name, model)
         if not space:

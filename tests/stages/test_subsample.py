@@ -58,3 +58,16 @@ def test_unwrap_leaves_the_plain_fitted_estimator_with_the_same_predictions():
     np.testing.assert_array_equal(plain.predict_proba(X), fitted.predict_proba(X))
     untouched = Pipeline([("model", LogisticRegression())]).fit(X, y)
     assert unwrap(untouched) is untouched
+
+
+def test_a_sparse_matrix_in_any_format_is_sampled_by_row():
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(2)
+    dense = rng.normal(size=(300, 3))
+    y = (dense[:, 0] > 0).astype(int)
+    coo = sp.coo_matrix(dense)  # not row-indexable as it is
+    model = RowSubsample(LogisticRegression(), max_rows=100, random_state=0).fit(coo, y)
+    same = RowSubsample(LogisticRegression(), max_rows=100, random_state=0).fit(dense, y)
+    assert model.n_rows_used_ == 100
+    np.testing.assert_allclose(model.predict_proba(coo), same.predict_proba(dense), rtol=1e-6)

@@ -10,12 +10,12 @@ import pytest
 from sklearn.base import clone
 from sklearn.experimental import enable_halving_search_cv  # noqa: F401  (before importing the search)
 from sklearn.linear_model import LinearRegression, LogisticRegression
-from sklearn.model_selection import HalvingRandomSearchCV, ParameterSampler
+from sklearn.model_selection import HalvingRandomSearchCV, ParameterSampler, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
-from conftest import config_for
+from conftest import config_for, sqlite_uri
 from pipeline import cli, tracking
 from pipeline.files import MANIFEST
 from pipeline.runner import run
@@ -43,6 +43,8 @@ from stages.modeling import (
 )
 from stages.preparation import build_preprocessor, features_and_target, split_holdout
 from stages.tuning import (
+    FACTOR,
+    INNER_FOLDS,
     N_CANDIDATES,
     SPACES,
     default_name,
@@ -144,6 +146,9 @@ def test_a_tuned_candidate_searches_several_settings_and_unwraps_to_plain_estima
     assert search.n_candidates_[0] == N_CANDIDATES and len(search.n_candidates_) >= 2  # several rounds of halving
     assert len({str(p) for p in search.cv_results_["params"]}) > 1  # distinct settings were tried
     assert search.n_resources_[-1] > search.n_resources_[0]
+    assert search.n_resources_[-1] * FACTOR > search.max_resources_  # "exhaust": the last round uses (nearly) every row
+    assert repr(search.scoring) == repr(scorer("roc_auc", "binary"))  # ranked by the run's metric
+    assert isinstance(search.cv, StratifiedKFold) and search.cv.shuffle and search.cv.n_splits == INNER_FOLDS
     unwrapped = unwrap_search(fitted)
     forest = unwrapped.model.steps[-1][1]
     assert type(forest).__name__ == "RandomForestClassifier" and unwrapped.search == "HalvingRandomSearchCV"
@@ -184,9 +189,8 @@ def test_the_gain_is_positive_when_a_tuned_loss_is_lower():
     board = Leaderboard("regression", "rmse", ("rmse",), 2, rank(rows, METRICS["rmse"]))
     frame = annotated_leaderboard(board, select_model(board, BEST_MEAN, 0.05, 80, 20)).set_index("model")
     assert frame.loc["svm:tuned", "tuned_vs_default"] == pytest.approx(1.0)
-    assert "tuned_vs_default" not in annotated_leaderboard(
-        Leaderboard("regression", "rmse", ("rmse",), 2, rows[:1]), select_model(Leaderboard("regression", "rmse", ("rmse",), 2, rows[:1]), BEST_MEAN, 0.05, 80, 20)
-    )
+    untuned = Leaderboard("regression", "rmse", ("rmse",), 2, rows[:1])
+    assert "tuned_vs_default" not in annotated_leaderboard(untuned, select_model(untuned, BEST_MEAN, 0.05, 80, 20))
 
 
 def test_nested_search_on_the_outer_folds_then_refit_and_save_without_trusting_the_search(frame, tmp_path):
@@ -207,8 +211,13 @@ def test_nested_search_on_the_outer_folds_then_refit_and_save_without_trusting_t
     assert final.manifest["estimator"] == "LogisticRegression" and final.manifest["model"] == "linear:tuned"
     assert set(final.manifest["tuning"]["best_params"]) == {"C"} and final.manifest["tuning"]["search"] == "HalvingRandomSearchCV"
     assert final.model.steps[-1][1].C == final.manifest["tuning"]["best_params"]["C"]
-    tracking.save_model_dir(final.model, tmp_path / "model", final.input_example, [], None)  # skops, crispml's trusted types only
-    loaded = tracking.load_model(str(tmp_path / "model"), "sqlite:///" + str(tmp_path / "unused.db"))
+    # Saved as a run saves it: logged with skops and crispml's trusted types only, then copied out of the store.
+    uri = sqlite_uri(tmp_path / "mlruns")
+    tracking.check_store(uri, writable=True)
+    with tracking.pipeline_run(uri, "tuned", "save") as tracker:
+        logged = tracker.log_model(final.model, final.input_example, [], "")
+    tracking.copy_logged_model(logged.uri, tmp_path / "model", uri)
+    loaded = tracking.load_model(str(tmp_path / "model"), uri)
     assert (loaded.model.predict(X) == final.model.predict(X)).all()
 
 
@@ -238,4 +247,3 @@ def test_a_tuned_penguins_run_shows_tuned_against_default_and_exports_a_plain_mo
     cli._print_summary(result, 1.0)
     printed = capsys.readouterr().out
     assert "vs_default" in printed and "linear:tuned" in printed
-    print(printed)  # shown with pytest -s: what a tuned run prints
