@@ -168,7 +168,7 @@ def main() -> None:
         for name in names:
             ds = DATASETS[name]
             path = data_file(ds, folder)
-            n_rows = len(pd.read_parquet(path, columns=[ds.target])) if path.suffix == ".parquet" else len(pd.read_csv(path))
+            n_rows = ds.rows or len(pd.read_csv(path, usecols=[ds.target]))  # generated sets know their size
             plain_cmd = [sys.executable, str(ROOT / "benchmarks" / "plain_loop.py"), "--data", str(path), "--target", ds.target, "--task", ds.task]
             plain, ours = [], []
             for i in range(args.large_repeats if ds.rows >= 100_000 else args.repeats):
@@ -194,9 +194,9 @@ def summarise(name: str, n_rows: int, plain: list[Measure], ours: list[Measure])
     a = statistics.median(m.seconds for m in finished) if finished else None
     b = statistics.median(m.seconds for m in ours)
     last = ours[-1].output
-    chosen_score = last.get("leaderboard", [{}])
+    leaderboard = last.get("leaderboard", [{}])
     chosen = last.get("chosen_model", "?")
-    cv = next((r["mean"][last["metric"]] for r in chosen_score if r.get("model") == chosen), None)
+    cv = next((r["mean"][last["metric"]] for r in leaderboard if r.get("model") == chosen), None)
     return {
         "dataset": name,
         "rows": n_rows,
