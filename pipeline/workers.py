@@ -45,6 +45,8 @@ WATCHDOG_SECONDS = 1.0
 """How often a worker checks that the process that started it is still there."""
 MIN_AUTO_MEMORY = 2 << 30
 """The automatic memory limit per worker is never below 2 GiB of address space."""
+_BEGUN = "begun"
+"""A worker's first message about a task: it has begun it (after its own start-up), so its time counts from now."""
 
 
 GroupDone = Callable[[str, list["Outcome"]], None]
@@ -299,7 +301,7 @@ class _Worker:
     process: Any
     conn: Connection
     task: int | None = None
-    started: float = 0.0
+    started: float | None = None  # when the worker said it began the task; None while it is still starting up
 
 
 class _Pool:
@@ -378,7 +380,7 @@ class _Pool:
                 self._discard(worker)
                 self.pending.appendleft(index)
                 continue
-            worker.task, worker.started = index, time.monotonic()
+            worker.task, worker.started = index, None  # the clock starts when the worker says it began
 
     def _start_worker(self) -> _Worker:
         parent_end, child_end = self.context.Pipe()
@@ -399,7 +401,8 @@ class _Pool:
         return worker
 
     def _running(self) -> dict[int, float]:
-        return {w.task: w.started for w in self.workers if w.task is not None}
+        """The tasks whose fits have begun, with when: a worker still starting up is not charged."""
+        return {w.task: w.started for w in self.workers if w.task is not None and w.started is not None}
 
     def _enforce_budgets(self) -> None:
         now = time.monotonic()
@@ -427,8 +430,13 @@ class _Pool:
             return
         message = None
         try:
-            if worker.conn.poll():
+            while worker.conn.poll():
                 message = worker.conn.recv()
+                if message[1] != _BEGUN:
+                    break
+                worker.started, message = time.monotonic(), None  # the fit begins: start its clock
+                if not worker.conn.poll():
+                    return
         except (OSError, EOFError):
             message = None
         if message is None:
@@ -438,7 +446,8 @@ class _Pool:
             return
         _, ok, payload = message
         group = self.tasks[index].group
-        self.spent[group] = self.spent.get(group, 0.0) + time.monotonic() - worker.started
+        begun = worker.started if worker.started is not None else time.monotonic()
+        self.spent[group] = self.spent.get(group, 0.0) + time.monotonic() - begun
         worker.task = None
         self._finish(index, Outcome(value=payload) if ok else Outcome(error=payload))
 
@@ -525,6 +534,7 @@ def _serve(conn: Connection, parent: int, threads: int, memory_bytes: int | None
         if setup_error:
             conn.send((index, False, setup_error))
             continue
+        conn.send((index, _BEGUN))  # the parent's clock for this task starts now, not while this worker started up
         reply = (index, *run_task(fn, shared, args))
         try:
             conn.send(reply)

@@ -93,8 +93,8 @@ def by_name(board: modeling.Leaderboard) -> dict[str, modeling.CandidateResult]:
 def test_a_hanging_candidate_is_stopped_at_its_time_limit_and_the_others_finish():
     X, y = classification_data()
     start = time.monotonic()
-    # The limit counts from when a fit is handed to a worker, a fresh worker's start-up
-    # included: 8 s leaves room for that on a loaded 2-core machine.
+    # The limit counts a candidate's fits from when each one begins on its worker, not the
+    # worker's start-up (tests/pipeline/test_workers.py); 8 s is far above linear's fits.
     board = compare_models(with_good_ones(sleepy=Sleepy()), X, y, make_folds(y, "binary", 3, 0), "binary", "accuracy", n_jobs=2, timeout=8)
     elapsed = time.monotonic() - start
     rows = by_name(board)

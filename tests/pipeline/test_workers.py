@@ -1,0 +1,70 @@
+"""The worker pool: a group's clock counts its fits, not the pool's own start-up or a busy machine."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+
+import pytest
+
+from pipeline.workers import Task, run_tasks
+
+
+class SlowToUnpickle:
+    """Shared data whose unpickling in a fresh worker takes `seconds`: a worker's start-up, made slow on purpose."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def __reduce__(self):
+        return (_slow_rebuild, (self.seconds,))
+
+
+def _slow_rebuild(seconds: float) -> SlowToUnpickle:
+    time.sleep(seconds)
+    return SlowToUnpickle(seconds)
+
+
+def _quick(shared, args):
+    return args * 2
+
+
+def _sleep(shared, seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+def _burn(stop_at: float) -> None:
+    while time.monotonic() < stop_at:
+        pass
+
+
+@pytest.fixture
+def both_cores_busy():
+    """Two processes that keep both cores busy while the test runs (the machine CI may be on)."""
+    stop_at = time.monotonic() + 60
+    hogs = [multiprocessing.get_context("spawn").Process(target=_burn, args=(stop_at,), daemon=True) for _ in range(2)]
+    for hog in hogs:
+        hog.start()
+    yield
+    for hog in hogs:
+        hog.kill()
+        hog.join()
+
+
+def test_a_slow_worker_start_up_is_not_charged_to_the_fits(both_cores_busy):
+    # Each fresh worker takes 4 s to start (unpickling the shared data), far over the 1.5 s
+    # limit; the fits themselves take microseconds. Charging start-up would time them out.
+    tasks = [Task(group, i) for group in ("a", "b") for i in range(3)]
+    outcomes = run_tasks(_quick, SlowToUnpickle(4.0), tasks, n_jobs=2, group_seconds=1.5)
+    assert [o.error for o in outcomes] == [""] * len(tasks)
+    assert [o.value for o in outcomes] == [t.args * 2 for t in tasks]
+
+
+def test_a_group_over_its_limit_still_times_out_and_the_others_finish(both_cores_busy):
+    tasks = [Task("slow", 30.0), Task("quick", 0.1), Task("quick", 0.2)]
+    start = time.monotonic()
+    outcomes = run_tasks(_sleep, None, tasks, n_jobs=2, group_seconds=2.0)
+    assert "timed out: its fits ran for more than 2 s in total" in outcomes[0].error
+    assert [o.value for o in outcomes[1:]] == [0.1, 0.2]
+    assert time.monotonic() - start < 25  # stopped long before its 30 s sleep, with room for a loaded machine
