@@ -352,6 +352,8 @@ def _summary(result: Any, elapsed: float) -> dict[str, Any]:
                 "diff_vs_top": c.mean_diff if c else None,
                 "p_value": c.p_value if c else None,
                 "within_noise": bool(c and c.within_noise),
+                "p_worse": c.p_worse if c else None,
+                "equivalent": bool(c and c.equivalent),
                 "mean": {m: r.mean(m) for m in board.metrics},
                 "std": {m: r.std(m) for m in board.metrics},
                 "fit_seconds": r.fit_seconds,
@@ -362,11 +364,20 @@ def _summary(result: Any, elapsed: float) -> dict[str, Any]:
         {
             "task": result.profile.task,
             "target": result.profile.target,
+            "data_step": result.profile.data_step(),
             "metric": board.metric,
             "folds": board.n_folds,
             "leaderboard": rows,
             "chosen_model": result.evaluation.model,
-            "selection": {"rule": selection.rule, "alpha": selection.alpha, "top": selection.top, "reason": selection.reason},
+            "selection": {
+                "rule": selection.rule,
+                "alpha": selection.alpha,
+                "tolerance": selection.tolerance,
+                "tolerance_basis": selection.tolerance_basis,
+                "top": selection.top,
+                "chosen": selection.chosen,
+                "reason": selection.reason,
+            },
             "holdout": result.evaluation.holdout,
             "warnings": list(result.evaluation.warnings),
             "decision": result.decision.label,
@@ -404,8 +415,11 @@ def _print_summary(result: Any, elapsed: float) -> None:
         shown.append(m)
     frame["diff_vs_top"] = frame["diff_vs_top"].map(lambda v: "-" if math.isnan(v) else f"{v:+.4f}")
     frame["p_value"] = frame["p_value"].map(lambda v: "-" if math.isnan(v) else f"{v:.3g}")
+    frame["p_worse"] = [
+        "-" if math.isnan(v) else f"{v:.1%}" + (" =" if same else "") for v, same in zip(frame["p_worse"], frame["equivalent"])
+    ]
     frame["fit_s"] = frame["fit_seconds"].map(lambda v: "-" if math.isnan(v) else f"{v:.2f}")
-    shown += ["diff_vs_top", "p_value", "fit_s"]
+    shown += ["diff_vs_top", "p_value", "p_worse", "fit_s"]
     tuned = "tuned_vs_default" in frame
     if tuned:
         frame["vs_default"] = frame["tuned_vs_default"].map(lambda v: "" if math.isnan(v) else f"{v:+.4f}")
@@ -413,8 +427,9 @@ def _print_summary(result: Any, elapsed: float) -> None:
     print(f"\nLeaderboard ({board.n_folds}-fold CV, ranked by {board.metric}):")
     print(frame[shown].to_string(index=False))
     print(
-        f"  diff_vs_top: mean {board.metric} minus the top one's; p_value: corrected resampled t-test against it "
-        f"(alpha {selection.alpha:g}); * chosen"
+        f"  diff_vs_top: mean {board.metric} minus the top one's; p_value: corrected resampled t-test against it; "
+        f"p_worse: chance of losing more than the tolerance ({selection.tolerance_basis}) against it, by the Bayesian "
+        f"correlated t-test; = practically as good (p_worse at most {selection.alpha * 100:g}%); * chosen"
     )
     if tuned:
         print(f"  vs_default: a :tuned row's mean {board.metric} minus its default's, positive when tuning helped")

@@ -20,8 +20,8 @@ from typing import Any
 
 from pipeline.errors import ConfigError, did_you_mean
 from pipeline.workers import BACKENDS
-from stages.evaluation import SELECTION_RULES
-from stages.metrics import METRICS
+from stages.evaluation import DEPRECATED_RULES, SELECTION_RULES, SIMPLEST_EQUIVALENT
+from stages.metrics import DEFAULT_RELATIVE_TOLERANCE, DEFAULT_TOLERANCE, METRICS
 from stages.modeling import MODELS
 from stages.understanding import TASKS
 
@@ -139,15 +139,25 @@ class EvaluationConfig:
     """How the model is chosen from the leaderboard and checked on the holdout.
 
     Attributes:
-        selection: `simplest_within_noise` (among the candidates not significantly worse
-            than the top one, the simplest) or `best_mean` (the top one by mean score).
-        alpha: Significance level of the corrected resampled t-test between candidates.
+        selection: `simplest_equivalent` (among the candidates practically as good as the
+            top one, the simplest) or `best_mean` (the top one by mean score).
+            `simplest_within_noise` is a deprecated name for `simplest_equivalent`.
+        alpha: The largest accepted chance that a simpler candidate loses more than the
+            tolerance against the top one (Bayesian correlated t-test); also the significance
+            level of the corrected resampled t-test the leaderboard shows.
+        tolerance: The largest loss against the top one, in the metric's units, that a
+            simpler model may cost, for metrics with a fixed scale (r2, accuracy,
+            balanced_accuracy, f1_macro, roc_auc). 0 accepts only a candidate known not to lose.
+        relative_tolerance: The same as a share of the top one's mean score, for metrics
+            whose scale is the data's (rmse, mae, log_loss): 0.01 is 1%.
         holdout_tolerance_sd: The holdout score is flagged when it is further than this
             many expected standard deviations from the cross-validated mean.
     """
 
-    selection: str = "simplest_within_noise"
+    selection: str = SIMPLEST_EQUIVALENT
     alpha: float = 0.05
+    tolerance: float = DEFAULT_TOLERANCE
+    relative_tolerance: float = DEFAULT_RELATIVE_TOLERANCE
     holdout_tolerance_sd: float = 3.0
 
 
@@ -396,16 +406,7 @@ def validate(config: Config) -> Config:
     if m.folds < 2:
         problems.append(f"modeling.folds must be at least 2, got {m.folds}")
     problems += _business_problems(b)
-    e = config.evaluation
-    if e.selection not in SELECTION_RULES:
-        problems.append(
-            f"evaluation.selection '{e.selection}' is unknown{did_you_mean(e.selection, SELECTION_RULES)}; "
-            f"use {' or '.join(SELECTION_RULES)}"
-        )
-    if not 0.0 < e.alpha < 1.0:
-        problems.append(f"evaluation.alpha must be between 0 and 1 (a significance level, e.g. 0.05), got {e.alpha}")
-    if not e.holdout_tolerance_sd > 0.0:
-        problems.append(f"evaluation.holdout_tolerance_sd must be positive (e.g. 3.0), got {e.holdout_tolerance_sd}")
+    problems += _evaluation_problems(config.evaluation)
     if m.n_jobs == 0:
         problems.append("modeling.n_jobs must not be 0; use -1 for every core or a positive count")
     if not (math.isfinite(m.candidate_timeout) and m.candidate_timeout >= 0):
@@ -442,6 +443,33 @@ def min_score_problem(min_score: float | None, metric: str) -> str:
         span = f"at most {high:g}" if low == -math.inf else f"between {low:g} and {high:g}" if high < math.inf else f"at least {low:g}"
         return f"business.min_score {min_score:g} is impossible for {metric}, whose scores are {span}; fix min_score"
     return ""
+
+
+def _evaluation_problems(e: EvaluationConfig) -> list[str]:
+    problems = []
+    if e.selection not in SELECTION_RULES and e.selection not in DEPRECATED_RULES:
+        problems.append(
+            f"evaluation.selection '{e.selection}' is unknown{did_you_mean(e.selection, [*SELECTION_RULES, *DEPRECATED_RULES])}; "
+            f"use {' or '.join(SELECTION_RULES)}"
+        )
+    if not 0.0 < e.alpha < 1.0:
+        problems.append(
+            f"evaluation.alpha must be between 0 and 1 (the largest accepted chance of losing more than the "
+            f"tolerance, e.g. 0.05), got {e.alpha}"
+        )
+    if not (math.isfinite(e.tolerance) and e.tolerance >= 0.0):
+        problems.append(
+            f"evaluation.tolerance must be a finite number of 0 or more (the largest loss a simpler model may cost, "
+            f"in the metric's units, e.g. {DEFAULT_TOLERANCE}), got {e.tolerance}"
+        )
+    if not (math.isfinite(e.relative_tolerance) and 0.0 <= e.relative_tolerance < 1.0):
+        problems.append(
+            f"evaluation.relative_tolerance must be at least 0 and below 1 (a share of the top model's score, "
+            f"e.g. {DEFAULT_RELATIVE_TOLERANCE} for 1%), got {e.relative_tolerance}"
+        )
+    if not e.holdout_tolerance_sd > 0.0:
+        problems.append(f"evaluation.holdout_tolerance_sd must be positive (e.g. 3.0), got {e.holdout_tolerance_sd}")
+    return problems
 
 
 def _business_problems(b: BusinessConfig) -> list[str]:

@@ -182,7 +182,8 @@ def cv_scores_plot(board: Leaderboard, selection: Selection) -> bytes:
     """Box plot of each candidate's per-fold scores: the leaderboard at a glance.
 
     Candidates are drawn best first from the top, the chosen one highlighted, each
-    labelled with its p-value against the top one.
+    labelled with its chance of losing more than the tolerance against the top one
+    (`Comparison.p_worse`), marked `≈ top` when that makes it practically as good.
 
     Args:
         board: The leaderboard.
@@ -195,7 +196,7 @@ def cv_scores_plot(board: Leaderboard, selection: Selection) -> bytes:
     labels = []
     for r in rows:
         c = selection.comparison(r.name)
-        note = "top" if r.name == selection.top else (f"p={c.p_value:.2g}" if c else "")
+        note = "top" if r.name == selection.top else (f"p_worse {c.p_worse:.0%}" + (", ≈ top" if c.equivalent else "") if c else "")
         labels.append(f"{r.name} ({note})" + (" *chosen*" if r.name == selection.chosen else ""))
     fig = _figure(7.5, max(2.5, 1.4 + 0.55 * len(rows)))
     ax = fig.add_subplot()
@@ -215,7 +216,8 @@ def cv_scores_plot(board: Leaderboard, selection: Selection) -> bytes:
         ax.set_yticks(range(1, len(rows) + 1), labels)
     ax.set_xlabel(f"{board.metric} per fold ({board.n_folds}-fold CV)")
     ax.set_title(
-        f"Cross-validated {board.metric}, p-values against the top one\nchosen: {selection.chosen} by {selection.rule}",
+        f"Cross-validated {board.metric}; chosen: {selection.chosen} by {selection.rule}\n"
+        f"p_worse: chance of losing more than {selection.tolerance:.4g} against the top one",
         fontsize="medium",
     )
     ax.grid(axis="x", alpha=0.3)
@@ -248,11 +250,13 @@ def loss_curve_plot(estimator: object) -> bytes | None:
     """The training loss per epoch of a network (and its validation score under early stopping).
 
     Args:
-        estimator: A fitted estimator.
+        estimator: A fitted estimator; a `TransformedTargetRegressor` is looked into (the
+            regression MLP learns a standardised target, so its loss is in those units).
 
     Returns:
         PNG bytes, or None when the estimator has no loss curve (it is not an MLP).
     """
+    estimator = getattr(estimator, "regressor_", estimator)
     loss = getattr(estimator, "loss_curve_", None)
     if loss is None:
         return None

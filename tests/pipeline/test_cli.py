@@ -39,6 +39,13 @@ def test_run_json_uses_the_default_data_and_local_store(tmp_path):
     assert [r["model"] for r in out["leaderboard"]] == ["linear", "baseline"]
     assert out["leaderboard"][0]["status"] == "ok" and 0.9 < out["leaderboard"][0]["mean"]["accuracy"] <= 1
     assert out["chosen_model"] == "linear" and set(out["holdout"]) >= {"accuracy", "roc_auc"}
+    top, baseline = out["leaderboard"]
+    assert top["p_worse"] == 0.0 and top["equivalent"] is True
+    assert baseline["p_worse"] > 0.99 and baseline["equivalent"] is False and baseline["within_noise"] is False
+    selection = out["selection"]
+    assert selection["rule"] == "simplest_equivalent" and selection["chosen"] == "linear" and selection["top"] == "linear"
+    assert selection["tolerance"] == 0.005 and selection["tolerance_basis"] == "0.005 balanced_accuracy"
+    assert "0.005 balanced_accuracy" in selection["reason"]
     assert out["registered_model_uri"] == "models:/penguins@champion"
     assert out["tracking_uri"] == "sqlite:///mlruns/mlflow.db"
     assert (tmp_path / "mlruns" / "mlflow.db").is_file()
@@ -54,6 +61,10 @@ def test_run_prints_progress_and_a_leaderboard(tmp_path):
     assert "Leaderboard (3-fold CV, ranked by balanced_accuracy)" in proc.stdout
     assert "To look at it: crispml ui --experiment demo" in proc.stdout
     assert "Chosen: linear" in proc.stdout and (tmp_path / "models" / "demo" / "model" / "MLmodel").is_file()
+    header = next(line for line in proc.stdout.splitlines() if line.lstrip().startswith("rank"))
+    assert header.split()[-4:] == ["diff_vs_top", "p_value", "p_worse", "fit_s"]
+    assert "p_worse: chance of losing more than the tolerance (0.005 balanced_accuracy)" in proc.stdout
+    assert "Chosen: linear, by simplest_equivalent: linear has the best mean balanced_accuracy" in proc.stdout
 
 
 def test_predict_scores_every_row(penguins_run, tmp_path):

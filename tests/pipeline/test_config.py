@@ -89,21 +89,32 @@ def test_business_criteria_and_evaluation_settings_load(tmp_path):
         write(
             tmp_path,
             '[business]\nobjective = "Sort penguins"\nmin_score = 1\nmin_margin_over_baseline = 0.1\nmax_model_mb = 5\n'
-            '[evaluation]\nselection = "best_mean"\nalpha = 0.1\n',
+            '[evaluation]\nselection = "best_mean"\nalpha = 0.1\ntolerance = 0.01\nrelative_tolerance = 0\n',
         )
     )
     b = config.business
     assert b.objective == "Sort penguins" and b.min_score == 1.0 and isinstance(b.min_score, float)
     assert b.min_margin_over_baseline == 0.1 and b.max_model_mb == 5.0 and b.max_latency_ms_per_row is None
-    assert config.evaluation.selection == "best_mean" and config.evaluation.alpha == 0.1
+    e = config.evaluation
+    assert e.selection == "best_mean" and e.alpha == 0.1 and e.tolerance == 0.01
+    assert e.relative_tolerance == 0.0 and isinstance(e.relative_tolerance, float)
     defaults = Config()
-    assert defaults.business.min_score is None and defaults.evaluation.selection == "simplest_within_noise"
+    assert defaults.business.min_score is None and defaults.evaluation.selection == "simplest_equivalent"
+    assert defaults.evaluation.tolerance == 0.005 and defaults.evaluation.relative_tolerance == 0.01
+    # The old rule's name still loads; it now stands for simplest_equivalent (see stages.evaluation).
+    old = load_config(write(tmp_path, '[evaluation]\nselection = "simplest_within_noise"\n'))
+    assert old.evaluation.selection == "simplest_within_noise"
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ('[evaluation]\nselection = "simplest_within_noice"\n', r"evaluation.selection 'simplest_within_noice' is unknown; did you mean 'simplest_within_noise'\?"),
+        ('[evaluation]\nselection = "simplest_equivalnt"\n', r"evaluation.selection 'simplest_equivalnt' is unknown; did you mean 'simplest_equivalent'\?; use simplest_equivalent or best_mean"),
+        ("[evaluation]\ntolerance = -0.01\n", r"evaluation.tolerance must be a finite number of 0 or more \(the largest loss a simpler model may cost, in the metric's units, e.g. 0.005\), got -0.01"),
+        ("[evaluation]\ntolerance = inf\n", r"evaluation.tolerance must be a finite number of 0 or more .*, got inf"),
+        ("[evaluation]\nrelative_tolerance = 1.5\n", r"evaluation.relative_tolerance must be at least 0 and below 1 \(a share of the top model's score, e.g. 0.01 for 1%\), got 1.5"),
+        ("[evaluation]\nrelative_tolerance = nan\n", r"evaluation.relative_tolerance must be at least 0 and below 1 .*, got nan"),
+        ('[evaluation]\ntolerance = "small"\n', r"evaluation.tolerance must be float, got str 'small'"),
         ("[evaluation]\nalpha = 0.0\n", r"evaluation.alpha must be between 0 and 1"),
         ("[evaluation]\nholdout_tolerance_sd = -1.0\n", r"evaluation.holdout_tolerance_sd must be positive"),
         ('[business]\nmin_score = "high"\n', r"business.min_score must be float \(leave the key out for none\), got str 'high'"),

@@ -62,7 +62,7 @@ def test_a_go_run_then_a_no_go_rerun_leaves_the_champion_and_the_export_untouche
     assert go.decision.go and go.decision.reasons == () and go.registered == "models:/penguins@champion"
     tags = client.get_run(go.run_id).data.tags
     assert tags["crispml.decision"] == "go" and tags["crispml.chosen_model"] == "linear"
-    assert tags["crispml.selection_rule"] == "simplest_within_noise" and "linear" in tags["crispml.selection_reason"]
+    assert tags["crispml.selection_rule"] == "simplest_equivalent" and "linear" in tags["crispml.selection_reason"]
     assert json.loads(download(uri, go.run_id, "decision.json").read_text())["decision"] == "go"
     assert pngs(download(uri, go.run_id, "plots")) == CLASSIFICATION_PLOTS | ALL_TASKS_PLOTS
     understanding = download(uri, go.run_id, "understanding")

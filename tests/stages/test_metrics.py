@@ -29,3 +29,14 @@ def test_regression_metrics():
     assert scores["mae"] == pytest.approx(2 / 3)
     assert scores["rmse"] == pytest.approx(np.sqrt(4 / 3))
     assert not METRICS["rmse"].greater_is_better and METRICS["r2"].greater_is_better
+
+
+def test_each_metric_says_how_its_tolerance_is_read():
+    relative = {name for name, m in METRICS.items() if m.relative_tolerance}
+    assert relative == {"rmse", "mae", "log_loss"}  # no fixed scale: a share of the top one's score
+    assert METRICS["balanced_accuracy"].tolerance(0.9) == (0.005, "0.005 balanced_accuracy")
+    assert METRICS["r2"].tolerance(-0.3, absolute=0.02) == (0.02, "0.02 r2")
+    value, basis = METRICS["rmse"].tolerance(250.0)
+    assert value == pytest.approx(2.5) and basis == "1% of the top one's 250 rmse = 2.5"
+    assert METRICS["log_loss"].tolerance(0.2, relative=0.05)[0] == pytest.approx(0.01)
+    assert METRICS["mae"].tolerance(float("nan"))[0] == 0.0
