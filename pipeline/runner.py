@@ -17,7 +17,7 @@ from pipeline import tracking, workers
 from pipeline.config import Config, min_score_problem
 from pipeline.errors import ConfigError, DataError, Interrupted
 from pipeline.files import export_model_dir, read_table, verify_export, write_table
-from stages import deployment, evaluation, modeling, preparation, reporting, tuning, understanding
+from stages import cleaning, deployment, evaluation, modeling, preparation, reporting, tuning, understanding
 from stages.metrics import DEFAULT_METRIC, METRICS
 
 
@@ -170,9 +170,21 @@ class _Assessed:
 
 
 def _understand_and_prepare(config: Config, data: pd.DataFrame, progress: Progress) -> _Prepared:
-    """Business and data understanding, then preparation: the holdout is set aside before anything is learnt."""
+    """Business and data understanding, then preparation: the holdout is set aside before anything is learnt.
+
+    The data step's rules (missing markers, spaces, numbers, dates) are decided from each
+    column's values alone, so deciding them on every row before the split leaks nothing.
+    """
+    cleaned = cleaning.clean_data(data, config.business.target, keep_text=config.data.categorical)
+    data = cleaned.frame
     profile = understanding.profile_data(
-        data, config.business.target, config.business.task, source=str(config.data.path), categorical=config.data.categorical
+        data,
+        config.business.target,
+        config.business.task,
+        source=str(config.data.path),
+        categorical=config.data.categorical,
+        cleaning=cleaned.report,
+        seed=config.seed,
     )
     metric = resolve_metric(config.business.metric, profile.task)
     problem = min_score_problem(config.business.min_score, metric)
@@ -246,7 +258,10 @@ def _model(
     if best is None:
         errors = "; ".join(f"{r.name}: {r.error}" for r in board.rows)
         raise DataError(f"every candidate failed to fit ({errors}); check the data or the model list")
-    selection = evaluation.select_model(board, config.evaluation.selection, config.evaluation.alpha, *_fold_sizes(folds))
+    e = config.evaluation
+    selection = evaluation.select_model(
+        board, e.selection, e.alpha, *_fold_sizes(folds), tolerance=e.tolerance, relative_tolerance=e.relative_tolerance
+    )
     tracker.log_frame(evaluation.annotated_leaderboard(board, selection), "leaderboard.csv")
     tracker.set_tags(
         {
@@ -424,7 +439,9 @@ def predict(model: str, data_path: Path, out_path: Path, tracking_uri: str, over
     """Batch scoring: check and load a saved model, score a file against its data contract, write the scored rows.
 
     A model folder is checked against the SHA-256 hashes in its `manifest.json` before
-    anything in it is loaded. Only the folder or URI named is loaded.
+    anything in it is loaded. Only the folder or URI named is loaded. The file is read as
+    the training file was: the contract's cleaning plan (missing markers, spaces, numbers,
+    dates) is applied before its checks, so the raw training file scores as it is.
 
     Args:
         model: A model folder or URI.

@@ -281,9 +281,11 @@ class ContractGate:
     reports a missing optional column, or text in a numeric CSV column, without naming the
     column. This gate runs batch scoring's check (`deployment.check_rows`) on the rows as
     sent: rows that break the contract get a 400 with its message, and its drift warnings
-    go to stderr, not into the response. The request then goes, unchanged, to MLflow's
-    scoring server. Payloads it cannot read as a table go to MLflow as they are, which
-    reports them itself.
+    go to stderr, not into the response. For a model whose contract holds a cleaning plan,
+    the rows are read as training read its file (missing markers, spaces, numbers, dates),
+    and MLflow's scoring server gets those cleaned rows, as JSON (`dataframe_split`), which
+    its signature describes; otherwise the request goes to it unchanged. Payloads the gate
+    cannot read as a table go to MLflow as they are, which reports them itself.
 
     Args:
         app: The ASGI application to protect.
@@ -318,6 +320,11 @@ class ContractGate:
             check = None
         for warning in check.warnings if check is not None else ():
             _log.warning("crispml: warning: %s", warning)
+        if check is not None and self.contract.cleaning is not None:
+            body = cleaned_request(body, check.features)
+            kept = [(k, v) for k, v in scope.get("headers") or [] if k.lower() not in (b"content-type", b"content-length")]
+            headers_out = [*kept, (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode("ascii"))]
+            scope = {**scope, "headers": headers_out}
         replayed = False
 
         async def replay() -> Message:
@@ -358,6 +365,28 @@ def request_frame(body: bytes, content_type: str) -> pd.DataFrame | None:
     except (ValueError, TypeError, UnicodeDecodeError, pd.errors.ParserError):
         return None
     return None
+
+
+def cleaned_request(body: bytes, features: pd.DataFrame) -> bytes:
+    """A scoring request holding the cleaned rows as `dataframe_split` JSON (missing values as null).
+
+    Args:
+        body: The request as sent; a JSON payload's other keys (such as `params`) are kept.
+        features: The rows as the model takes them (`ContractCheck.features`).
+
+    Returns:
+        The new body.
+    """
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError):  # a CSV body
+        payload = None
+    if not isinstance(payload, dict):
+        payload = {}
+    extra = {k: v for k, v in payload.items() if k not in ("dataframe_split", "dataframe_records")}
+    rows = [[None if pd.isna(v) else v for v in row] for row in features.to_numpy(dtype=object).tolist()]  # exact floats
+    columns = [str(c) for c in features.columns]
+    return json.dumps({**extra, "dataframe_split": {"columns": columns, "data": rows}}, allow_nan=False).encode("utf-8")
 
 
 async def _send_json(send: Send, status: int, payload: dict[str, str]) -> None:

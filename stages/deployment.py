@@ -23,6 +23,7 @@ from sklearn.pipeline import Pipeline
 
 from pipeline.errors import DataError
 from stages import subsample
+from stages.cleaning import CleaningPlan, CleaningReport, apply_cleaning
 from stages.evaluation import Decision, Evaluation, Footprint, Importance, Selection
 from stages.modeling import Leaderboard, predict_with_proba
 from stages.preparation import conform_features
@@ -176,10 +177,13 @@ class DataContract:
     Attributes:
         columns: The feature columns, in training order.
         target: The training target's name ("" when unknown).
+        cleaning: How training read its raw data (`stages.cleaning`), applied to every batch
+            before the checks; None for a model saved without one (rows are checked as given).
     """
 
     columns: tuple[ColumnContract, ...]
     target: str = ""
+    cleaning: CleaningPlan | None = None
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -191,6 +195,12 @@ class DataContract:
         """The numeric features."""
         return tuple(c.name for c in self.columns if c.kind == NUMERIC)
 
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The columns a raw batch needs: the features, with a date's calendar features given as the date column."""
+        plan = self.cleaning
+        return tuple(dict.fromkeys(plan.source_of(f) if plan else f for f in self.features))
+
     def to_dict(self) -> dict[str, Any]:
         """The contract as JSON- and YAML-friendly values."""
         columns = []
@@ -198,7 +208,10 @@ class DataContract:
             entry = dataclasses.asdict(c)
             entry["categories"] = list(c.categories) if c.categories is not None else None
             columns.append(entry)
-        return {"target": self.target, "columns": columns}
+        out: dict[str, Any] = {"target": self.target, "columns": columns}
+        if self.cleaning is not None:
+            out["cleaning"] = self.cleaning.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, raw: Any) -> DataContract:
@@ -215,6 +228,7 @@ class DataContract:
         """
         if not isinstance(raw, dict) or not isinstance(raw.get("columns"), list):
             raise ValueError("a data contract needs a 'columns' list")
+        cleaning = CleaningPlan.from_dict(raw["cleaning"]) if raw.get("cleaning") is not None else None
         known = {f.name for f in dataclasses.fields(ColumnContract)}
         columns = []
         for entry in raw["columns"]:
@@ -222,15 +236,16 @@ class DataContract:
                 raise ValueError(f"malformed data contract column: {entry!r}")
             categories = entry.get("categories")
             columns.append(ColumnContract(**{**entry, "categories": tuple(map(str, categories)) if categories is not None else None}))
-        return cls(columns=tuple(columns), target=str(raw.get("target", "")))
+        return cls(columns=tuple(columns), target=str(raw.get("target", "")), cleaning=cleaning)
 
 
 def build_contract(X: pd.DataFrame, profile: DataProfile) -> DataContract:
-    """The data contract of a model trained on `X`: columns, dtypes, categories, ranges, missing shares.
+    """The data contract of a model trained on `X`: columns, dtypes, categories, ranges, missing shares,
+    and how the raw data was read (the profile's cleaning plan).
 
     Args:
         X: The features of every labelled row, as `conform_features` returns them.
-        profile: The data profile (training dtypes).
+        profile: The data profile (training dtypes, and the cleaning report).
 
     Returns:
         The contract.
@@ -249,7 +264,8 @@ def build_contract(X: pd.DataFrame, profile: DataProfile) -> DataContract:
             seen = sorted(map(str, present.unique()))
             listed = tuple(seen) if len(seen) <= MAX_CONTRACT_CATEGORIES else None
             columns.append(ColumnContract(name, CATEGORICAL, dtypes.get(name, ""), missing, categories=listed))
-    return DataContract(columns=tuple(columns), target=profile.target)
+    plan = profile.cleaning.plan if profile.cleaning is not None else None
+    return DataContract(columns=tuple(columns), target=profile.target, cleaning=plan)
 
 
 def contract_from_signature(features: tuple[str, ...], numeric: tuple[str, ...]) -> DataContract:
@@ -275,7 +291,8 @@ class ContractCheck:
         unseen: `{column: rows}` with a category not seen in training.
         out_of_range: `{column: rows}` with a value outside the training range.
         missing: `{column: missing cells}`, for columns missing much more often than in training.
-        warnings: One readable line per finding above.
+        warnings: One readable line per finding above, after the cleaning's own (markers, spaces...).
+        cleaning: What the contract's cleaning plan did to the rows, or None without a plan.
     """
 
     features: pd.DataFrame
@@ -284,11 +301,15 @@ class ContractCheck:
     out_of_range: dict[str, int] = field(default_factory=dict)
     missing: dict[str, int] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    cleaning: CleaningReport | None = None
 
 
 def check_rows(data: pd.DataFrame, contract: DataContract, what: str = "the data to score") -> ContractCheck:
     """Check rows against a model's data contract, for batch scoring and for serving alike.
 
+    The rows are first read as training read its raw data, by the contract's cleaning plan
+    (missing markers, spaces, numbers with thousands separators, re-typed columns, dates
+    expanded), so the raw file a model was trained on scores as it is.
     A missing column, text in a numeric column or an infinite value is an error: the model
     cannot score such a row. Extra columns, unseen categories, values outside the training
     range and unusually many missing values are scored (the preprocessor handles them) and
@@ -306,12 +327,17 @@ def check_rows(data: pd.DataFrame, contract: DataContract, what: str = "the data
         DataError: A feature column is missing, or a numeric one holds text or an infinite value.
     """
     features = contract.features
-    missing_columns = [c for c in features if c not in data.columns]
-    if missing_columns:
+    raw_columns = data.columns
+    absent = [c for c in contract.inputs if c not in raw_columns]
+    if absent:
         raise DataError(
-            f"{what} lacks {len(missing_columns)} column(s) the model needs: {', '.join(missing_columns)}; "
-            f"add them (the model needs: {', '.join(features)})"
+            f"{what} lacks {len(absent)} column(s) the model needs: {', '.join(absent)}; "
+            f"add them (the model needs: {', '.join(contract.inputs)})"
         )
+    # Only the model's inputs are read by the plan: other columns are carried through as they are, unread.
+    cleaned = apply_cleaning(data.loc[:, list(contract.inputs)], contract.cleaning) if contract.cleaning is not None else None
+    if cleaned is not None:
+        data = cleaned.frame
     for column in contract.columns:
         if column.kind != NUMERIC:
             continue
@@ -334,8 +360,8 @@ def check_rows(data: pd.DataFrame, contract: DataContract, what: str = "the data
             )
     X = conform_features(data, features, contract.numeric)
     n = len(X)
-    warnings: list[str] = []
-    ignored = tuple(str(c) for c in data.columns if c not in set(features))
+    warnings: list[str] = list(cleaned.report.warnings) if cleaned is not None else []
+    ignored = tuple(str(c) for c in raw_columns if c not in set(contract.inputs))
     if ignored:
         warnings.append(
             f"{len(ignored)} column(s) of {what} are not model inputs and are ignored for scoring: {', '.join(ignored)}"
@@ -370,7 +396,7 @@ def check_rows(data: pd.DataFrame, contract: DataContract, what: str = "the data
                 f"drift: column '{column.name}' is {n_missing / n:.0%} missing ({n_missing} of {n} rows) against "
                 f"{column.missing_share:.0%} in training; the missing values are imputed"
             )
-    return ContractCheck(X, ignored, unseen, out_of_range, missing, tuple(warnings))
+    return ContractCheck(X, ignored, unseen, out_of_range, missing, tuple(warnings), cleaned.report if cleaned else None)
 
 
 @dataclass(frozen=True)
@@ -522,28 +548,30 @@ def model_card(
     ]
     if profile.class_balance:
         lines.append("- class balance: " + ", ".join(f"{c}: {n}" for c, n in profile.class_balance))
-    if profile.dropped:
-        lines.append("- dropped columns: " + "; ".join(f"`{c}` ({why})" for c, why in profile.dropped.items()))
+    lines += ["", "### What the data step did", "", *_data_step_lines(profile)]
     lines += [
         "",
         "## How the model was chosen",
         "",
         f"{leaderboard.n_folds}-fold cross-validation on identical folds, ranked by mean {metric}. "
-        "Each candidate is compared with the top one by the corrected resampled t-test "
-        f"(Nadeau and Bengio, 2003) on its paired fold scores; alpha {selection.alpha:g}.",
+        "A simpler candidate is preferred to the top one only when it is practically as good: the Bayesian "
+        "correlated t-test (Benavoli et al., 2017) on its paired fold scores gives it at most a "
+        f"{selection.alpha:.0%} chance of losing more than the tolerance ({selection.tolerance_basis}). "
+        "The p-value (corrected resampled t-test, Nadeau and Bengio, 2003) is shown for information.",
         "",
         f"> {selection.reason}",
         "",
-        f"| rank | model | {metric} mean ± sd | diff vs top | p-value | chosen |",
-        "|---|---|---|---|---|---|",
+        f"| rank | model | {metric} mean ± sd | diff vs top | p-value | chance of losing more than the tolerance | chosen |",
+        "|---|---|---|---|---|---|---|",
     ]
     for rank, r in enumerate(leaderboard.rows, start=1):
         c = selection.comparison(r.name)
         if c is None:
-            lines.append(f"| {rank} | {r.name} | {r.status}: {r.error[:80]} | | | |")
+            lines.append(f"| {rank} | {r.name} | {r.status}: {r.error[:80]} | | | | |")
             continue
         lines.append(
             f"| {rank} | {r.name} | {r.mean(metric):.4f} ± {_num(r.std(metric))} | {c.mean_diff:+.4f} | {c.p_value:.3g} | "
+            f"{c.p_worse:.1%}{' (practically as good)' if c.equivalent and r.name != selection.top else ''} | "
             f"{'**yes**' if r.name == selection.chosen else ''} |"
         )
     lines += [
@@ -581,12 +609,18 @@ def model_card(
     lines += ["", "## Limitations", "", *(f"- {w}" for w in limitations)]
     source = export_dir or registered or model_uri
     columns = ", ".join(f"`{f}`" for f in profile.features)
+    plan = profile.cleaning.plan if profile.cleaning is not None else None
+    raw = ", ".join(f"`{f}`" for f in dict.fromkeys(plan.source_of(f) if plan else f for f in profile.features))
     lines += [
         "",
         "## How to load and call it",
         "",
-        f"Input: a table with the columns {columns} (numeric ones: "
-        f"{', '.join(f'`{f}`' for f in profile.numeric_features) or 'none'}); other columns are ignored.",
+        f"`crispml predict` and `crispml serve` take rows as raw as the training file, with the columns {raw}, "
+        "and read them as training did (the data step above, saved in the model's data contract); other columns "
+        "are ignored.",
+        "",
+        f"`mlflow.pyfunc` takes the columns as the data step left them: {columns} (numeric ones: "
+        f"{', '.join(f'`{f}`' for f in profile.numeric_features) or 'none'}), as in the model's signature.",
         "",
     ]
     if not export_dir:
@@ -610,6 +644,44 @@ def model_card(
         lines += ["", f"Exported to `{export_dir}`" + (f"; registered as `{registered}`." if registered else ".")]
     lines.append(f"Logged model: `{model_uri}`.")
     return "\n".join(lines) + "\n"
+
+
+def _data_step_lines(profile: DataProfile) -> list[str]:
+    """The data step, one bullet per rule that did something: read, parsed, re-typed, expanded, dropped, flagged."""
+    report = profile.cleaning
+    lines = []
+    if report is not None:
+        if report.missing:
+            lines.append(
+                "- read as missing (markers such as `?`, `NA`, `-`, blank): "
+                + ", ".join(f"`{c.column}` {c.cells} cells (e.g. {c.example})" for c in report.missing)
+            )
+        if report.stripped:
+            lines.append("- spaces stripped around text: " + ", ".join(f"`{c.column}` {c.cells} cells" for c in report.stripped))
+        if report.plan.numbers:
+            separated = {c.column: f" ({c.cells} cells with thousands separators, e.g. {c.example})" for c in report.thousands}
+            lines.append("- text read as numbers: " + ", ".join(f"`{n}`{separated.get(n, '')}" for n in report.plan.numbers))
+        if report.retyped:
+            lines.append(
+                "- mostly numbers but used as categories: "
+                + ", ".join(f"`{r.column}` ({r.numbers} numbers, {r.text} text values such as {r.text_example})"
+                            for r in report.retyped)
+            )
+        if report.expanded:
+            unparsed = {c.column: c.cells for c in report.unparsed if c.cells}
+            lines.append(
+                "- dates turned into calendar features: "
+                + "; ".join(
+                    f"`{d.name}` -> {', '.join(f'`{f}`' for f in d.features)}"
+                    + (f" ({unparsed[d.name]} cells not read as dates, now missing)" if d.name in unparsed else "")
+                    for d in report.expanded
+                )
+            )
+    if profile.dropped:
+        lines.append("- dropped columns: " + "; ".join(f"`{c}` ({why})" for c, why in profile.dropped.items()))
+    if profile.leaks:
+        lines.append("- flagged as possible target leaks (kept): " + "; ".join(f"`{c}`" for c in profile.leaks))
+    return lines or ["- nothing: every column was used as it was read"]
 
 
 def _num(value: float) -> str:

@@ -2,6 +2,8 @@
 
 `profile_data` checks the target, detects the task, and profiles every column: its kind,
 missing share and cardinality, and whether it is dropped (constant, empty, ID-like) and why.
+It also flags features that alone predict the target almost perfectly (a possible leak).
+It profiles the data as `stages.cleaning` read it, and carries that step's report.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.errors import DataError, did_you_mean
+from stages.cleaning import MAX_STRAY_TEXT_SHARE, CleaningReport, number_mask
 
 REGRESSION = "regression"
 BINARY = "binary"
@@ -30,15 +33,33 @@ MAX_CLASSES_FOR_NUMERIC_TARGET = 10
 """A numeric target with integer values and at most this many distinct values is a class label."""
 HIGH_MISSING_SHARE = 0.5
 HIGH_CARDINALITY = 50
-MIXED_MIN_NUMBER_SHARE = 0.5
-"""A text column is "mixed" (an error) when at least this share of its values are numbers.
-
-Such a column is almost always a numeric column with a few stray entries ("?", "n/a",
-"<5"). A column of codes where only a few values happen to be digits ("A1", "B2", "7")
-stays a category.
-"""
 MIN_ROWS_FOR_ID = 20
+"""Unique integers that run consecutively, or in a column with an ID-like name, are a row number or key from this many rows."""
+MIN_ROWS_FOR_VALUE_ID = 100
+"""Unique integers with neither are an ID only from this many rows, and only when a
+measurement over their range would repeat (`ID_MIN_EXPECTED_REPEATS`). Below it, a table is
+often one row per entity or per year, where unique values are by design (a population, a
+year built): dropping such a real feature would cost more than keeping a key."""
+ID_MIN_EXPECTED_REPEATS = 5.0
+"""Unique integers are a key when a measurement over the same range would be expected to
+repeat at least this often. n values drawn at random from a range of m integers repeat
+about n(n-1)/2m times, and at least as often from any non-uniform distribution (uniform
+draws collide least), so all n being unique has probability below exp(-5), under 1%, for
+a measurement: they were made unique on purpose."""
+LEAK_MAX_DISAGREEMENT = 0.02
+"""A feature is a possible leak when rows paired by it (same category, or nearest value)
+disagree on the target at most this share as often as random pairs of rows do. For a
+numeric target that is 1 - R² of predicting the target from the feature alone: 0.02 is a
+correlation of 0.99 for a straight line. For classes it is the share of the target's Gini
+impurity the feature leaves."""
+LEAK_SAMPLE_ROWS = 10_000
+"""The leak check pairs at most this many labelled rows (a random sample), so it costs the
+same on a million rows, and one sort per column: linear in the number of columns."""
+LEAK_MIN_ROWS = 20
+"""Below this many labelled rows the leak check is not run: pairs of rows that agree by chance are too likely."""
+LEAK_NOTE = "possible target leak"
 _ID_NAME = re.compile(r"(^|[_\W])(id|uuid|key)$", re.IGNORECASE)
+_ID_BY_VALUES = "ID-like by its values"
 
 
 @dataclass(frozen=True)
@@ -80,6 +101,7 @@ class DataProfile:
         class_balance: `(class, rows)` pairs for classification, most frequent first.
         target_summary: Distribution summary for regression (count, mean, std, quantiles).
         warnings: Things a person should look at.
+        cleaning: What reading the data did (`stages.cleaning`), or None when it was profiled as given.
     """
 
     source: str
@@ -93,6 +115,7 @@ class DataProfile:
     class_balance: tuple[tuple[str, int], ...] = ()
     target_summary: tuple[tuple[str, float], ...] = ()
     warnings: tuple[str, ...] = ()
+    cleaning: CleaningReport | None = None
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -114,12 +137,31 @@ class DataProfile:
         """`{column: reason}` for the columns not used as features."""
         return {c.name: c.dropped for c in self.columns if c.dropped}
 
+    @property
+    def leaks(self) -> dict[str, str]:
+        """`{column: note}` for the features flagged as a possible target leak."""
+        return {c.name: n for c in self.columns if not c.dropped for n in c.notes if n.startswith(LEAK_NOTE)}
+
+    def data_step(self) -> dict[str, Any]:
+        """What the data step did, as JSON-friendly values, for the model card and `--json`.
+
+        Returns:
+            `missing_markers`, `stripped_spaces`, `thousands_separators` (`{column: cells}`),
+            `read_as_numbers`, `retyped_as_categorical`, `dates_expanded`, `dates_unparsed`,
+            `dropped` (`{column: reason}`) and `flagged` (`{column: why}`, possible leaks).
+        """
+        out = self.cleaning.to_dict() if self.cleaning is not None else {}
+        return {**out, "dropped": self.dropped, "flagged": self.leaks}
+
     def to_dict(self) -> dict[str, Any]:
-        """The profile as JSON-friendly values."""
-        out = dataclasses.asdict(self)
+        """The profile as JSON-friendly values, with the data step's report (`cleaning`)."""
+        out = dataclasses.asdict(dataclasses.replace(self, cleaning=None))
         out["class_balance"] = dict(self.class_balance)
         out["target_summary"] = dict(self.target_summary)
         out["features"] = list(self.features)
+        out["cleaning"] = (
+            {**self.cleaning.to_dict(), "plan": self.cleaning.plan.to_dict()} if self.cleaning is not None else None
+        )
         return out
 
     def to_markdown(self) -> str:
@@ -182,16 +224,21 @@ def profile_data(
     task: str = "auto",
     source: str = "the data",
     categorical: tuple[str, ...] = (),
+    cleaning: CleaningReport | None = None,
+    seed: int = 0,
 ) -> DataProfile:
     """Check the target, settle the task, and profile every column.
 
     Args:
-        data: The whole data set, target included. It is not modified.
+        data: The whole data set, target included, as `stages.cleaning.clean_data` returns
+            it (or as given). It is not modified.
         target: The target column.
         task: `auto` to detect, or the task the business goal names.
         source: Where the data came from, for messages (a file name).
         categorical: Columns to use as categories whatever their values (codes that look
             like numbers, or numbers and text mixed on purpose).
+        cleaning: The report of the cleaning that made `data`; its warnings come first.
+        seed: Seed of the leak check's row sample and tie-breaks.
 
     Returns:
         The profile.
@@ -199,7 +246,7 @@ def profile_data(
     Raises:
         DataError: The target is absent, empty or constant; it does not fit the named task;
             a column named in `categorical` is absent; a feature holds infinite values, or
-            numbers mixed with text; or no usable feature is left.
+            numbers with a few stray text cells; or no usable feature is left.
     """
     if target not in data.columns:
         raise DataError(
@@ -242,15 +289,17 @@ def profile_data(
     )
     _check_finite(data, columns, source)
     _check_mixed(data, [c for c in columns if c.name not in categorical], source)
-    warnings: list[str] = []
+    warnings: list[str] = list(cleaning.warnings) if cleaning is not None else []
     n_missing = int(y.isna().sum())
     if n_missing:
         warnings.append(f"{n_missing} rows with a missing target '{target}' are dropped")
     if not any(not c.dropped for c in columns):
         reasons = "; ".join(f"'{c.name}': {c.dropped}" for c in columns) or "the target is the only column"
         raise DataError(f"no usable feature column is left in {source} ({reasons}); add feature columns to the data")
-    columns = _flag_leaks(data, columns, target, task)
+    columns = _flag_leaks(data, columns, target, task, seed)
     for c in columns:
+        if c.dropped.startswith(_ID_BY_VALUES):
+            warnings.append(f"column '{c.name}' is dropped as {c.dropped}")
         if not c.dropped and c.missing_share > HIGH_MISSING_SHARE:
             warnings.append(f"column '{c.name}' is {c.missing_share:.0%} missing; its values are imputed")
         if not c.dropped and c.kind == CATEGORICAL and c.n_unique > HIGH_CARDINALITY:
@@ -260,7 +309,7 @@ def profile_data(
                 "as 'infrequent', so memory stays bounded"
             )
         for note in c.notes:
-            if "leak" in note:
+            if note.startswith(LEAK_NOTE):
                 warnings.append(f"column '{c.name}': {note}")
     balance: tuple[tuple[str, int], ...] = ()
     summary: tuple[tuple[str, float], ...] = ()
@@ -287,6 +336,7 @@ def profile_data(
         class_balance=balance,
         target_summary=summary,
         warnings=tuple(warnings),
+        cleaning=cleaning,
     )
 
 
@@ -331,9 +381,17 @@ def _profile_column(col: pd.Series, name: str, n_rows: int, categorical: bool = 
     if every_value_unique and kind == CATEGORICAL:
         return ColumnProfile(kind=kind, dropped="ID-like: every value is different", **base)
     if every_value_unique and _integer_valued(present):
-        consecutive = float(present.max()) - float(present.min()) + 1 == len(present)
-        if consecutive or _ID_NAME.search(name):
+        span = float(present.max()) - float(present.min()) + 1
+        if span == len(present) or _ID_NAME.search(name):
             return ColumnProfile(kind=kind, dropped="ID-like: unique integers (a row number or key)", **base)
+        n = len(present)
+        repeats = n * (n - 1) / (2 * span)
+        if n >= MIN_ROWS_FOR_VALUE_ID and repeats >= ID_MIN_EXPECTED_REPEATS:
+            why = (
+                f"{_ID_BY_VALUES}: {n} unique integers within a range of {span:.0f}, where a measurement "
+                f"would repeat about {repeats:.0f} times (a key)"
+            )
+            return ColumnProfile(kind=kind, dropped=why, **base)
     notes = []
     if kind == CATEGORICAL and n_unique > HIGH_CARDINALITY:
         notes.append(f"high cardinality ({n_unique} distinct): rare values are grouped, one-hot columns are capped")
@@ -355,14 +413,15 @@ def _check_finite(data: pd.DataFrame, columns: tuple[ColumnProfile, ...], source
 
 
 def _check_mixed(data: pd.DataFrame, columns: list[ColumnProfile], source: str) -> None:
+    """Stop on a numeric column with a few stray text cells (at most `MAX_STRAY_TEXT_SHARE`): the user should fix them."""
     problems = []
     for c in columns:
         if c.kind != CATEGORICAL or c.dropped or _is_numeric(data[c.name]) or pd.api.types.is_bool_dtype(data[c.name]):
             continue
         present = data[c.name].dropna()
-        is_number = present.map(_is_number).astype(bool)
+        is_number = pd.Series(number_mask(present), index=present.index)
         n_numbers = int(is_number.sum())
-        if 0 < n_numbers < len(present) and n_numbers >= MIXED_MIN_NUMBER_SHARE * len(present):
+        if 0 < n_numbers < len(present) and n_numbers >= (1 - MAX_STRAY_TEXT_SHARE) * len(present):
             number, text = present[is_number].iloc[0], present[~is_number].iloc[0]
             problems.append(
                 f"column '{c.name}' mixes numbers and text ({n_numbers} numbers such as {_show(number)}, "
@@ -375,41 +434,81 @@ def _check_mixed(data: pd.DataFrame, columns: list[ColumnProfile], source: str) 
         )
 
 
-def _is_number(value: object) -> bool:
-    if isinstance(value, (bool, np.bool_)):
-        return False
-    if isinstance(value, (int, float, np.number)):
-        return True
-    text = str(value).strip()
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return "_" not in text  # float() reads "1_000"; a data file does not mean a number by it
-
-
 def _flag_leaks(
-    data: pd.DataFrame, columns: tuple[ColumnProfile, ...], target: str, task: str
+    data: pd.DataFrame, columns: tuple[ColumnProfile, ...], target: str, task: str, seed: int
 ) -> tuple[ColumnProfile, ...]:
-    """Note features that predict the target almost perfectly: often a leak from the future."""
-    labelled = data[data[target].notna()]
-    y = labelled[target]
+    """Note features that alone predict the target almost perfectly, for every task: often a leak from the future.
+
+    Each labelled row (of a random sample of at most `LEAK_SAMPLE_ROWS`) is paired with its
+    nearest neighbour by the feature alone: a row of the same category, or of the nearest
+    value (a missing value pairs with another missing one); a row with no such neighbour is
+    paired at random. The target's disagreement over these pairs (a class differs, or the
+    squared difference), against that over random pairs of rows, is the share of the
+    target's variation the feature leaves unexplained, out of sample (each row is predicted
+    from another). One stable sort per feature, on rows already in random order (so that
+    ties pair at random): the cost is linear in the number of features and bounded in rows.
+    """
+    rows = np.flatnonzero(data[target].notna().to_numpy())
+    used = [c.name for c in columns if not c.dropped]
+    if len(rows) < LEAK_MIN_ROWS or not used:
+        return columns
+    rng = np.random.default_rng(seed)
+    rows = rng.permutation(rows)[:LEAK_SAMPLE_ROWS]
+    sample = data.iloc[rows]
+    y = sample[target]
+    n = len(rows)
+    if task in CLASSIFICATION:
+        codes = pd.factorize(y.astype(str))[0]
+        counts = np.bincount(codes).astype(float)
+        floor = (n * n - float((counts**2).sum())) / (n * (n - 1))  # random distinct pairs that differ
+    else:
+        values = y.to_numpy(dtype=float)
+        floor = 2 * float(values.var(ddof=1))  # mean squared difference of random distinct pairs
+    if not floor > 0:
+        return columns
     flagged = []
     for c in columns:
-        leak = False
         if not c.dropped:
-            x = labelled[c.name]
-            if task == REGRESSION and c.kind == NUMERIC:
-                both = x.notna()
-                if both.sum() > 2 and x[both].std() > 0:
-                    leak = abs(np.corrcoef(x[both].astype(float), y[both].astype(float))[0, 1]) > 0.99
-            elif task in CLASSIFICATION and c.kind == CATEGORICAL and c.n_unique < len(labelled) / 2:
-                leak = bool((y.groupby(x, observed=True).nunique() == 1).all()) and y.nunique() > 1
-        if leak:
-            note = "possible target leak: it predicts the target almost perfectly; check it is known at prediction time"
-            c = dataclasses.replace(c, notes=(*c.notes, note))
+            partner = _nearest_partner(sample[c.name], c.kind == NUMERIC, rng)
+            if task in CLASSIFICATION:
+                disagreement = float(np.mean(codes != codes[partner]))
+            else:
+                disagreement = float(np.mean((values - values[partner]) ** 2))
+            share = disagreement / floor
+            if share <= LEAK_MAX_DISAGREEMENT:
+                note = (
+                    f"{LEAK_NOTE}: alone it predicts the target almost perfectly (rows paired by it disagree on the "
+                    f"target {share:.1%} as often as random pairs); check it is known at prediction time"
+                )
+                c = dataclasses.replace(c, notes=(*c.notes, note))
         flagged.append(c)
     return tuple(flagged)
+
+
+def _nearest_partner(x: pd.Series, numeric: bool, rng: np.random.Generator) -> np.ndarray:
+    """For each row, the position of another row with the same category or the nearest value (random when there is none)."""
+    n = len(x)
+    if numeric:
+        value = x.to_numpy(dtype=float, na_value=np.nan)
+        order = np.argsort(value, kind="stable")  # missing values last, where they pair among themselves
+        v = value[order]
+        g = np.isnan(v)
+        v = np.where(g, 0.0, v)
+    else:
+        group = pd.factorize(x, use_na_sentinel=False)[0]
+        order = np.argsort(group, kind="stable")
+        g, v = group[order], np.zeros(n)
+    same = g[1:] == g[:-1]
+    gap = v[1:] - v[:-1]
+    left = np.where(np.r_[False, same], np.r_[np.inf, gap], np.inf)
+    right = np.where(np.r_[same, False], np.r_[gap, np.inf], np.inf)
+    position = np.arange(n)
+    chosen = np.where(left <= right, position - 1, position + 1)
+    alone = ~np.r_[False, same] & ~np.r_[same, False]
+    chosen[alone] = (position[alone] + rng.integers(1, n, size=int(alone.sum()))) % n
+    partner = np.empty(n, dtype=np.int64)
+    partner[order] = order[chosen]
+    return partner
 
 
 def _is_numeric(values: pd.Series) -> bool:

@@ -245,7 +245,39 @@ class WarningCase:
     needs_model: bool = False
 
 
+def messy(n: int = 200) -> pd.DataFrame:
+    """`labelled(n)` as files come: '?' and thousands separators, a ticket code, a date, a key, padded labels."""
+    rng = np.random.default_rng(1)
+    return labelled(n).assign(
+        x2=lambda f: [("?" if i % 10 == 0 else f"{v * 1000:,.0f}") for i, v in enumerate(f.x2.fillna(5.0))],
+        ticket=[str(113000 + i // 2) if i % 4 else f"A/5 {21000 + i // 2}" for i in range(n)],
+        visit=[f"2021-{1 + i % 12:02d}-{1 + i % 28:02d}" for i in range(n)],
+        ref=rng.permutation(np.arange(5000, 5000 + n + 50))[:n],
+        label=lambda f: [v + (" " if i % 3 == 0 else "") for i, v in enumerate(f.label)],
+    )
+
+
 WARNING_CASES = [
+    WarningCase(
+        "a file as it comes: markers, separators, codes, dates and keys are read, with counts",
+        (*RUN, "--data", "t.csv", "--target", "label"),
+        (
+            "read 20 cells as missing (markers such as '?'",
+            "'label' 67",
+            "read 162 cells with thousands separators as numbers: 'x2' 162",  # the other 18 are below 1,000
+            "column 'ticket' mixes numbers and text (150 numbers such as '113000'",
+            "date column 'visit' became calendar features visit_year, visit_month, visit_dayofweek",
+            "column 'ref' is dropped as ID-like by its values",
+        ),
+        csv("t.csv", messy()),
+    ),
+    WarningCase(
+        "predict: markers and padded text in the data to score are read as in training",
+        ("predict", "--model", "MODEL", "--data", "s.csv", "--out", "o.csv"),
+        ("read 1 cells as missing (markers such as '?'", "stripped spaces around 2 text cells (e.g. ' red')"),
+        csv("s.csv", labelled().astype({"x2": object}).assign(x2=lambda f: f.x2.where(f.index != 4, "?"), note="kept", colour=lambda f: f.colour.where(~f.index.isin([0, 1]), " red"))),
+        needs_model=True,
+    ),
     WarningCase(
         "rows with a missing target are dropped and counted",
         (*RUN, "--data", "t.csv", "--target", "label"),

@@ -158,7 +158,7 @@ def test_the_model_card_names_the_chosen_model_and_the_go_decision(card_inputs):
     decision = decide("roc_auc", inputs["evaluation"].holdout["roc_auc"], 0.5, inputs["footprint"], min_score=0.6)
     card = model_card(**inputs, decision=decision, registered="models:/churn@champion", export_dir="models/churn/model")
     assert card.startswith("# Model card: churn")
-    assert "**Model:** `linear` (LogisticRegression), chosen by `simplest_within_noise`" in card
+    assert "**Model:** `linear` (LogisticRegression), chosen by `simplest_equivalent`" in card  # the deprecated name maps to it
     assert "**Decision: GO**" in card and "NO-GO" not in card
     assert "Predict `label` (binary)" in card  # the generated intended use
     assert "| min_score | roc_auc at least as good as 0.6 |" in card
@@ -183,3 +183,87 @@ def test_the_model_card_of_a_no_go_model_says_why_and_how_to_inspect_it(card_inp
     assert "- while fitting linear: ConvergenceWarning: lbfgs failed" in card
     assert "neither registered as `champion` nor exported" in card
     assert 'mlflow.pyfunc.load_model("models:/m-123")' in card and "Exported to" not in card
+
+
+def _raw_messy(n: int = 120, seed: int = 0) -> pd.DataFrame:
+    """A file as it comes: '?' markers, thousands separators, a date, padded labels."""
+    rng = np.random.default_rng(seed)
+    income = rng.integers(500, 90_000, size=n)
+    month = rng.integers(1, 13, size=n)
+    colour = rng.choice(["red", "blue"], size=n)
+    signal = (income - 45_000) / 30_000 + (colour == "red") + rng.normal(scale=0.5, size=n)
+    return pd.DataFrame(
+        {
+            "age": [("?" if i % 10 == 0 else str(20 + i % 60)) for i in range(n)],
+            "income": [f"{v:,}" for v in income],
+            "visit": [f"2021-{m:02d}-{1 + i % 28:02d}" for i, m in enumerate(month)],
+            "colour": [c + (" " if i % 3 == 0 else "") for i, c in enumerate(colour)],
+            "y": [("yes" if s > 0.5 else "no") + (" " if i % 4 == 0 else "") for i, s in enumerate(signal)],
+        }
+    )
+
+
+@pytest.fixture
+def trained_on_raw():
+    from stages.cleaning import clean_data
+
+    raw = _raw_messy()
+    cleaned = clean_data(raw, "y")
+    profile = profile_data(cleaned.frame, "y", cleaning=cleaned.report)
+    X, y = features_and_target(cleaned.frame, profile)
+    model = build_candidates(["linear"], build_preprocessor(profile, 0.01, 20), ModelSettings("binary", 0))["linear"]
+    return raw, model.fit(X, y), X, build_contract(X, profile), profile
+
+
+def test_the_raw_training_file_scores_as_it_is_through_the_saved_plan(trained_on_raw):
+    raw, model, X, contract, _ = trained_on_raw
+    assert contract.features == ("age", "income", "visit_month", "visit_dayofweek", "colour")  # visit_year is constant
+    assert contract.inputs == ("age", "income", "visit", "colour")
+    saved = DataContract.from_dict(contract.to_dict())  # as the model's metadata holds it
+    assert saved == contract
+    scored = score(model, raw.drop(columns="y"), saved)
+    assert scored.frame[PREDICTION].tolist() == model.predict(X).tolist()  # as trained, cell for cell
+    assert list(scored.frame.columns[:4]) == ["age", "income", "visit", "colour"] and scored.frame["income"].iloc[0] == raw["income"].iloc[0]
+    text = "\n".join(scored.warnings)
+    assert "read 12 cells as missing" in text and "thousands separators" in text and "'colour' 40" in text
+    assert "ignored" not in text  # 'visit' is a model input: its calendar features are
+
+
+def test_a_raw_request_is_read_by_the_plan_and_a_bad_cell_is_still_named(trained_on_raw):
+    _, model, _, contract, _ = trained_on_raw
+    one = pd.DataFrame({"age": [" ?"], "income": ["3,750"], "visit": ["2021-03-04"], "colour": ["red  "]})
+    check = check_rows(one, contract, what="the request")
+    assert check.features.iloc[0].tolist()[1:] == [3750.0, 3.0, 3.0, "red"] and np.isnan(check.features.iloc[0, 0])
+    with pytest.raises(DataError, match=r"column 'income' must be numeric .* holds 'lots' \(row 1"):
+        check_rows(one.assign(income="lots"), contract, what="the request")
+    with pytest.raises(DataError, match=r"lacks 1 column\(s\) the model needs: visit; add them \(the model needs: age, income, visit, colour\)"):
+        check_rows(one.drop(columns="visit"), contract)
+
+
+def test_an_old_contract_without_a_plan_still_loads_and_checks_rows_as_given(fitted, mixed_frame):
+    model, contract = fitted
+    old = contract.to_dict()
+    old.pop("cleaning", None)  # what crispml wrote before the data step
+    loaded = DataContract.from_dict(old)
+    assert loaded.cleaning is None and loaded.inputs == loaded.features
+    rows = mixed_frame.drop(columns="label").assign(colour=" red")
+    check = check_rows(rows, loaded)
+    assert check.cleaning is None and check.unseen == {"colour": len(rows)}  # not stripped: as before
+    assert len(score(model, rows, loaded).frame) == len(rows)
+
+
+def test_the_model_card_shows_what_the_data_step_did(trained_on_raw, card_inputs):
+    from stages.deployment import model_card
+    from stages.evaluation import decide
+
+    *_, profile = trained_on_raw
+    inputs = {**card_inputs, "profile": profile}
+    decision = decide("roc_auc", inputs["evaluation"].holdout["roc_auc"], 0.5, inputs["footprint"])
+    card = model_card(**inputs, decision=decision, registered="", export_dir="models/m/model")
+    section = card[card.index("### What the data step did") : card.index("## How the model was chosen")]
+    assert "- read as missing (markers such as `?`, `NA`, `-`, blank): `age` 12 cells (e.g. '?')" in section
+    assert "- spaces stripped around text: `colour` 40 cells, `y` 30 cells" in section
+    assert "- text read as numbers: `age`, `income` (118 cells with thousands separators, e.g. '76,630')" in section  # 2 are below 1,000
+    assert "- dates turned into calendar features: `visit` -> `visit_year`, `visit_month`, `visit_dayofweek`" in section
+    assert "- dropped columns: `visit_year` (constant" in section
+    assert "with the columns `age`, `income`, `visit`, `colour`" in card  # what crispml predict and serve take

@@ -65,3 +65,15 @@ def test_preprocessor_is_unfitted_and_encodes_rare_and_unseen_categories(mixed_f
     assert "categorical__colour_infrequent_sklearn" in names  # 'green' (1 row) and the missing cell
     unseen = X.head(1).assign(colour="purple")
     assert pre.transform(unseen).shape == (1, out.shape[1])
+
+
+def test_a_padded_target_label_is_one_class_after_cleaning():
+    from stages.cleaning import clean_data
+
+    rng = np.random.default_rng(0)
+    raw = pd.DataFrame({"x": rng.normal(size=40), "y": ["yes", " yes", "yes ", "no", "no ", "?"] * 6 + ["no"] * 4})
+    cleaned = clean_data(raw, "y")
+    profile = profile_data(cleaned.frame, "y", cleaning=cleaned.report)
+    X, y = features_and_target(cleaned.frame, profile)
+    assert profile.task == "binary" and sorted(y.unique()) == ["no", "yes"]
+    assert len(y) == 34 and profile.target_missing == 6  # '?' is a missing label: the row is dropped

@@ -150,3 +150,114 @@ def test_high_cardinality_text_is_reported_with_how_it_is_handled():
     frame = pd.DataFrame({"city": [f"c{i % 80}" for i in range(400)], "y": [0.5 * i for i in range(400)]})
     profile = profile_data(frame, "y")
     assert any("'city' has 80 distinct values (high cardinality)" in w and "grouped as 'infrequent'" in w for w in profile.warnings)
+
+
+def _unique_integers(n: int, low: int, high: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).choice(np.arange(low, high), size=n, replace=False)
+
+
+@pytest.mark.parametrize(
+    ("n", "high", "dropped"),
+    [
+        (200, 1300, True),  # a shuffled key: 200 unique values in a range of 300 (a measurement would repeat ~66 times)
+        (200, 1000 + 10**6, False),  # 200 unique values spread over a million: a measurement may well not repeat
+        (60, 1070, False),  # tight and unique, but too few rows to tell a key from a per-entity table
+        (100, 1110, True),  # the smallest table where values alone tell
+    ],
+)
+def test_unique_integers_are_id_like_by_their_values_only_when_a_measurement_would_repeat(n, high, dropped):
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({"ref": _unique_integers(n, 1000, high), "x": rng.normal(size=n), "y": rng.choice(["a", "b"], size=n)})
+    profile = profile_data(frame, "y")
+    assert ("ref" in profile.dropped) is dropped
+    if dropped:
+        assert profile.dropped["ref"].startswith("ID-like by its values: ")
+        assert any(w.startswith("column 'ref' is dropped as ID-like by its values") for w in profile.warnings)
+
+
+def _leak_frame(n: int = 300, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    severity = rng.integers(1, 6, size=n)
+    return pd.DataFrame({"severity": severity, "age": rng.normal(50, 10, size=n), "y": np.where(severity == 5, "dead", "alive")})
+
+
+def test_a_numeric_code_that_determines_a_class_is_flagged_as_a_leak():
+    profile = profile_data(_leak_frame(), "y")
+    assert list(profile.leaks) == ["severity"]
+    assert any(w.startswith("column 'severity': possible target leak") for w in profile.warnings)
+    assert "severity" in profile.numeric_features  # flagged for a person, kept
+
+
+def test_a_strong_but_imperfect_feature_is_not_a_leak():
+    frame = _leak_frame()
+    flip = np.random.default_rng(3).random(len(frame)) < 0.05  # 5% of the labels disagree with the code
+    frame["y"] = np.where(flip, np.where(frame["y"] == "dead", "alive", "dead"), frame["y"])
+    assert profile_data(frame, "y").leaks == {}
+
+
+def test_a_category_that_determines_a_numeric_target_is_flagged_as_a_leak():
+    rng = np.random.default_rng(0)
+    ward = rng.choice(list("abcdef"), size=400)
+    cost = pd.Series(ward).map(dict(zip("abcdef", [1.0, 5.0, 9.0, 13.0, 20.0, 40.0]))) + rng.normal(scale=0.1, size=400)
+    frame = pd.DataFrame({"ward": ward, "noise": rng.normal(size=400), "cost": cost})
+    assert list(profile_data(frame, "cost").leaks) == ["ward"]
+    noisy = frame.assign(cost=cost + rng.normal(scale=3.0, size=400))  # ward now explains about 95% of the variance
+    assert profile_data(noisy, "cost").leaks == {}
+
+
+def test_a_numeric_feature_that_determines_a_numeric_target_is_flagged_on_small_data():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=60)
+    frame = pd.DataFrame({"x": x, "z": rng.normal(size=60), "y": 3 * x + rng.normal(scale=0.05, size=60)})
+    assert list(profile_data(frame, "y").leaks) == ["x"]
+
+
+def test_a_missing_value_that_marks_the_class_is_a_leak():
+    rng = np.random.default_rng(0)
+    died = rng.random(200) < 0.3
+    frame = pd.DataFrame({"days_to_death": np.where(died, rng.integers(1, 90, 200), np.nan), "y": np.where(died, "dead", "alive")})
+    frame["age"] = rng.normal(size=200)
+    assert "days_to_death" in profile_data(frame, "y").leaks
+
+
+def test_the_profile_carries_what_the_data_step_did():
+    from stages.cleaning import clean_data
+
+    raw = pd.DataFrame(
+        {
+            "age": [str(20 + i % 50) if i % 9 else "?" for i in range(120)],
+            "when": [f"2021-{1 + i % 12:02d}-{1 + i % 28:02d}" for i in range(120)],
+            "ref": _unique_integers(120, 0, 150),
+            "label": ["yes " if i % 2 else "no" for i in range(120)],
+        }
+    )
+    cleaned = clean_data(raw, "label")
+    profile = profile_data(cleaned.frame, "label", cleaning=cleaned.report)
+    step = profile.data_step()
+    assert step["missing_markers"] == {"age": 14} and step["stripped_spaces"] == {"label": 60}
+    assert step["read_as_numbers"] == ["age"] and step["dates_expanded"] == {"when": ["when_year", "when_month", "when_dayofweek"]}
+    assert set(step["dropped"]) == {"when_year", "ref"}  # one year only: constant
+    assert profile.warnings[: len(cleaned.report.warnings)] == cleaned.report.warnings
+    as_json = profile.to_dict()
+    assert as_json["cleaning"]["missing_markers"] == {"age": 14} and as_json["cleaning"]["plan"]["numbers"] == ["age"]
+    import json
+
+    json.dumps(as_json)  # plain values only
+
+
+def test_after_cleaning_only_a_numeric_column_with_a_few_stray_cells_is_an_error(mixed_frame):
+    from stages.cleaning import clean_data
+
+    n = len(mixed_frame)
+    dose = [str(i % 9) for i in range(n)]
+    dose[4], dose[20], dose[30] = "unknown", "<5", "?"  # '?' is a missing marker: 2 stray text cells of 59
+    cleaned = clean_data(mixed_frame.assign(dose=dose), "label")
+    with pytest.raises(DataError, match=r"column 'dose' mixes numbers and text \(57 numbers such as '0', 2 text values such as 'unknown'\)"):
+        profile_data(cleaned.frame, "label", cleaning=cleaned.report)
+    tickets = [str(113800 + i) if i % 4 else f"A/5 {21000 + i}" for i in range(n)]  # 75% numbers: a code
+    cleaned = clean_data(mixed_frame.assign(ticket=tickets), "label")
+    profile = profile_data(cleaned.frame, "label", cleaning=cleaned.report)
+    assert "ticket" in profile.dropped  # every value different: ID-like text, as any such category
+    shared = [t for t in tickets[: n // 2] for _ in (0, 1)]  # tickets shared by two passengers
+    cleaned = clean_data(mixed_frame.assign(ticket=shared), "label")
+    assert "ticket" in profile_data(cleaned.frame, "label", cleaning=cleaned.report).categorical_features
