@@ -45,6 +45,8 @@ SKOPS_TRUSTED_TYPES = [
     "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
     "sklearn.calibration._CalibratedClassifier",
     "sklearn.calibration._SigmoidCalibration",
+    # Each tree of a fitted HistGradientBoosting model: arrays of nodes and category bitsets.
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
 ]
 _PARAM_MAX = 6000
 STORE_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks", "file", "")

@@ -20,6 +20,8 @@ from sklearn.utils import _safe_indexing, get_tags, resample
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import _num_samples, check_consistent_length, check_is_fitted
 
+from stages.early_stopping import EarlyStoppingClassifier
+
 
 def _inner_has(name: str) -> Any:
     def check(self: RowSubsample) -> bool:
@@ -124,18 +126,20 @@ class RowSubsample(MetaEstimatorMixin, BaseEstimator):
 
 
 def unwrap(fitted: Pipeline) -> Pipeline:
-    """The fitted pipeline with a `RowSubsample` model step replaced by the plain estimator it fitted.
+    """The fitted pipeline with crispml's wrappers of the model step replaced by the plain estimator they fitted.
 
-    Predictions are the same; the exported model then holds only scikit-learn types and
-    needs nothing from crispml to load.
+    The wrappers are `RowSubsample` and `stages.early_stopping.EarlyStoppingClassifier`,
+    one inside the other on large data. Predictions are the same; the exported model then
+    holds only scikit-learn types and needs nothing from crispml to load.
 
     Args:
         fitted: A fitted pipeline.
 
     Returns:
-        The same pipeline object when its model step is not a `RowSubsample`, else a new one.
+        The same pipeline object when its model step is not such a wrapper, else a new one.
     """
     *steps, (name, model) = fitted.steps
-    if not isinstance(model, RowSubsample):
-        return fitted
-    return Pipeline([*steps, (name, model.estimator_)])
+    plain = model
+    while isinstance(plain, (RowSubsample, EarlyStoppingClassifier)):
+        plain = plain.estimator_
+    return fitted if plain is model else Pipeline([*steps, (name, plain)])

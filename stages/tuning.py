@@ -50,6 +50,14 @@ SPACES: dict[str, dict[str, Any]] = {
     "random_forest": {"max_depth": [None, 4, 8, 16], "min_samples_leaf": [1, 2, 5, 10], "max_features": ["sqrt", 0.5, 1.0]},
     "adaboost": {"n_estimators": [25, 50, 100, 200], "learning_rate": loguniform(1e-2, 2.0)},
     "mlp": {"alpha": loguniform(1e-6, 1e-1), "learning_rate_init": loguniform(1e-4, 1e-2)},
+    # The step size, the size of each tree and two regularisers, around scikit-learn's
+    # defaults (0.1, 31 leaves, 20 rows a leaf, no L2 penalty); at most 100 iterations.
+    "gradient_boosting": {
+        "learning_rate": loguniform(0.03, 0.3),
+        "max_leaf_nodes": [7, 15, 31, 63],
+        "min_samples_leaf": [5, 10, 20, 50],
+        "l2_regularization": [0.0, 0.1, 1.0, 10.0],
+    },
 }
 """Search space per candidate family, on base parameter names: scipy.stats distributions or lists."""
 

@@ -53,7 +53,7 @@ class Trained:
 
 @pytest.fixture(scope="session")
 def penguins_run(tmp_path_factory: pytest.TempPathFactory) -> Trained:
-    """The default pipeline (penguins, multiclass, all six candidates), run once per session."""
+    """The default pipeline (penguins, multiclass, all seven candidates), run once per session."""
     tmp = tmp_path_factory.mktemp("penguins")
     config = config_for(tmp)
     return Trained(result=run(config), config=config, tmp=tmp)

@@ -58,7 +58,7 @@ def ui(penguins_run, tmp_path_factory: pytest.TempPathFactory) -> Iterator[UI]:
     runs = client.search_runs([experiment.experiment_id])
     parent_id = penguins_run.result.run_id
     children = {r.info.run_name: r.info.run_id for r in runs if r.data.tags.get("mlflow.parentRunId") == parent_id}
-    assert len(children) == 6
+    assert len(children) == 7
     tmp = tmp_path_factory.mktemp("ui")
     port = free_port()
     command = [CRISPML, "ui", "--port", str(port), "--tracking-uri", penguins_run.tracking_uri,

@@ -18,7 +18,7 @@ from stages.deployment import sha256_of
 
 pytestmark = pytest.mark.slow
 
-CANDIDATES = {"baseline", "linear", "svm", "random_forest", "adaboost", "mlp"}
+CANDIDATES = {"baseline", "linear", "svm", "random_forest", "adaboost", "mlp", "gradient_boosting"}
 
 
 def children(client: MlflowClient, run_id: str, experiment_id: str):

@@ -5,12 +5,17 @@ import pandas as pd
 import pytest
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone
 from sklearn.compose import ColumnTransformer
+from sklearn.compose import TransformedTargetRegressor
+from sklearn.datasets import make_classification
 from sklearn.dummy import DummyRegressor
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from pipeline.errors import DataError
 from stages.metrics import METRICS
+from stages.early_stopping import EarlyStoppingClassifier
 from stages.modeling import FAILED, MODELS, OK, CandidateResult, ModelSettings, build_candidates, compare_models, make_folds, rank
 from stages.preparation import build_preprocessor, features_and_target
 from stages.understanding import profile_data
@@ -46,20 +51,73 @@ def regression_data():
     return X, y
 
 
-def test_registry_has_the_six_candidates_for_every_task():
-    assert list(MODELS) == ["baseline", "linear", "svm", "random_forest", "adaboost", "mlp"]
+def test_registry_has_the_seven_candidates_for_every_task():
+    assert list(MODELS) == ["baseline", "linear", "svm", "random_forest", "adaboost", "mlp", "gradient_boosting"]
     for task in ["regression", "binary", "multiclass"]:
         for name, spec in MODELS.items():
             model = spec.build(ModelSettings(task=task, seed=0))
             assert hasattr(model, "fit"), name
+        boosting = MODELS["gradient_boosting"].build(ModelSettings(task=task, seed=7))
+        expected = HistGradientBoostingRegressor if task == "regression" else HistGradientBoostingClassifier
+        assert type(boosting) is expected and boosting.random_state == 7
     mlp = MODELS["mlp"].build(ModelSettings(task="multiclass", seed=0, mlp_hidden_layers=(8, 4)))
     assert mlp.hidden_layer_sizes == (8, 4) and mlp.activation == "relu"
 
 
-def test_mlp_stops_early_only_on_enough_rows():
-    small = MODELS["mlp"].build(ModelSettings(task="regression", seed=0, n_rows=300))
+def test_simpler_models_rank_lower_and_gradient_boosting_sits_between_adaboost_and_the_forest():
+    order = sorted(MODELS, key=lambda name: MODELS[name].complexity)
+    assert order == ["baseline", "linear", "adaboost", "gradient_boosting", "random_forest", "svm", "mlp"]
+
+
+def test_the_regression_mlp_learns_a_standardised_target_and_stops_early_from_200_rows():
+    small = MODELS["mlp"].build(ModelSettings(task="regression", seed=0, n_rows=100))
     large = MODELS["mlp"].build(ModelSettings(task="regression", seed=0, n_rows=5000))
-    assert not small.early_stopping and large.early_stopping
+    for model in (small, large):
+        assert isinstance(model, TransformedTargetRegressor) and isinstance(model.transformer, StandardScaler)
+    assert not small.regressor.early_stopping and large.regressor.early_stopping
+    assert MODELS["mlp"].build(ModelSettings(task="regression", seed=0, n_rows=200)).regressor.early_stopping
+    # Fitted: the network's own target has mean 0 and unit variance, whatever the scale of y.
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 2))
+    y = 5000 + 800 * X[:, 0] + rng.normal(scale=50, size=300)
+    fitted = MODELS["mlp"].build(ModelSettings(task="regression", seed=0, n_rows=300)).fit(X, y)
+    assert fitted.transformer_.mean_[0] == pytest.approx(y.mean()) and fitted.transformer_.scale_[0] == pytest.approx(y.std())
+    assert abs(fitted.regressor_.predict(X).mean()) < 0.2  # it predicts standardised values
+    assert fitted.predict(X).mean() == pytest.approx(y.mean(), rel=0.02)
+
+
+def test_the_loss_curve_of_the_regression_mlp_is_drawn_from_inside_its_target_transformer():
+    from stages.reporting import loss_curve_plot
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(250, 2))
+    fitted = MODELS["mlp"].build(ModelSettings(task="regression", seed=0, n_rows=250)).fit(X, 100 * X[:, 0])
+    assert isinstance(fitted, TransformedTargetRegressor)
+    assert loss_curve_plot(fitted).startswith(b"\x89PNG")
+    assert loss_curve_plot(MODELS["linear"].build(ModelSettings(task="regression", seed=0)).fit(X, X[:, 0])) is None
+
+
+def test_the_classification_mlp_stops_on_validation_log_loss_from_1000_rows():
+    small = MODELS["mlp"].build(ModelSettings(task="binary", seed=0, n_rows=999))
+    large = MODELS["mlp"].build(ModelSettings(task="binary", seed=3, n_rows=1000))
+    assert isinstance(small, MLPClassifier) and not small.early_stopping
+    assert isinstance(large, EarlyStoppingClassifier) and large.random_state == 3
+    assert isinstance(large.estimator, MLPClassifier) and not large.estimator.early_stopping
+
+
+def test_the_mlp_on_imbalanced_classes_scores_well_above_the_dummy():
+    """6% positives and a weak signal: stopping on validation accuracy kept the first epoch's weights (ROC AUC 0.52)."""
+    X, y = make_classification(2000, 20, n_informative=2, class_sep=0.3, weights=[0.94], flip_y=0, random_state=0)
+    X, y = pd.DataFrame(X).add_prefix("x"), pd.Series(np.where(y == 1, "yes", "no"), name="y")
+    folds = make_folds(y, "binary", 3, 0)
+    settings = ModelSettings("binary", 0, n_rows=len(y))
+    candidates = build_candidates(["baseline", "mlp"], StandardScaler().set_output(transform="pandas"), settings)
+    board = compare_models(candidates, X, y, folds, "binary", "roc_auc", n_jobs=1)
+    rows = {r.name: r for r in board.rows}
+    assert rows["baseline"].mean("roc_auc") == 0.5
+    assert rows["mlp"].mean("roc_auc") > 0.75, rows["mlp"].error
+    assert rows["mlp"].mean("log_loss") < rows["baseline"].mean("log_loss")
+    assert rows["mlp"].estimator == "MLPClassifier" and rows["mlp"].strategy == "early stopping on validation log loss"
 
 
 def test_folds_are_stratified_reproducible_and_cover_every_row():
@@ -193,56 +251,29 @@ def test_costly_candidates_change_strategy_above_their_row_thresholds(task):
     }
     assert strategy["small"]["svm"] == "exact RBF kernel"
     assert strategy["small"]["random_forest"] == "" and strategy["small"]["adaboost"] == ""
+    assert strategy["small"]["gradient_boosting"] == "early stopping on validation loss, at most 100 boosting iterations"
     assert "Nystroem(300)" in strategy["large"]["svm"] and "learns from 30,000 sampled rows" in strategy["large"]["svm"]
     assert strategy["large"]["random_forest"] == "each tree on a bootstrap sample of 20,000 rows"
     assert strategy["large"]["adaboost"] == "learns from 100,000 sampled rows"
-    assert strategy["large"]["mlp"] == "learns from 100,000 sampled rows; early stopping"
+    stopping = "early stopping on validation r2" if task == "regression" else "early stopping on validation log loss"
+    assert strategy["large"]["mlp"] == f"learns from 100,000 sampled rows; {stopping}"
+    assert strategy["large"]["gradient_boosting"] == (
+        "learns from 200,000 sampled rows; early stopping on validation loss, at most 100 boosting iterations"
+    )
     assert strategy["large"]["linear"] == strategy["large"]["baseline"] == ""
 
 
-def test_sharing_each_folds_preparation_gives_the_scores_of_separate_pipelines(mixed_frame):
-    profile = profile_data(mixed_frame, "label")
-    X, y = features_and_target(mixed_frame, profile)
-    pre = build_preprocessor(profile, 0.01, 20)
-    shared = build_candidates(["baseline", "linear", "random_forest"], pre, ModelSettings("binary", 0))
-    # An extra pass-through step makes each candidate fit its own preparation, as a plain Pipeline does.
-    separate = {name: Pipeline([("prepare", clone(pre)), ("same", "passthrough"), p.steps[-1]]) for name, p in shared.items()}
-    folds = make_folds(y, "binary", 3, 0)
-    a = compare_models(shared, X, y, folds, "binary", "roc_auc", n_jobs=1)
-    b = compare_models(separate, X, y, folds, "binary", "roc_auc", n_jobs=2)
-    assert {r.name: r.fold_scores for r in a.rows} == {r.name: r.fold_scores for r in b.rows}
+@pytest.mark.parametrize("task", ["regression", "binary"])
+def test_gradient_boosting_stops_early_above_10000_rows_as_scikit_learns_auto_does(task):
+    from stages import modeling
 
-
-class CountingScaler(StandardScaler):
-    """A scaler that counts its fits (the fits run in this process with n_jobs=1)."""
-
-    fits = 0
-
-    def fit(self, X, y=None, sample_weight=None):
-        CountingScaler.fits += 1
-        return super().fit(X, y, sample_weight)
-
-
-def test_each_folds_preparation_is_fitted_once_for_all_candidates_and_not_reused_by_the_next_comparison(monkeypatch):
-    monkeypatch.setattr(CountingScaler, "fits", 0)
-    rng = np.random.default_rng(0)
-    X = pd.DataFrame(rng.normal(size=(120, 3)), columns=["a", "b", "c"])
-    y = pd.Series((X["a"] + rng.normal(scale=0.5, size=120) > 0).astype(int))
-    candidates = build_candidates(["baseline", "linear", "random_forest"], CountingScaler(), ModelSettings("binary", 0))
-    folds = make_folds(y, "binary", 3, 0)
-    first = compare_models(candidates, X, y, folds, "binary", "roc_auc", n_jobs=1)
-    assert CountingScaler.fits == 3  # once per fold, not once per (candidate, fold)
-    second = compare_models(candidates, X * 10, y, folds, "binary", "roc_auc", n_jobs=1)
-    assert CountingScaler.fits == 6  # a new comparison prepares its own data again
-    assert all(r.status == OK for r in first.rows + second.rows)
-
-
-def test_fits_start_costliest_first_fold_by_fold_or_cheapest_first_under_a_budget():
-    from stages.modeling import _schedule
-
-    candidates = dict.fromkeys(["baseline", "mlp", "linear", "linear:tuned", "svm"])
-    unbudgeted = [t.args for t in _schedule(candidates, 2, budgeted=False)]
-    assert unbudgeted[:5] == [("linear:tuned", 0), ("mlp", 0), ("svm", 0), ("linear", 0), ("baseline", 0)]
-    assert unbudgeted[5] == ("linear:tuned", 1)
-    budgeted = [t.args[0] for t in _schedule(candidates, 2, budgeted=True)]
-    assert budgeted == ["baseline"] * 2 + ["linear"] * 2 + ["svm"] * 2 + ["mlp"] * 2 + ["linear:tuned"] * 2
+    at = modeling.GRADIENT_BOOSTING_EARLY_STOPPING_MIN_ROWS
+    below = MODELS["gradient_boosting"].build(ModelSettings(task, 0, n_rows=at))
+    above = MODELS["gradient_boosting"].build(ModelSettings(task, 0, n_rows=at + 1))
+    assert below.early_stopping is False and above.early_stopping is True
+    assert modeling.describe_strategy(below) == "100 boosting iterations"
+    # The rule of 'auto', decided once from the run's rows (so that every fold and the refit
+    # agree): on rows it cannot learn from, it stops after n_iter_no_change iterations.
+    assert above.fit(np.zeros((at + 1, 1)), np.arange(at + 1) % 2).n_iter_ < 100
+    small = MODELS["mlp"].build(ModelSettings(task, 0, n_rows=100))
+    assert modeling.describe_strategy(small) == "trained to convergence"
