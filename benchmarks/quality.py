@@ -48,13 +48,12 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 os.environ.setdefault("PYTHONWARNINGS", "ignore")  # the worker processes inherit it: no convergence chatter
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from sklearn.base import BaseEstimator, clone  # noqa: E402
+from sklearn.base import BaseEstimator  # noqa: E402
 from sklearn.compose import ColumnTransformer, TransformedTargetRegressor, make_column_selector  # noqa: E402
 from sklearn.dummy import DummyClassifier, DummyRegressor  # noqa: E402
 from sklearn.ensemble import (  # noqa: E402

@@ -30,19 +30,13 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import log_loss
 from sklearn.model_selection import train_test_split
 from sklearn.utils import get_tags
-from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import _num_samples, check_array, check_consistent_length, check_is_fitted
+from sklearn.utils.validation import _num_samples, check_array, check_consistent_length
+
+from stages.delegation import DelegatesToFitted
 
 
-def _inner_has(name: str) -> Any:
-    def check(self: EarlyStoppingClassifier) -> bool:
-        return hasattr(self.estimator_ if hasattr(self, "estimator_") else self.estimator, name)
-
-    return check
-
-
-class EarlyStoppingClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
+class EarlyStoppingClassifier(DelegatesToFitted, ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
     """Train a classifier epoch by epoch; stop when its validation log loss stops improving.
 
     Args:
@@ -151,28 +145,6 @@ class EarlyStoppingClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator
             problems.append(f"tol must be non-negative, got {self.tol!r}")
         if problems:
             raise ValueError("; ".join(problems))
-
-    @property
-    def classes_(self) -> np.ndarray:
-        """The fitted estimator's classes."""
-        check_is_fitted(self)
-        return self.estimator_.classes_
-
-    def predict(self, X: Any) -> np.ndarray:
-        """The fitted estimator's predictions."""
-        check_is_fitted(self)
-        return self.estimator_.predict(X)
-
-    def predict_proba(self, X: Any) -> np.ndarray:
-        """The fitted estimator's class probabilities."""
-        check_is_fitted(self)
-        return self.estimator_.predict_proba(X)
-
-    @available_if(_inner_has("predict_log_proba"))
-    def predict_log_proba(self, X: Any) -> np.ndarray:
-        """The fitted estimator's log class probabilities."""
-        check_is_fitted(self)
-        return self.estimator_.predict_log_proba(X)
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()

@@ -20,17 +20,11 @@ from sklearn.utils import _safe_indexing, get_tags, resample
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import _num_samples, check_consistent_length, check_is_fitted
 
+from stages.delegation import DelegatesToFitted, inner_has
 from stages.early_stopping import EarlyStoppingClassifier
 
 
-def _inner_has(name: str) -> Any:
-    def check(self: RowSubsample) -> bool:
-        return hasattr(self.estimator_ if hasattr(self, "estimator_") else self.estimator, name)
-
-    return check
-
-
-class RowSubsample(MetaEstimatorMixin, BaseEstimator):
+class RowSubsample(DelegatesToFitted, MetaEstimatorMixin, BaseEstimator):
     """Fit `estimator` on a random sample of at most `max_rows` rows; predict with it on all rows.
 
     Args:
@@ -78,37 +72,13 @@ class RowSubsample(MetaEstimatorMixin, BaseEstimator):
             self.feature_names_in_ = self.estimator_.feature_names_in_
         return self
 
-    @property
-    def classes_(self) -> np.ndarray:
-        """The fitted estimator's classes."""
-        check_is_fitted(self)
-        return self.estimator_.classes_
-
-    @available_if(_inner_has("predict"))
-    def predict(self, X: Any) -> np.ndarray:
-        """The fitted estimator's predictions."""
-        check_is_fitted(self)
-        return self.estimator_.predict(X)
-
-    @available_if(_inner_has("predict_proba"))
-    def predict_proba(self, X: Any) -> np.ndarray:
-        """The fitted estimator's class probabilities."""
-        check_is_fitted(self)
-        return self.estimator_.predict_proba(X)
-
-    @available_if(_inner_has("predict_log_proba"))
-    def predict_log_proba(self, X: Any) -> np.ndarray:
-        """The fitted estimator's log class probabilities."""
-        check_is_fitted(self)
-        return self.estimator_.predict_log_proba(X)
-
-    @available_if(_inner_has("decision_function"))
+    @available_if(inner_has("decision_function"))
     def decision_function(self, X: Any) -> np.ndarray:
         """The fitted estimator's decision function."""
         check_is_fitted(self)
         return self.estimator_.decision_function(X)
 
-    @available_if(_inner_has("score"))
+    @available_if(inner_has("score"))
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
         """The fitted estimator's default score."""
         check_is_fitted(self)
