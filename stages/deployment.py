@@ -592,6 +592,8 @@ def model_card(
     if importance is not None and importance.features:
         lines += ["", f"Most important input columns (drop in holdout {importance.metric} when shuffled):", ""]
         lines += [f"- `{f}`: {m:.4f} ± {s:.4f}" for f, m, s in list(zip(importance.features, importance.mean, importance.std))[:10]]
+        if importance.note:
+            lines += ["", f"(Importance {importance.note}.)"]
     limitations = [
         *profile.warnings,
         *evaluation.warnings,

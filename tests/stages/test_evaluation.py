@@ -381,3 +381,37 @@ def test_permutation_importance_shuffles_fewer_rows_for_a_model_that_predicts_sl
     slow = importance_rows(row(2.0), n_train=8000, n_features=20)  # 1.25 ms a row: 100 shuffles x 100 rows = 12.5 s, the floor
     middling = importance_rows(row(0.08), n_train=8000, n_features=20)  # 50 us a row: 400 rows cost 2 s
     assert fast == IMPORTANCE_ROWS[1] and slow == IMPORTANCE_ROWS[0] and middling == 400
+
+
+def _wide_frame(n_rows: int, n_columns: int, task: str) -> tuple:
+    """Noise columns, a categorical one, and a target that depends on x3 (numeric) and `group` only."""
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(n_rows, n_columns)), columns=[f"x{i}" for i in range(n_columns)])
+    X["group"] = rng.choice(["a", "b", "c"], size=n_rows)
+    signal = 2.0 * X["x3"] + X["group"].map({"a": -2.0, "b": 0.0, "c": 2.0})
+    if task == "regression":
+        return X, signal + rng.normal(scale=0.1, size=n_rows), None
+    y = pd.Series(np.where(signal > 0, "yes", "no"))
+    return X, y, np.array(["no", "yes"])
+
+
+@pytest.mark.parametrize("task", ["regression", "binary"])
+def test_permutation_importance_on_a_wide_frame_shuffles_at_most_the_capped_columns_and_says_so(task):
+    from stages.evaluation import MAX_IMPORTANCE_COLUMNS
+
+    X, y, classes = _wide_frame(300, 400, task)
+    data = X.assign(target=y)
+    profile = profile_data(data, "target")
+    model = build_candidates(["linear"], build_preprocessor(profile, 0.01, 20), ModelSettings(profile.task, 0))["linear"]
+    model.fit(X, y)
+    metric = "r2" if task == "regression" else "roc_auc"
+    importance = permutation_importances(model, X, y, metric, classes, seed=0, n_repeats=2, max_rows=300)
+    assert len(importance.features) == MAX_IMPORTANCE_COLUMNS and importance.n_columns == 401
+    assert f"the {MAX_IMPORTANCE_COLUMNS} of 401 input columns" in importance.note
+    assert {"x3", "group"} <= set(importance.features)  # the screen keeps what the model uses, numeric or not
+    assert importance.features[0] == "x3"
+    narrow = permutation_importances(model, X[["x3", "group", "x0"]].join(X.drop(columns=["x3", "group", "x0"])), y,
+                                     metric, classes, seed=0, n_repeats=2, max_rows=300, max_columns=500)
+    assert narrow.note == "" and len(narrow.features) == 401  # under the cap every column is shuffled
