@@ -23,7 +23,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
-from pipeline.errors import EXIT_BUG, EXIT_INTERRUPTED, EXIT_NO_GO, EXIT_OK, CrispmlError, Interrupted, UsageError
+from pipeline.errors import EXIT_BUG, EXIT_INTERRUPTED, EXIT_NO_GO, EXIT_OK, EXIT_USAGE, CrispmlError, Interrupted, UsageError
 
 EXIT_BROKEN_PIPE = 141
 """stdout was closed by its reader (128 + SIGPIPE, as for `cat`); the run itself completed."""
@@ -143,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BROKEN_PIPE
     except CrispmlError as exc:
         print(f"crispml: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return EXIT_USAGE
     except KeyboardInterrupt as exc:
         name = signal.Signals(getattr(exc, "signum", signal.SIGINT)).name
         print(f"crispml: interrupted by {name}; the MLflow run, if one had started, is marked KILLED", file=sys.stderr)

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 from pandas.tseries.api import guess_datetime_format
 
-from pipeline.errors import DataError
+from stages.errors import DataError
 
 MISSING_MARKERS: tuple[str, ...] = (
     "", "?", "-", "na", "n/a", "nan", "null", "none",

@@ -21,7 +21,7 @@ import pandas as pd
 from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 
-from pipeline.errors import DataError
+from stages.errors import DataError
 from stages import subsample
 from stages.cleaning import CleaningPlan, CleaningReport, apply_cleaning
 from stages.evaluation import Decision, Evaluation, Footprint, Importance, Selection

@@ -44,7 +44,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, SVR, LinearSVC, LinearSVR
 
-from pipeline.errors import DataError, Interrupted
+from stages.errors import DataError, Interrupted
 from pipeline.workers import LOCAL, NOT_IN_BUDGET, Backend, Outcome, Task, run_tasks
 from stages.early_stopping import EarlyStoppingClassifier
 from stages.metrics import METRICS, Metric, metrics_for, score_all

@@ -16,7 +16,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from pipeline.errors import DataError
+from stages.errors import DataError
 from stages.understanding import CLASSIFICATION, DataProfile
 
 MISSING_CATEGORY = "__missing__"

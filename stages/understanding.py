@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.errors import DataError, did_you_mean
+from stages.errors import DataError, did_you_mean
 from stages.cleaning import MAX_STRAY_TEXT_SHARE, CleaningReport, number_mask
 
 REGRESSION = "regression"
