@@ -9,21 +9,19 @@ registered or exported); 1 a bug in crispml (with a traceback); 130 interrupted 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
 import signal
 import sys
-import threading
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any, NoReturn
 
-from pipeline.errors import EXIT_BUG, EXIT_INTERRUPTED, EXIT_NO_GO, EXIT_OK, EXIT_USAGE, CrispmlError, Interrupted, UsageError
+from pipeline import interrupts
+from pipeline.errors import EXIT_BUG, EXIT_INTERRUPTED, EXIT_NO_GO, EXIT_OK, EXIT_USAGE, CrispmlError, UsageError
 
 EXIT_BROKEN_PIPE = 141
 """stdout was closed by its reader (128 + SIGPIPE, as for `cat`); the run itself completed."""
@@ -105,13 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve",
         help="serve a saved model over HTTP (MLflow's scoring protocol)",
-        description="Serve a model on 127.0.0.1: GET /ping; POST /invocations with CSV or JSON "
-        "(dataframe_split, dataframe_records). A request that lacks a column, or has text in a numeric "
-        "one, gets a 400 naming it. Ctrl-C stops it.",
+        description="Serve a model on 127.0.0.1: GET /ping; POST /invocations with CSV, Parquet or JSON "
+        "(dataframe_split, dataframe_records, instances, inputs). A request that lacks a column, or has text in a "
+        "numeric one, gets a 400 naming it. Ctrl-C stops it.",
     )
     serve.add_argument("--model", required=True, help="model folder (OUT/EXPERIMENT/model) or URI (models:/NAME@champion)")
     serve.add_argument("--port", type=int, default=5001, help="port on 127.0.0.1 (default 5001)")
     serve.add_argument("--tracking-uri", help="MLflow tracking URI for models:/ URIs (default: sqlite:///mlruns/mlflow.db)")
+    serve.add_argument(
+        "--max-request-mb", type=float, default=100.0, help="largest request body in MB; a larger one gets a 413 (default 100)"
+    )
     return parser
 
 
@@ -133,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             raise UsageError("no command given; use 'crispml run', 'predict', 'ui' or 'serve' (see 'crispml --help')")
         handlers = {"run": _run, "predict": _predict, "ui": _ui, "serve": _serve}
-        with _signals_interrupt():
+        with interrupts.on_signals():  # a signal stops the command at the next safe point (pipeline.interrupts)
             code = handlers[args.command](args)
             sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
             return code
@@ -146,40 +147,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt as exc:
         name = signal.Signals(getattr(exc, "signum", signal.SIGINT)).name
-        print(f"crispml: interrupted by {name}; the MLflow run, if one had started, is marked KILLED", file=sys.stderr)
+        print(
+            f"crispml: interrupted by {name}; an MLflow run still in progress is marked KILLED, "
+            "and the registry and the export are left as they were before it",
+            file=sys.stderr,
+        )
         return getattr(exc, "exit_code", EXIT_INTERRUPTED)
     except Exception:
         traceback.print_exc()
         print("crispml: internal error (a bug in crispml); please report it with the traceback above", file=sys.stderr)
         return EXIT_BUG
-
-
-@contextlib.contextmanager
-def _signals_interrupt() -> Iterator[None]:
-    """Turn SIGTERM, like Ctrl-C, into an `Interrupted` exception, so a run cleans up the same way.
-
-    The first signal raises; the run then ends its MLflow run as KILLED, logs what it had
-    and stops its workers, and `ui` stops its MLflow server (`serve`'s uvicorn shuts down
-    first, then re-raises the signal here). A second signal during that clean-up exits at once.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    fired = []
-
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        if fired:
-            print(f"crispml: {signal.Signals(signum).name} again; exiting without clean-up", file=sys.stderr, flush=True)
-            os._exit(128 + signum)
-        fired.append(signum)
-        raise Interrupted(signum)
-
-    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -236,7 +213,7 @@ def _config_sets_target(path: Path) -> bool:
     import tomllib
 
     try:
-        return "target" in tomllib.loads(Path(path).read_text(encoding="utf-8")).get("business", {})
+        return "target" in tomllib.loads(Path(path).read_text(encoding="utf-8-sig")).get("business", {})
     except (OSError, tomllib.TOMLDecodeError, AttributeError):
         return False
 
@@ -275,10 +252,11 @@ def _serve(args: argparse.Namespace) -> int:
     uri = args.tracking_uri or Config().tracking_uri
 
     def announce(url: str) -> None:
-        print(f"serving {args.model}: POST CSV or JSON (dataframe_split, dataframe_records) to", file=sys.stderr)
+        layouts = "dataframe_split, dataframe_records, instances, inputs"
+        print(f"serving {args.model}: POST CSV, Parquet or JSON ({layouts}) to", file=sys.stderr)
         print(url, flush=True)
 
-    return servers.serve_model(args.model, uri, args.port, announce)
+    return servers.serve_model(args.model, uri, args.port, announce, max_request_mb=args.max_request_mb)
 
 
 def _warn(message: str) -> None:

@@ -10,15 +10,19 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import shlex
 import tomllib
 import types
 import typing
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline import paths
 from pipeline.errors import ConfigError, did_you_mean
+from pipeline.files import file_problem
 from pipeline.workers import BACKENDS
 from stages.evaluation import DEPRECATED_RULES, SELECTION_RULES, SIMPLEST_EQUIVALENT
 from stages.metrics import DEFAULT_RELATIVE_TOLERANCE, DEFAULT_TOLERANCE, METRICS
@@ -29,6 +33,20 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT / "data" / "penguins.csv"
 DEFAULT_TARGET = "species"
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
+MAX_CONFIG_BYTES = 1 << 20
+"""A config file is a few lines of TOML; a larger file is the wrong file (and is not read whole)."""
+MEMORY_MB_MAX = 2**43 - 1
+"""The largest `candidate_memory_mb`: just under 2**63 bytes, the largest address-space limit (`RLIMIT_AS`)."""
+SEED_MAX = 2**32 - 1
+"""The largest seed: numpy's and scikit-learn's `random_state` take 0 to 2**32 - 1."""
+EXPERIMENT_NAME_MAX_BYTES = 255
+"""The longest experiment name, in UTF-8 bytes: it is a folder name under `--out` (`NAME_MAX`)."""
+EXPERIMENT_NAME_RULE = (
+    "an experiment name is also the registered model's name, part of its models:/<name>@champion URI and a folder "
+    f"name under --out, so it must be 1 to {EXPERIMENT_NAME_MAX_BYTES} bytes in UTF-8, without '/', '\\', ':', '?', "
+    "'#', '@' or control characters, without a space at either end, and must not be '.' or start with '..'"
+)
+_FORBIDDEN = {"/": "'/'", "\\": "'\\'", ":": "':'", "?": "'?'", "#": "'#'", "@": "'@'"}
 
 
 @dataclass(frozen=True)
@@ -180,8 +198,10 @@ class TrackingConfig:
 
     Attributes:
         uri: Tracking URI. Empty means `MLFLOW_TRACKING_URI`, else `sqlite:///mlruns/mlflow.db`.
-        experiment: Experiment name, also the registered model's name. Empty means the
-            data file's stem (`penguins` for `data/penguins.csv`).
+        experiment: Experiment name, also the registered model's name and a folder under
+            `deployment.out`, so it must follow MLflow's rules and the file system's (see
+            `experiment_name_problem`). Empty means the data file's stem (`penguins` for
+            `data/penguins.csv`).
     """
 
     uri: str = ""
@@ -244,15 +264,49 @@ def load_config(path: Path | None) -> Config:
     """
     if path is None:
         return validate(Config())
+    return validate(config_from_mapping(read_toml(Path(path)), source=str(path)))
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Read a TOML config file: UTF-8, with or without a byte-order mark.
+
+    Nothing but a regular file is opened, so a named pipe or a device cannot hang the read.
+
+    Args:
+        path: The file named by `--config`.
+
+    Returns:
+        Its tables and keys.
+
+    Raises:
+        ConfigError: The file is missing, not a regular file, unreadable, too large to be a
+            config, not UTF-8, or not valid TOML.
+    """
+    problem = file_problem(path, "--config")
+    if problem.startswith("does not exist;"):
+        raise ConfigError(f"config file {path} {problem.replace('an existing file', 'an existing TOML file')}")
+    if problem:
+        raise ConfigError(f"config file {path} {problem}")
     try:
-        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist; pass an existing TOML file with --config") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {path} cannot be read ({exc}); check its permissions and encoding") from None
+        with open(path, "rb") as fh:
+            content = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read ({exc.strerror or exc}); check its permissions") from None
+    if len(content) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"config file {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB, which no crispml config is; "
+            "pass the TOML config file with --config"
+        )
+    try:
+        text = content.decode("utf-8-sig")  # a byte-order mark, as some editors write, is not part of the TOML
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 (byte {content[exc.start]:#x} at offset {exc.start}); re-save it as UTF-8"
+        ) from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}; fix the syntax") from None
-    return validate(config_from_mapping(raw, source=str(path)))
 
 
 def config_from_mapping(raw: Mapping[str, Any], source: str = "config") -> Config:
@@ -381,6 +435,8 @@ def validate(config: Config) -> Config:
     """
     problems: list[str] = []
     b, p, m = config.business, config.preparation, config.modeling
+    if not 0 <= config.seed <= SEED_MAX:
+        problems.append(f"seed must be between 0 and {SEED_MAX} (2**32 - 1, numpy's range), got {config.seed}")
     if b.task not in ("auto", *TASKS):
         problems.append(f"business.task '{b.task}' is unknown{did_you_mean(b.task, TASKS)}; use auto, {', '.join(TASKS)}")
     if b.metric and b.metric not in METRICS:
@@ -411,8 +467,11 @@ def validate(config: Config) -> Config:
         problems.append("modeling.n_jobs must not be 0; use -1 for every core or a positive count")
     if not (math.isfinite(m.candidate_timeout) and m.candidate_timeout >= 0):
         problems.append(f"modeling.candidate_timeout must be 0 (no limit) or a number of seconds, got {m.candidate_timeout}")
-    if m.candidate_memory_mb < 0:
-        problems.append(f"modeling.candidate_memory_mb must be 0 (automatic) or a number of MiB, got {m.candidate_memory_mb}")
+    if not 0 <= m.candidate_memory_mb <= MEMORY_MB_MAX:
+        problems.append(
+            f"modeling.candidate_memory_mb must be 0 (automatic) or a number of MiB up to {MEMORY_MB_MAX} "
+            f"(2**43 - 1: the largest memory limit a process can have is 2**63 bytes), got {m.candidate_memory_mb}"
+        )
     if not (math.isfinite(m.time_budget) and m.time_budget >= 0):
         problems.append(f"modeling.time_budget must be 0 (no budget) or a number of seconds, got {m.time_budget}")
     if m.backend not in BACKENDS:
@@ -421,9 +480,100 @@ def validate(config: Config) -> Config:
         problems.append(f"modeling.scheduler '{m.scheduler}' needs backend 'dask'; add --backend dask or drop the scheduler")
     if not m.mlp_hidden_layers or any(u < 1 for u in m.mlp_hidden_layers):
         problems.append(f"modeling.mlp_hidden_layers must be positive unit counts, got {list(m.mlp_hidden_layers)}")
+    if config.tracking.experiment:  # a name derived from the data file is checked by `check_outputs`
+        problems += [p for p in [experiment_name_problem(config.tracking.experiment)] if p]
     if problems:
         raise ConfigError("; ".join(problems))
     return config
+
+
+def experiment_name_problem(name: str, data_file: Path | None = None) -> str:
+    """Check an experiment name against MLflow's rules for registered model names and the file system's.
+
+    The name is the MLflow experiment's, the registered model's (MLflow refuses `/`, `:`,
+    `.` and names starting with `..`), and a folder under `--out` (no `/`, `\\` or NUL, at
+    most 255 bytes). `?` and `#` are refused because MLflow cannot load
+    `models:/<name>@champion` with them, `@` because `models:/<name>/<version>` then fails,
+    and control characters and spaces at either end because they hide in messages and shells.
+
+    Args:
+        name: The experiment name.
+        data_file: The data file it was derived from, when no name was given.
+
+    Returns:
+        A message stating the rule broken, the rule, and a valid name to pass instead; "" when the name is valid.
+    """
+    reasons = []
+    if not name.strip():
+        reasons.append("is empty" if not name else "is only spaces")
+    elif name != name.strip():
+        reasons.append("starts or ends with a space")
+    found = [shown for char, shown in _FORBIDDEN.items() if char in name]
+    if found:
+        reasons.append(f"has {', '.join(found)}")
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in name):  # Cs: undecodable bytes from the command line
+        reasons.append("has control characters or bytes that are not UTF-8")
+    if name == ".":
+        reasons.append("is '.'")
+    elif name.startswith(".."):
+        reasons.append("starts with '..'")
+    size = len(name.encode("utf-8", errors="surrogateescape"))
+    if size > EXPERIMENT_NAME_MAX_BYTES:
+        reasons.append(f"is {size} bytes long in UTF-8, over {EXPERIMENT_NAME_MAX_BYTES}")
+    if not reasons:
+        return ""
+    shown = repr(name if len(name) <= 60 else name[:40] + "...")
+    source = f", taken from the data file's name {Path(data_file).name!r}," if data_file else ""
+    hint = " (or set tracking.experiment)" if data_file else ""
+    return (
+        f"experiment name {shown}{source} {' and '.join(reasons)}; {EXPERIMENT_NAME_RULE}; "
+        f"pass --experiment {shlex.quote(suggest_experiment_name(name))}{hint}"
+    )
+
+
+def suggest_experiment_name(name: str) -> str:
+    """A valid experiment name close to `name`, to suggest in a message.
+
+    Path parts are joined with `_` (`.`, `..` and empty parts dropped), other forbidden
+    characters become `_`, dots and spaces at either end are trimmed, and at most 64
+    characters are kept: the last ones of a path (`/home/me/churn` gives `home_me_churn`),
+    else the first ones.
+
+    Args:
+        name: Any name.
+
+    Returns:
+        A name `experiment_name_problem` accepts (`experiment` when nothing usable is left).
+    """
+    parts = [p for p in name.replace("\\", "/").split("/") if p.strip() not in ("", ".", "..")]
+    kept = "_".join(parts)
+    kept = "".join("_" if c in _FORBIDDEN or unicodedata.category(c) in ("Cc", "Cs") else c for c in kept)
+    kept = (kept[-64:] if len(parts) > 1 else kept[:64]).strip().strip("._").strip()
+    return kept if kept and not experiment_name_problem(kept) else "experiment"
+
+
+def check_outputs(config: Config) -> Path:
+    """Check, before any data is read, the experiment name and that the model could be exported under `--out`.
+
+    The name is checked whether it was given or derived from the data file's stem. Then the
+    export folder `<out>/<experiment>/model` must resolve inside `--out`, and `--out` must be
+    a folder or be possible to make, and be writable (see `pipeline.paths.check_export_target`).
+
+    Args:
+        config: The validated configuration.
+
+    Returns:
+        The export folder, `<out>/<experiment>/model`.
+
+    Raises:
+        ConfigError: The name breaks a rule (the message states it and suggests a valid name),
+            or the export folder cannot be used.
+    """
+    derived = None if config.tracking.experiment else Path(config.data.path)
+    problem = experiment_name_problem(config.experiment, derived)
+    if problem:
+        raise ConfigError(problem)
+    return paths.check_export_target(config.deployment.out, config.experiment)
 
 
 def min_score_problem(min_score: float | None, metric: str) -> str:

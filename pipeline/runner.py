@@ -13,10 +13,10 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from pipeline import tracking, workers
-from pipeline.config import Config, min_score_problem
+from pipeline import paths, tracking, workers
+from pipeline.config import Config, check_outputs, min_score_problem
 from pipeline.errors import ConfigError, DataError, Interrupted
-from pipeline.files import export_model_dir, read_table, verify_export, write_table
+from pipeline.files import check_scored_output, export_model_dir, read_table, verify_export, write_table
 from stages import cleaning, deployment, evaluation, modeling, preparation, reporting, tuning, understanding
 from stages.metrics import DEFAULT_METRIC, METRICS
 
@@ -96,6 +96,7 @@ def run(config: Config, progress: Progress = _quiet, started: float | None = Non
             these are found before any training starts, and bad data before the store is touched.
     """
     started = time.monotonic() if started is None else started
+    check_outputs(config)  # the experiment name and the export folder, before the data is read
     budget = config.modeling.time_budget
     # Cross-validation gets most of a time budget; the rest is for the refits, the holdout, logging and export.
     deadline = started + CV_SHARE_OF_BUDGET * budget if budget else None
@@ -120,11 +121,7 @@ def run(config: Config, progress: Progress = _quiet, started: float | None = Non
         _log_understanding(tracker, config, prepared)
         board, selection = _model(tracker, config, prepared, memory_mb, deadline, progress)  # phase 3
         assessed = _evaluate(tracker, config, prepared, board, selection, deployment.sha256_of(data_path), memory_mb, progress)
-        logged, registered, export_dir = _deploy(tracker, config, prepared, board, selection, assessed, progress)  # 5
-        if budget and time.monotonic() - started > budget:
-            late = f"the run took {time.monotonic() - started:.0f} s, over its time budget of {budget:g} s"
-            progress(WARNING, f"{late}: refitting and exporting {selection.chosen} took longer than the budget left for it")
-            tracker.set_tags({"crispml.budget_warning": late})
+        logged, registered, export_dir = _deploy(tracker, config, prepared, board, selection, assessed, progress, started)
     return RunResult(
         profile=prepared.profile,
         leaderboard=board,
@@ -356,16 +353,27 @@ def _deploy(
     selection: evaluation.Selection,
     assessed: _Assessed,
     progress: Progress,
+    started: float,
 ) -> tuple[tracking.LoggedModel, str, Path | None]:
-    """Deployment: log the final model with its contract; on go, also register it as champion and export it."""
+    """Deployment, the run's last phase: log the final model; on go, export it, register it, make it champion.
+
+    The order keeps the registry, the export and the run in step whatever stops the run:
+    the model is logged to the run unregistered; the export folder is written beside the
+    old one; a new registry version is created and the manifest names it; the folder moves
+    into place; the run ends FINISHED; only then does `champion` move to the new version
+    (`PipelineRun.commit`). An error or a signal before that puts the old folder back,
+    deletes the new version and ends the run FAILED or KILLED, and a process killed
+    outright leaves `champion` on a run that finished, or where it was.
+    """
     final, decision = assessed.final, assessed.decision
     requirements = _requirements(final.manifest["packages"])
-    registered_name = config.experiment if config.deployment.register and decision.go else ""
+    register = config.deployment.register and decision.go
     contract = {deployment.CONTRACT_KEY: final.contract.to_dict()}
     tracker.log_json(final.contract.to_dict(), "contract.json")
-    logged = tracker.log_model(final.model, final.input_example, requirements, registered_name, contract)
-    registered = f"models:/{logged.registered_name}@{tracking.CHAMPION}" if logged.registered_name else ""
-    target = Path(config.deployment.out) / config.experiment / "model"
+    logged = tracker.log_model(final.model, final.input_example, requirements, contract)
+    # The card names the alias, which is this model's once the run commits; the manifest names the version.
+    registered = f"models:/{config.experiment}@{tracking.CHAMPION}" if register else ""
+    target = paths.export_target(config.deployment.out, config.experiment)
     card = deployment.model_card(
         experiment=config.experiment,
         objective=config.business.objective,
@@ -397,27 +405,51 @@ def _deploy(
                 "experiment": config.experiment,
                 "run_id": tracker.run_id,
                 "model_uri": logged.uri,
-                "registered_model": logged.registered_name,
-                "version": logged.version,
+                "registered_model": "",
+                "version": "",
             },
         }
     )
-    export_dir: Path | None = None
-    if decision.go:
-        extra = {MODEL_CARD: card.encode("utf-8"), **{f"plots/{name}": png for name, png in assessed.plots.items()}}
-        export_dir = export_model_dir(
-            target,
-            lambda folder: tracking.copy_logged_model(logged.uri, folder, config.tracking_uri),
-            final.model,
-            manifest,
-            extra,
-        )
-        tracker.set_tags({"crispml.export_dir": str(export_dir.resolve())})
-        progress("deployment", f"model {registered or logged.uri} exported to {export_dir}")
-    else:
+    if not decision.go:
+        tracker.log_json(manifest, "manifest.json")
+        if late := _budget_tags(config, started, selection.chosen, progress):
+            tracker.set_tags(late)
         progress("deployment", f"no-go: model logged as {logged.uri}; not registered as champion, not exported")
-    tracker.log_json(manifest, "manifest.json")
+        return logged, "", None
+
+    def register_version() -> dict[str, Any]:  # once the export's files are written, just before it moves in
+        version = tracker.register(logged, config.experiment).version if register else ""
+        entry = {**manifest["mlflow"], "registered_model": config.experiment if register else "", "version": version}
+        tracker.log_json({**manifest, "mlflow": entry}, "manifest.json")
+        return {"mlflow": entry}
+
+    def commit() -> None:  # once the new folder is in place; if this fails, the old one goes back
+        tags = _budget_tags(config, started, selection.chosen, progress)
+        tracker.commit({**tags, "crispml.export_dir": str(target.resolve())})
+
+    extra = {MODEL_CARD: card.encode("utf-8"), **{f"plots/{name}": png for name, png in assessed.plots.items()}}
+    export_dir = export_model_dir(
+        target,
+        lambda folder: tracking.copy_logged_model(logged.uri, folder, config.tracking_uri),
+        final.model,
+        manifest,
+        extra,
+        register=register_version,
+        commit=commit,
+    )
+    progress("deployment", f"model {registered or logged.uri} exported to {export_dir}")
     return logged, registered, export_dir
+
+
+def _budget_tags(config: Config, started: float, chosen: str, progress: Progress) -> dict[str, str]:
+    """A warning, and the tag that records it, when the run has gone over its time budget."""
+    budget = config.modeling.time_budget
+    spent = time.monotonic() - started
+    if not budget or spent <= budget:
+        return {}
+    late = f"the run took {spent:.0f} s, over its time budget of {budget:g} s"
+    progress(WARNING, f"{late}: refitting and exporting {chosen} took longer than the budget left for it")
+    return {"crispml.budget_warning": late}
 
 
 @dataclass(frozen=True)
@@ -458,6 +490,7 @@ def predict(model: str, data_path: Path, out_path: Path, tracking_uri: str, over
     """
     if Path(out_path).resolve() == Path(data_path).resolve():
         raise DataError(f"--out {out_path} is the input file; write the scores to another file")
+    check_scored_output(Path(out_path), overwrite)  # before the model is loaded and the data read
     if not tracking.is_model_uri(model) and Path(model).is_dir():
         verify_export(Path(model))
     loaded = tracking.load_model(model, tracking_uri)

@@ -2,17 +2,19 @@
 
 `crispml ui` runs MLflow's own tracking server (UI and REST API) as a child process,
 lightly: one worker and no job runners. `crispml serve` runs MLflow's scoring server for a
-saved model in this process, behind a gate that checks each request against the data
-contract saved with the model first (`stages.deployment.check_rows`, as batch scoring
-does), so that a bad request gets a 400 naming the column. Both bind 127.0.0.1 only.
+saved model in this process, behind a gate that reads each request in whichever layout
+MLflow accepts (`pipeline.payloads`) and checks its rows against the data contract saved
+with the model first (`stages.deployment.check_rows`, as batch scoring does), so that a
+bad request gets a 4xx with one line naming the problem. Both bind 127.0.0.1 only.
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
-import io
 import json
 import logging
+import math
 import os
 import socket
 import subprocess
@@ -25,9 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import pandas as pd
-
-from pipeline import tracking
+from pipeline import payloads, tracking
 from pipeline.errors import EXIT_OK, DataError, TrackingError, UsageError
 from pipeline.files import verify_export
 from stages import deployment
@@ -41,6 +41,12 @@ STOP_TIMEOUT = 10.0
 LIGHT_UI_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 """No job runners: the UI starts in about 8 s with 0.5 GB instead of 27 s with 2.3 GB."""
 INVOCATIONS = "/invocations"
+MAX_REQUEST_MB = 100.0
+"""The default limit on a scoring request's body (`crispml serve --max-request-mb`); MLflow's server has none."""
+MAX_REQUEST_BYTES = int(MAX_REQUEST_MB * 1e6)
+ERROR_CODES = {400: "BAD_REQUEST", 413: "REQUEST_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE", 500: "INTERNAL_ERROR"}
+"""The `error_code` of the gate's answers, by HTTP status."""
+_REPLACED_HEADERS = (b"content-type", b"content-length", b"content-encoding", b"transfer-encoding")
 
 Announce = Callable[[str], None]
 Scope = MutableMapping[str, Any]
@@ -182,15 +188,18 @@ def run_ui(tracking_uri: str, experiment: str, port: int, announce: Announce, ti
         stop(process)
 
 
-def serve_model(source: str, tracking_uri: str, port: int, announce: Announce) -> int:
+def serve_model(
+    source: str, tracking_uri: str, port: int, announce: Announce, max_request_mb: float = MAX_REQUEST_MB
+) -> int:
     """Serve a model over MLflow's scoring protocol on 127.0.0.1 until interrupted.
 
     The server is MLflow's own (`mlflow models serve` runs the same application):
-    `GET /ping`, and `POST /invocations` with CSV (`text/csv`) or JSON
-    (`dataframe_split`, `dataframe_records`). It runs in this process, so it needs
-    nothing on PATH. A model folder is checked against the SHA-256 hashes in its
-    `manifest.json` before anything in it is loaded, as for batch scoring, and every
-    request is first checked against the data contract saved with the model.
+    `GET /ping`, and `POST /invocations` with CSV (`text/csv`), Parquet
+    (`application/vnd.apache.parquet`) or JSON (`dataframe_split`, `dataframe_records`,
+    `instances`, `inputs`). It runs in this process, so it needs nothing on PATH. A model
+    folder is checked against the SHA-256 hashes in its `manifest.json` before anything in
+    it is loaded, as for batch scoring, and every request is first read and checked
+    against the data contract saved with the model (`ContractGate`).
 
     On Ctrl-C or SIGTERM, uvicorn finishes the requests in flight, then re-raises the signal
     under the handlers it found: the command line's, which turn it into `Interrupted`.
@@ -200,22 +209,27 @@ def serve_model(source: str, tracking_uri: str, port: int, announce: Announce) -
         tracking_uri: The store for `models:/` and `runs:/` URIs.
         port: The port on 127.0.0.1.
         announce: Called with the endpoint's URL before the server starts.
+        max_request_mb: The largest request body, in MB (10^6 bytes); a larger one gets a 413.
 
     Returns:
         The exit code: 0 when the server stopped without a signal.
 
     Raises:
-        UsageError: The port is taken, or the server did not start.
+        UsageError: The port is taken, `max_request_mb` is not positive, or the server did not start.
         ModelLoadError: No loadable model at `source`, or a model folder that changed after export.
         KeyboardInterrupt: On Ctrl-C or SIGTERM, after the server has shut down.
     """
     import uvicorn
 
+    if not 0 < max_request_mb < math.inf:
+        raise UsageError(
+            f"--max-request-mb {max_request_mb:g} is not a size; pass a number of MB above 0 (default {MAX_REQUEST_MB:g})"
+        )
     check_port(port)
     if not tracking.is_model_uri(source) and Path(source).is_dir():
         verify_export(Path(source))
     scoring = tracking.scoring_app(source, tracking_uri)
-    app = ContractGate(scoring.app, scoring.contract)
+    app = ContractGate(scoring.app, scoring.contract, max_bytes=int(max_request_mb * 1e6))
     announce(f"http://{HOST}:{port}{INVOCATIONS}")
     server = uvicorn.Server(
         uvicorn.Config(app, host=HOST, port=port, log_level="info", timeout_graceful_shutdown=STOP_TIMEOUT)
@@ -275,56 +289,56 @@ def stop(process: subprocess.Popen[Any], timeout: float = STOP_TIMEOUT) -> None:
 
 
 class ContractGate:
-    """ASGI middleware: checks `/invocations` requests against the model's data contract.
+    """ASGI middleware: reads each `/invocations` request and checks it against the model's data contract.
 
-    MLflow's signature marks a column optional when the input example had a gap in it, and
-    reports a missing optional column, or text in a numeric CSV column, without naming the
-    column. This gate runs batch scoring's check (`deployment.check_rows`) on the rows as
-    sent: rows that break the contract get a 400 with its message, and its drift warnings
-    go to stderr, not into the response. For a model whose contract holds a cleaning plan,
-    the rows are read as training read its file (missing markers, spaces, numbers, dates),
-    and MLflow's scoring server gets those cleaned rows, as JSON (`dataframe_split`), which
-    its signature describes; otherwise the request goes to it unchanged. Payloads the gate
-    cannot read as a table go to MLflow as they are, which reports them itself.
+    Every request MLflow's scoring server accepts (CSV, Parquet, or JSON in the
+    `dataframe_split`, `dataframe_records`, `instances` or `inputs` layout) is read into
+    its rows by `pipeline.payloads`, and those rows meet batch scoring's check
+    (`deployment.check_rows`): a request that is not a table of named columns gets a 400
+    (415 for a content type the server does not read, 413 for a body over `max_bytes`), and
+    rows that break the contract get a 400 with its message, each as
+    `{"error_code": ..., "message": ...}` with a one-line message (a bug in crispml gets a
+    500 in that form, its traceback going to the server's log). The check's drift warnings
+    go to stderr, not into the response. MLflow's scoring server then gets the rows that were checked, as
+    `dataframe_split` JSON with the request's `params`: for a model whose contract holds a
+    cleaning plan, the cleaned rows (missing markers, spaces, numbers, dates read as
+    training read its file), which its signature describes; otherwise the input columns as
+    sent (a CSV or Parquet body goes on as it is, for MLflow to read with the signature's types).
 
     Args:
         app: The ASGI application to protect.
         contract: The model's data contract.
+        max_bytes: The largest request body read; a larger one is drained and answered 413.
     """
 
-    def __init__(self, app: Any, contract: deployment.DataContract) -> None:
+    def __init__(self, app: Any, contract: deployment.DataContract, max_bytes: int = MAX_REQUEST_BYTES) -> None:
         self.app = app
         self.contract = contract
+        self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != INVOCATIONS:
             await self.app(scope, receive, send)
             return
-        chunks = []
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        headers = dict(scope.get("headers") or [])
+        headers = {k.lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
         try:
-            frame = request_frame(body, headers.get(b"content-type", b"").decode("latin-1"))
-            check = deployment.check_rows(frame, self.contract, what="the request") if frame is not None else None
+            body = await _read_body(receive, self.max_bytes)
+            if body is None:  # the client went away
+                return
+            # Reading a large table takes a while: off the event loop, so /ping still answers.
+            body, content_type = await asyncio.to_thread(self._checked, body, headers)
         except DataError as exc:
-            await _send_json(send, 400, {"error_code": "BAD_REQUEST", "message": str(exc)})
+            status = exc.status if isinstance(exc, payloads.RequestError) else 400
+            await _send_json(send, status, {"error_code": ERROR_CODES[status], "message": str(exc)})
             return
-        except (TypeError, ValueError):  # an odd table (say, duplicate column names): MLflow reports it
-            check = None
-        for warning in check.warnings if check is not None else ():
-            _log.warning("crispml: warning: %s", warning)
-        if check is not None and self.contract.cleaning is not None:
-            body = cleaned_request(body, check.features)
-            kept = [(k, v) for k, v in scope.get("headers") or [] if k.lower() not in (b"content-type", b"content-length")]
-            headers_out = [*kept, (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode("ascii"))]
-            scope = {**scope, "headers": headers_out}
+        except Exception as exc:  # a bug in crispml: a one-line answer, and the traceback in the server's log
+            _log.exception("crispml: internal error while reading a request")
+            message = f"crispml could not read this request ({type(exc).__name__}); this is a bug in crispml, please report it"
+            await _send_json(send, 500, {"error_code": ERROR_CODES[500], "message": message})
+            return
+        kept = [(k, v) for k, v in scope.get("headers") or [] if k.lower() not in _REPLACED_HEADERS]
+        length = str(len(body)).encode("ascii")
+        scope = {**scope, "headers": [*kept, (b"content-type", content_type.encode("ascii")), (b"content-length", length)]}
         replayed = False
 
         async def replay() -> Message:
@@ -336,57 +350,51 @@ class ContractGate:
 
         await self.app(scope, replay, send)
 
+    def _checked(self, body: bytes, headers: dict[bytes, str]) -> tuple[bytes, str]:
+        """The body and content type to send on, once the rows have passed the contract's check."""
+        request = payloads.read_request(
+            body, headers.get(b"content-type"), self.contract, content_encoding=headers.get(b"content-encoding")
+        )
+        check = deployment.check_rows(request.frame, self.contract, what="the request")
+        for warning in check.warnings:
+            _log.warning("crispml: warning: %s", warning)
+        if self.contract.cleaning is not None:
+            return payloads.split_body(check.features, request.params), payloads.JSON
+        if request.mime == payloads.JSON:  # as dataframe_split, whatever the layout: MLflow scores the rows checked
+            return payloads.split_body(request.frame.loc[:, list(self.contract.inputs)], request.params), payloads.JSON
+        return payloads.without_bom(body), request.mime
 
-def request_frame(body: bytes, content_type: str) -> pd.DataFrame | None:
-    """Read a scoring request's rows as they were sent, without the signature's types.
 
-    Args:
-        body: The request body.
-        content_type: Its Content-Type header.
+async def _read_body(receive: Receive, max_bytes: int) -> bytes | None:
+    """The request body, or None if the client disconnected first.
 
-    Returns:
-        The rows of a CSV, `dataframe_split` or `dataframe_records` payload, or None for
-        any other or malformed payload.
+    A body over `max_bytes` is read to its end without being kept (so the client, still
+    sending, gets the answer rather than a reset connection), then refused.
+
+    Raises:
+        RequestError: (413) The body is larger than `max_bytes`.
     """
-    mime = content_type.split(";")[0].strip().lower()
-    try:
-        if mime == "text/csv":
-            return pd.read_csv(io.BytesIO(body))
-        if mime != "application/json":
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
             return None
-        payload = json.loads(body)
-        if not isinstance(payload, dict):
-            return None
-        if isinstance(payload.get("dataframe_split"), dict):
-            split = payload["dataframe_split"]
-            return pd.DataFrame(split.get("data", []), columns=split.get("columns"))
-        if isinstance(payload.get("dataframe_records"), list):
-            return pd.DataFrame.from_records(payload["dataframe_records"])
-    except (ValueError, TypeError, UnicodeDecodeError, pd.errors.ParserError):
-        return None
-    return None
-
-
-def cleaned_request(body: bytes, features: pd.DataFrame) -> bytes:
-    """A scoring request holding the cleaned rows as `dataframe_split` JSON (missing values as null).
-
-    Args:
-        body: The request as sent; a JSON payload's other keys (such as `params`) are kept.
-        features: The rows as the model takes them (`ContractCheck.features`).
-
-    Returns:
-        The new body.
-    """
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):  # a CSV body
-        payload = None
-    if not isinstance(payload, dict):
-        payload = {}
-    extra = {k: v for k, v in payload.items() if k not in ("dataframe_split", "dataframe_records")}
-    rows = [[None if pd.isna(v) else v for v in row] for row in features.to_numpy(dtype=object).tolist()]  # exact floats
-    columns = [str(c) for c in features.columns]
-    return json.dumps({**extra, "dataframe_split": {"columns": columns, "data": rows}}, allow_nan=False).encode("utf-8")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size <= max_bytes:
+            chunks.append(chunk)
+        else:
+            chunks.clear()
+        if not message.get("more_body", False):
+            break
+    if size > max_bytes:
+        raise payloads.RequestError(
+            f"the request body ({size:,} bytes) is over the server's limit of {max_bytes / 1e6:g} MB; "
+            "send fewer rows per request, or restart crispml serve with a larger --max-request-mb",
+            413,
+        )
+    return b"".join(chunks)
 
 
 async def _send_json(send: Send, status: int, payload: dict[str, str]) -> None:

@@ -7,6 +7,7 @@ decides anything; it records what the stages returned.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import logging
@@ -16,12 +17,13 @@ import socket
 import sqlite3
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+import warnings
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata as package_metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import mlflow
@@ -31,8 +33,9 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.models import Model, infer_signature
 
-from pipeline.errors import ModelLoadError, TrackingError, did_you_mean
-from stages.deployment import CONTRACT_KEY, DataContract, contract_from_signature
+from pipeline import interrupts
+from pipeline.errors import CrispmlError, ModelLoadError, TrackingError, did_you_mean
+from stages.deployment import CONTRACT_KEY, DataContract, contract_from_signature, sha256_of
 
 CHAMPION = "champion"
 MODEL_NAME = "model"
@@ -52,7 +55,16 @@ _PARAM_MAX = 6000
 STORE_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks", "file", "")
 """URI schemes MLflow can track to (`file` and bare paths are refused by MLflow 3 itself)."""
 STORE_TIMEOUT = 10.0
-"""Seconds `check_store` waits for a tracking server to answer or a locked SQLite store to free up."""
+"""Seconds `check_store` waits for a locked SQLite store to free up."""
+HTTP_LIMITS = {
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+}
+"""Bounds on every call MLflow makes to a tracking server: seconds to connect and then to wait
+for each answer, retries, and the backoff between them (MLflow's own defaults, 120 s and 7
+retries with a factor of 2, let a silent server hold a command for many minutes). Each is an
+MLflow environment variable; one the user set is kept."""
 
 
 # MLflow sets up its loggers on import; keep its INFO chatter off the console after that.
@@ -61,6 +73,8 @@ for _logger in ("mlflow", "alembic"):
 # With an http:// tracking URI, MLflow writes "View run ... at: URL" lines to stdout when a
 # run ends, which would corrupt `crispml run --json`. crispml prints the run's id and store itself.
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+for _name, _value in HTTP_LIMITS.items():
+    os.environ.setdefault(_name, _value)
 
 
 @dataclass(frozen=True)
@@ -117,24 +131,26 @@ def _sqlite_path(tracking_uri: str) -> str:
 def check_store(tracking_uri: str, timeout: float | None = None, writable: bool = False) -> None:
     """Fail early, before any training, when the tracking store cannot be used.
 
-    Checks, in order: the URI's scheme; for a tracking server, that it accepts connections;
-    for SQLite, that its folder can be created; with `writable`, that the folder can be
-    written and the database can take a write (not read-only, not locked by another
-    process for more than `timeout`); then that MLflow can open and read the store. With
-    `writable`, a new SQLite store is created under a file lock, so two runs starting at
-    once against a fresh `mlruns/` do not both create its tables.
+    Checks, in order: the URI's scheme; for a tracking server, that it accepts a connection
+    and answers an HTTP request within `timeout`; for SQLite, that its folder can be
+    created, and that an existing database is a file, an SQLite database, and not locked
+    for more than `timeout`; with `writable`, that the folder can be written and the
+    database can take a write (not read-only); then that MLflow can open and read the
+    store, with MLflow's own logging silenced, so a failure prints crispml's one line only.
+    With `writable`, a new SQLite store is created under a file lock, so two runs starting
+    at once against a fresh `mlruns/` do not both create its tables.
 
     Args:
         tracking_uri: The tracking URI.
-        timeout: Seconds to wait for a server to accept a connection, or for a lock
-            (default `STORE_TIMEOUT`).
+        timeout: Seconds to wait for a server to connect and answer (default: `http_timeout()`,
+            from `MLFLOW_HTTP_REQUEST_TIMEOUT`), or for a locked SQLite database (default
+            `STORE_TIMEOUT`).
         writable: Also check that a run could be written (what `crispml run` needs; a
             viewer needs only to read).
 
     Raises:
         TrackingError: The store cannot be created, reached, written or read.
     """
-    timeout = STORE_TIMEOUT if timeout is None else timeout
     scheme = urlparse(tracking_uri).scheme
     if len(scheme) == 1:  # a Windows drive letter: a plain path
         scheme = ""
@@ -144,16 +160,30 @@ def check_store(tracking_uri: str, timeout: float | None = None, writable: bool 
             "use sqlite:///path/to/mlflow.db or the http(s):// address of a tracking server"
         )
     if scheme in ("http", "https"):
-        _check_server(tracking_uri, timeout)
+        _check_server(tracking_uri, http_timeout() if timeout is None else timeout)
+    timeout = STORE_TIMEOUT if timeout is None else timeout
     database = Path(_sqlite_path(tracking_uri)) if scheme == "sqlite" else None
     if database is not None:
         _check_sqlite_folder(tracking_uri, database.parent, writable)
+    revision = None
+    if database is not None and (database.exists() or database.is_symlink()):  # before the lock file is made
+        revision = _check_sqlite_file(tracking_uri, database, timeout)
     with _store_lock(database if writable else None):
         if writable and database is not None and database.is_file():
             _check_sqlite_writable(tracking_uri, database, timeout)
         try:
-            MlflowClient(tracking_uri).search_experiments(max_results=1)
+            with quiet_mlflow():
+                MlflowClient(tracking_uri).search_experiments(max_results=1)
         except Exception as exc:  # MLflow raises many types for an unusable store
+            if database is not None and revision is not None:
+                _check_sqlite_schema(tracking_uri, database, revision)
+            if scheme in ("http", "https") and ("timed out" in str(exc) or "timeout" in str(exc).lower()):
+                raise TrackingError(
+                    f"the MLflow tracking server at {tracking_uri} accepted a connection but did not answer an API request "
+                    f"within {http_timeout()} s, {os.environ.get('MLFLOW_HTTP_REQUEST_MAX_RETRIES')} retries included "
+                    "(MLFLOW_HTTP_REQUEST_TIMEOUT, MLFLOW_HTTP_REQUEST_MAX_RETRIES); check that the server is not stuck "
+                    "or overloaded, set MLFLOW_HTTP_REQUEST_TIMEOUT higher to wait longer, or pass another --tracking-uri"
+                ) from None
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise TrackingError(
                 f"cannot use the MLflow tracking store {tracking_uri} ({first[:200]}); "
@@ -161,8 +191,36 @@ def check_store(tracking_uri: str, timeout: float | None = None, writable: bool 
             ) from None
 
 
+def http_timeout() -> int:
+    """Seconds one call to a tracking server may wait to connect, and then for each answer.
+
+    Returns:
+        `MLFLOW_HTTP_REQUEST_TIMEOUT` (crispml sets it to `HTTP_LIMITS`' value unless it is set).
+
+    Raises:
+        TrackingError: The variable is not a positive whole number of seconds (MLflow reads it as one).
+    """
+    value = os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", HTTP_LIMITS["MLFLOW_HTTP_REQUEST_TIMEOUT"])
+    try:
+        seconds = int(value)
+    except ValueError:
+        seconds = 0
+    if seconds <= 0:
+        raise TrackingError(
+            f"MLFLOW_HTTP_REQUEST_TIMEOUT={value!r} is not a positive whole number of seconds; "
+            f"set it to one (crispml's default is {HTTP_LIMITS['MLFLOW_HTTP_REQUEST_TIMEOUT']}) or unset it"
+        )
+    return seconds
+
+
 def _check_server(tracking_uri: str, timeout: float) -> None:
-    """MLflow retries an unreachable server for minutes; one quick connection attempt says it sooner."""
+    """One quick connection and one HTTP request with no retries: MLflow's own calls retry, so they say it later.
+
+    A server that answers anything (even 401 or 404) is up; MLflow's own call then says
+    what is wrong with it. One that accepts the connection and says nothing is stuck.
+    """
+    import requests
+
     parsed = urlparse(tracking_uri)
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     try:
@@ -170,8 +228,25 @@ def _check_server(tracking_uri: str, timeout: float) -> None:
             pass
     except OSError as exc:
         why = exc.strerror or type(exc).__name__
+        if isinstance(exc, TimeoutError):
+            why = f"no answer to a connection within {timeout:g} s"
         raise TrackingError(
             f"cannot reach the MLflow tracking server at {tracking_uri} ({why}); start it "
+            "(mlflow server ...) or pass another --tracking-uri"
+        ) from None
+    try:
+        requests.get(f"{tracking_uri.rstrip('/')}/health", timeout=(timeout, timeout), allow_redirects=False).close()
+    except requests.exceptions.SSLError:  # it speaks TLS: MLflow's call, with its certificate settings, goes on
+        pass
+    except requests.exceptions.Timeout:
+        raise TrackingError(
+            f"the MLflow tracking server at {tracking_uri} accepted a connection but did not answer within "
+            f"{timeout:g} s (MLFLOW_HTTP_REQUEST_TIMEOUT); check that an MLflow server is running there and "
+            "is not stuck, set MLFLOW_HTTP_REQUEST_TIMEOUT higher to wait longer, or pass another --tracking-uri"
+        ) from None
+    except requests.exceptions.RequestException as exc:
+        raise TrackingError(
+            f"cannot reach the MLflow tracking server at {tracking_uri} ({type(exc).__name__}); start it "
             "(mlflow server ...) or pass another --tracking-uri"
         ) from None
 
@@ -196,6 +271,75 @@ def _check_sqlite_folder(tracking_uri: str, folder: Path, writable: bool) -> Non
         ) from None
 
 
+def _check_sqlite_file(tracking_uri: str, database: Path, timeout: float) -> str | None:
+    """An existing database is a readable SQLite file that is MLflow's (or empty); returns its schema revision.
+
+    MLflow retries a database it cannot open for about 100 s, logging each attempt: this
+    says what is wrong at once.
+    """
+    where = f"the tracking database {database} ({tracking_uri})"
+    fix = f"pass sqlite:///{database / 'mlflow.db'}, or another --tracking-uri"
+    if database.is_dir():
+        raise TrackingError(f"{where} is a folder, not a database file; {fix}")
+    if not database.is_file():
+        raise TrackingError(f"{where} is not a regular file (a broken link, a device or a pipe); pass another --tracking-uri")
+    try:
+        connection = sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True, timeout=timeout)
+        try:
+            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            row = connection.execute("SELECT version_num FROM alembic_version").fetchone() if "alembic_version" in tables else None
+        finally:
+            connection.close()
+    except sqlite3.Error as exc:
+        message = str(exc)
+        if "locked" in message or "busy" in message:
+            raise _locked(tracking_uri, database, timeout) from None
+        if "not a database" in message:
+            raise TrackingError(
+                f"{where} is not an SQLite database ({message}); pass the store 'crispml run' wrote "
+                "(sqlite:///mlruns/mlflow.db by default) or another --tracking-uri"
+            ) from None
+        raise TrackingError(f"cannot read {where} ({message}); check that the file is readable, or pass another --tracking-uri") from None
+    if tables and "alembic_version" not in tables:
+        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise TrackingError(
+            f"{where} is an SQLite database but not an MLflow store (its tables: {shown}); "
+            "pass the store 'crispml run' wrote (sqlite:///mlruns/mlflow.db by default) or another --tracking-uri"
+        )
+    return str(row[0]) if row else None
+
+
+def _check_sqlite_schema(tracking_uri: str, database: Path, revision: str) -> None:
+    """After MLflow refused a store: say whether its schema is newer or older than this MLflow's."""
+    from alembic.script import ScriptDirectory
+
+    try:
+        script = ScriptDirectory(str(Path(mlflow.__file__).parent / "store" / "db_migrations"))
+        if revision == script.get_current_head():
+            return
+        known = script.get_revision(revision) is not None
+    except Exception:  # alembic raises its own types for an unknown revision
+        known = False
+    where = f"the tracking database {database} ({tracking_uri})"
+    if not known:
+        raise TrackingError(
+            f"{where} was written by a newer MLflow than the installed {mlflow.__version__} (its schema "
+            f"revision {revision} is unknown here); install the MLflow that wrote it "
+            "(pip install -U mlflow) or pass another --tracking-uri"
+        )
+    raise TrackingError(
+        f"{where} has the schema of an older MLflow (revision {revision}); back it up, then run "
+        f"'mlflow db upgrade {tracking_uri}', or pass another --tracking-uri"
+    )
+
+
+def _locked(tracking_uri: str, database: Path, timeout: float) -> TrackingError:
+    return TrackingError(
+        f"the tracking database {database} ({tracking_uri}) is locked by another process; waited "
+        f"{timeout:g} s; stop what holds it (an open sqlite3 shell, a crashed process) or pass another --tracking-uri"
+    )
+
+
 def _check_sqlite_writable(tracking_uri: str, database: Path, timeout: float) -> None:
     """A write that is rolled back: proves the database is writable and not locked, and leaves no trace."""
     try:
@@ -209,14 +353,32 @@ def _check_sqlite_writable(tracking_uri: str, database: Path, timeout: float) ->
     except sqlite3.Error as exc:
         message = str(exc)
         if "locked" in message or "busy" in message:
-            raise TrackingError(
-                f"the tracking database {database} ({tracking_uri}) is locked by another process; waited "
-                f"{timeout:g} s; stop what holds it (an open sqlite3 shell, a crashed process) or pass another --tracking-uri"
-            ) from None
+            raise _locked(tracking_uri, database, timeout) from None
         raise TrackingError(
             f"cannot write to the tracking database {database} ({tracking_uri}): {message}; "
             "check the file and its folder are writable, or pass another --tracking-uri"
         ) from None
+
+
+@contextmanager
+def quiet_mlflow() -> Iterator[None]:
+    """Silence MLflow's, alembic's, SQLAlchemy's and urllib3's logging and warnings in the block.
+
+    Around calls whose failure crispml reports itself in one line: MLflow logs each retry
+    of a store it cannot open, urllib3 each retry of a request, and MLflow warns about
+    what it is about to raise.
+    """
+    loggers = [logging.getLogger(name) for name in ("mlflow", "alembic", "sqlalchemy", "urllib3")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL + 1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 @contextmanager
@@ -237,43 +399,74 @@ def _store_lock(database: Path | None) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+_Write = TypeVar("_Write", bound=Callable[..., Any])
+
+
+def _store_write(method: _Write) -> _Write:
+    """A write to the store, done whole: a signal that arrives during it is raised once it is done."""
+
+    @functools.wraps(method)
+    def write(*args: Any, **kwargs: Any) -> Any:
+        with interrupts.held():
+            return method(*args, **kwargs)
+
+    return write  # type: ignore[return-value]
+
+
 class PipelineRun:
-    """Logging for one pipeline run: the parent run and its candidates' child runs."""
+    """Logging for one pipeline run: the parent run, its candidates' child runs, and its registry version.
+
+    Every method is one write to the store, done whole even if a signal arrives during it
+    (`pipeline.interrupts`). The registry moves only in `commit`, the run's last step.
+    """
 
     def __init__(self, client: Any, experiment_id: str, run_id: str, tracking_uri: str) -> None:
         self.client = client
         self.experiment_id = experiment_id
         self.run_id = run_id
         self.tracking_uri = tracking_uri
+        self.committed = False
+        self._registering = ""  # the registered model a version of this run is (being) created in
+        self._version = ""
+        self._previous: str | None = None  # the champion version before `commit` moved it
+        self._ended = ""  # the status the run was ended with
+        self._commit_tags: tuple[str, ...] = ()
 
+    @_store_write
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Log flat parameters on the parent run."""
 
         self.client.log_batch(self.run_id, params=[Param(k, _param(v)) for k, v in params.items()])
 
+    @_store_write
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Set tags on the parent run."""
 
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
+    @_store_write
     def log_metrics(self, metrics: Mapping[str, float]) -> None:
         """Log metrics on the parent run; NaN values are skipped."""
         _log_metrics(self.client, self.run_id, metrics)
 
+    @_store_write
     def log_json(self, obj: Any, path: str) -> None:
         """Save an object as a JSON artifact of the parent run."""
         self.client.log_text(self.run_id, json.dumps(obj, indent=2, default=str, allow_nan=False), path)
 
+    @_store_write
     def log_text(self, text: str, path: str) -> None:
         """Save text as an artifact of the parent run."""
         self.client.log_text(self.run_id, text, path)
 
+    @_store_write
     def log_frame(self, frame: pd.DataFrame, path: str) -> None:
         """Save a table as a CSV artifact of the parent run."""
         buffer = io.StringIO()
         frame.to_csv(buffer, index=False)
         self.client.log_text(self.run_id, buffer.getvalue(), path)
 
+    @_store_write
     def log_files(self, files: Mapping[str, bytes], folder: str) -> None:
         """Save in-memory files (PNG plots, say) as artifacts of the parent run, in one upload.
 
@@ -288,6 +481,7 @@ class PipelineRun:
                 (Path(tmp) / name).write_bytes(content)
             self.client.log_artifacts(self.run_id, tmp, folder)
 
+    @_store_write
     def log_candidate(
         self,
         name: str,
@@ -338,58 +532,146 @@ class PipelineRun:
             if not math.isnan(value)
         ]
         entries += [Metric(k, v, now, 0) for k, v in metrics.items() if not math.isnan(v)]
-        self.client.log_batch(
-            run.info.run_id,
-            metrics=entries,
-            params=[Param(k, _param(v)) for k, v in params.items()],
-            tags=[RunTag(k, v) for k, v in tags.items() if not k.startswith("mlflow.")],
-        )
-        self.client.set_terminated(run.info.run_id, "FINISHED" if ok else "FAILED")
+        status = "FAILED"  # a child run is never left RUNNING, even when logging its results fails
+        try:
+            self.client.log_batch(
+                run.info.run_id,
+                metrics=entries,
+                params=[Param(k, _param(v)) for k, v in params.items()],
+                tags=[RunTag(k, v) for k, v in tags.items() if not k.startswith("mlflow.")],
+            )
+            status = "FINISHED" if ok else "FAILED"
+        finally:
+            self.client.set_terminated(run.info.run_id, status)
         return str(run.info.run_id)
 
+    @_store_write
     def log_model(
         self,
         model: Any,
         input_example: pd.DataFrame,
         requirements: list[str],
-        registered_name: str,
         metadata: Mapping[str, Any] | None = None,
     ) -> LoggedModel:
-        """Log the model to the parent run and, when named, register it as `champion`.
+        """Log the model to the parent run, unregistered (`register` and `commit` do that).
+
+        Its files' SHA-256 are recorded in the tracking database (`record_model_files`), so
+        loading it by URI checks them.
 
         Args:
             model: The fitted pipeline.
             input_example: A few input rows, for the signature and the UI.
             requirements: pip requirements (given, so MLflow does not infer them).
-            registered_name: Registry name, or "" to skip registration.
             metadata: Stored in the model's `MLmodel` file (the data contract travels there).
 
         Returns:
-            Where it was logged and registered.
+            Where it was logged.
         """
+        info = mlflow.sklearn.log_model(
+            model,
+            name=MODEL_NAME,
+            signature=_signature(model, input_example),
+            input_example=input_example,
+            pip_requirements=requirements,
+            skops_trusted_types=SKOPS_TRUSTED_TYPES,
+            metadata=dict(metadata) if metadata else None,
+        )
+        record_model_files(self.client, info.model_id, self.tracking_uri)  # checked whenever it is loaded by URI
+        return LoggedModel(uri=info.model_uri)
 
+    @_store_write
+    def register(self, logged: LoggedModel, name: str) -> LoggedModel:
+        """Create a new version of the registered model `name` from the logged model; move no alias.
+
+        The version is tagged `crispml.run_id`. Unless `commit` follows, the end of the run
+        deletes it again (`pipeline_run`).
+
+        Args:
+            logged: What `log_model` returned.
+            name: The registered model's name (created if new).
+
+        Returns:
+            The logged model with its registry name and version.
+        """
+        self._registering = name  # set first: a version created by a call that then fails is found by its run
         with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints registry progress
-            info = mlflow.sklearn.log_model(
-                model,
-                name=MODEL_NAME,
-                signature=_signature(model, input_example),
-                input_example=input_example,
-                pip_requirements=requirements,
-                skops_trusted_types=SKOPS_TRUSTED_TYPES,
-                registered_model_name=registered_name or None,
-                metadata=dict(metadata) if metadata else None,
-            )
-        if not registered_name:
-            return LoggedModel(uri=info.model_uri)
-        version = str(info.registered_model_version)
-        self.client.set_registered_model_alias(registered_name, CHAMPION, version)
-        self.client.set_model_version_tag(registered_name, version, "crispml.run_id", self.run_id)
-        return LoggedModel(uri=info.model_uri, registered_name=registered_name, version=version)
+            version = mlflow.register_model(logged.uri, name, tags={"crispml.run_id": self.run_id})
+        self._version = str(version.version)
+        return LoggedModel(uri=logged.uri, registered_name=name, version=self._version)
+
+    @_store_write
+    def commit(self, tags: Mapping[str, Any] | None = None) -> None:
+        """The run's last step: set its closing tags, end it FINISHED, then point `champion` at its version.
+
+        `champion` moves only once the run has succeeded, so a process killed at any moment
+        leaves it on a finished run, or where it was. Calling it again does nothing.
+
+        Args:
+            tags: Tags that hold only for a run that succeeded (where its export is); removed
+                again if the commit fails.
+
+        Raises:
+            TrackingError: The store refused a write; the run then ends FAILED (`pipeline_run`).
+        """
+        if self.committed:
+            return
+        try:
+            if tags:
+                self._commit_tags = tuple(tags)
+                self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+            mlflow.end_run("FINISHED")
+            self._ended = "FINISHED"
+            if self._version:
+                self._previous = _alias_version(self.client, self._registering, CHAMPION)
+                self.client.set_registered_model_alias(self._registering, CHAMPION, self._version)
+        except mlflow.exceptions.MlflowException as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise TrackingError(
+                f"cannot record the end of run {self.run_id} in the tracking store {self.tracking_uri} ({first[:200]}); "
+                "the registry and the export are left as they were: check the store and run again"
+            ) from None
+        self.committed = True
+
+    def _abandon(self, status: str) -> None:
+        """End an uncommitted run FAILED or KILLED and undo what it did to the registry."""
+        if self._registering:
+            with contextlib.suppress(Exception):  # undo what can be undone; ending the run comes next
+                if self._version and _alias_version(self.client, self._registering, CHAMPION) == self._version:
+                    if self._previous is None:
+                        self.client.delete_registered_model_alias(self._registering, CHAMPION)
+                    else:
+                        self.client.set_registered_model_alias(self._registering, CHAMPION, self._previous)
+            with contextlib.suppress(Exception):
+                for version in self.client.search_model_versions(f"run_id = '{self.run_id}'"):
+                    if version.name == self._registering:
+                        self.client.delete_model_version(version.name, version.version)
+        for key in self._commit_tags:
+            with contextlib.suppress(Exception):
+                self.client.delete_tag(self.run_id, key)
+        if self._ended:  # the commit ended it FINISHED, then failed
+            self.client.set_terminated(self.run_id, status)
+        else:
+            mlflow.end_run(status)
+        self._ended = status
+
+
+def _alias_version(client: Any, name: str, alias: str) -> str | None:
+    """The version an alias points at, or None when it is not set."""
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except mlflow.exceptions.MlflowException:
+        return None
 
 
 @contextmanager
 def pipeline_run(tracking_uri: str, experiment: str, run_name: str) -> Iterator[PipelineRun]:
-    """Open the parent run; end it FINISHED, FAILED, or KILLED (on Ctrl-C).
+    """Open the parent run; end it FINISHED, FAILED, or KILLED (on Ctrl-C or SIGTERM).
+
+    A block that ends normally commits the run (`PipelineRun.commit`) if it has not
+    already. A block that raises before the commit ends the run FAILED (KILLED for a
+    signal) and leaves the registry as it found it: the version `register` created is
+    deleted and `champion` points where it did. Starting and ending the run are writes
+    done whole, even if a signal arrives during them.
 
     Args:
         tracking_uri: The tracking URI; the store must pass `check_store`.
@@ -404,6 +686,28 @@ def pipeline_run(tracking_uri: str, experiment: str, run_name: str) -> Iterator[
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    tracker: PipelineRun | None = None
+    status = "FAILED"
+    try:
+        with interrupts.held():  # a signal now is raised once the run exists, so that it ends KILLED
+            run = _start_run(client, tracking_uri, experiment, run_name)
+            tracker = PipelineRun(client, run.info.experiment_id, run.info.run_id, tracking_uri)
+        yield tracker
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        if tracker is not None:
+            with interrupts.held():
+                if status == "FINISHED":
+                    tracker.commit()
+                elif not tracker.committed:
+                    tracker._abandon(status)
+
+
+def _start_run(client: Any, tracking_uri: str, experiment: str, run_name: str) -> Any:
+    """Start the parent run in the experiment, creating the experiment if it is new."""
     found = client.get_experiment_by_name(experiment)
     if found is None:
         try:
@@ -420,16 +724,7 @@ def pipeline_run(tracking_uri: str, experiment: str, run_name: str) -> Iterator[
         )
     else:
         experiment_id = found.experiment_id
-    run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name)
-    status = "FAILED"
-    try:
-        yield PipelineRun(client, experiment_id, run.info.run_id, tracking_uri)
-        status = "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        mlflow.end_run(status)
+    return mlflow.start_run(experiment_id=experiment_id, run_name=run_name)
 
 
 def copy_logged_model(model_uri: str, path: Path, tracking_uri: str) -> None:
@@ -461,7 +756,8 @@ def _loading(source: str, tracking_uri: str) -> Iterator[None]:
     """Check that a model folder has an `MLmodel` file and point MLflow at the store; load in the block.
 
     Raises:
-        ModelLoadError: The folder has no `MLmodel` file, or loading in the block failed.
+        ModelLoadError: The folder has no `MLmodel` file, or loading in the block failed
+            (crispml's own errors raised in the block pass unchanged).
     """
     if not is_model_uri(source) and not (Path(source) / "MLmodel").is_file():
         raise ModelLoadError(
@@ -472,6 +768,8 @@ def _loading(source: str, tracking_uri: str) -> Iterator[None]:
     mlflow.set_registry_uri(tracking_uri)
     try:
         yield
+    except CrispmlError:
+        raise
     except Exception as exc:  # MLflow raises many types for a missing model
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(
@@ -479,27 +777,179 @@ def _loading(source: str, tracking_uri: str) -> Iterator[None]:
         ) from None
 
 
+FILES_TAG = "crispml.files_sha256"
+"""The logged model's tag, in the tracking database, that holds `{file: SHA-256}` of its files as logged."""
+_ADDED_ON_DOWNLOAD = "registered_model_meta"  # MLflow writes it into every models:/ download; the store has none
+
+
+def record_model_files(client: Any, model_id: str, tracking_uri: str) -> dict[str, str]:
+    """Record the SHA-256 of a logged model's files, as they are in the store, in a tag of the logged model.
+
+    The hashes live in the tracking database, apart from the artifacts, so `load_model` and
+    `scoring_app` can check a `models:/` or `runs:/` model's files before loading them.
+
+    Args:
+        client: An `MlflowClient` on the store.
+        model_id: The logged model's id (`m-...`).
+        tracking_uri: The store.
+
+    Returns:
+        `{relative path: SHA-256}`.
+    """
+    with tempfile.TemporaryDirectory(prefix="crispml-") as tmp:
+        folder = _download(f"models:/{model_id}", Path(tmp), tracking_uri)
+        files = _file_hashes(folder)
+    client.set_logged_model_tags(model_id, {FILES_TAG: json.dumps(files, sort_keys=True)})
+    return files
+
+
+def _download(uri: str, into: Path, tracking_uri: str) -> Path:
+    with contextlib.redirect_stderr(io.StringIO()):  # MLflow draws a download progress bar
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(into), tracking_uri=tracking_uri))
+
+
+def _file_hashes(folder: Path) -> dict[str, str]:
+    return {
+        p.relative_to(folder).as_posix(): sha256_of(p)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.relative_to(folder).as_posix() != _ADDED_ON_DOWNLOAD
+    }
+
+
+def _logged_model_id(client: Any, uri: str, depth: int = 0) -> str | None:
+    """The logged model (`m-...`) a `models:/` or `runs:/` URI names, found in the tracking database.
+
+    Returns None for a model logged without one (before MLflow 3), or a URI that names no logged model.
+    """
+    from mlflow.store.artifact.runs_artifact_repo import RunsArtifactRepository
+    from mlflow.store.artifact.utils.models import get_model_name_and_version
+
+    if uri.startswith("models:"):
+        found = get_model_name_and_version(client, uri)
+        if len(found) == 1:
+            return str(found[0])
+        version = client.get_model_version(*found)
+        if getattr(version, "model_id", None):
+            return str(version.model_id)
+        source = str(version.source or "")
+        return _logged_model_id(client, source, depth + 1) if depth < 2 and source.startswith(("models:", "runs:")) else None
+    if not uri.startswith("runs:"):
+        return None
+    run_id, name = RunsArtifactRepository.parse_runs_uri(uri)
+    if not name or "/" in name.strip("/"):
+        return None
+    experiment = client.get_run(run_id).info.experiment_id
+    token = None
+    while True:
+        page = client.search_logged_models(
+            experiment_ids=[experiment], filter_string=f"name = '{name.strip('/')}'", page_token=token
+        )
+        for logged in page:
+            if logged.source_run_id == run_id:
+                return str(logged.model_id)
+        token = page.token
+        if not token:
+            return None
+
+
+@contextmanager
+def _checked_copy(source: str, tracking_uri: str) -> Iterator[tuple[Path, tuple[str, ...]]]:
+    """A local folder holding the model at `source`, checked against its recorded hashes; yields it and warnings.
+
+    A folder is yielded as it is (`verify_export` checks it). A `models:/` or `runs:/` URI is
+    resolved in the tracking database to its logged model, whose files are downloaded to a
+    temporary folder and checked against the hashes `record_model_files` kept; the model
+    is then loaded from that folder, so what is loaded is what was checked. A model with no
+    recorded hashes (logged by another tool or an older crispml), or any other URI, is
+    downloaded and loaded with a warning that it could not be checked.
+
+    Raises:
+        TrackingError: The store cannot be used.
+        ModelLoadError: The store does not exist, or a file differs from what was logged.
+    """
+    if not is_model_uri(source):
+        yield Path(source), ()
+        return
+    in_store = source.startswith(("models:", "runs:"))
+    if in_store:
+        database = sqlite_file(tracking_uri)
+        if database is not None and not database.exists():
+            raise ModelLoadError(
+                f"no MLflow store at {database} ({tracking_uri}) to look up {source} in; pass the store "
+                "'crispml run' wrote to with --tracking-uri, or a model folder"
+            )
+        check_store(tracking_uri)
+    with tempfile.TemporaryDirectory(prefix="crispml-model-") as tmp:
+        client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+        model_id = _logged_model_id(client, source) if in_store else None
+        recorded = None
+        if model_id is not None:
+            recorded = client.get_logged_model(model_id).tags.get(FILES_TAG)
+        folder = _download(f"models:/{model_id}" if model_id else source, Path(tmp), tracking_uri)
+        if recorded is None:
+            why = "it has no file hashes recorded in the store (logged by another tool or an older crispml)" if in_store else "it is not in an MLflow store"
+            yield folder, (
+                f"{source} could not be checked before loading: {why}; to have its files checked, "
+                "log it with 'crispml run' and load it by models:/<experiment>@champion",
+            )
+            return
+        _check_files(folder, recorded, source if model_id in source else f"{source} (logged model {model_id})")
+        yield folder, ()
+
+
+def _check_files(folder: Path, recorded: str, label: str) -> None:
+    """The downloaded files are exactly the ones recorded when the model was logged."""
+    fix = "restore the model's files in the store, or log the model again with 'crispml run'"
+    try:
+        expected = json.loads(recorded)
+    except json.JSONDecodeError:
+        expected = None
+    if not isinstance(expected, dict) or not expected:
+        raise ModelLoadError(f"the file hashes recorded for {label} ({FILES_TAG}) are unreadable, so it is not loaded; {fix}")
+    present = _file_hashes(folder)
+    for name, digest in sorted(expected.items()):
+        if name not in present:
+            raise ModelLoadError(f"{label} is missing {name} in the store, which was there when it was logged, so it is not loaded; {fix}")
+        if present[name] != digest:
+            raise ModelLoadError(
+                f"{name} of {label} does not match the SHA-256 recorded when it was logged: it changed in the store, "
+                f"so it is not loaded; {fix}"
+            )
+    extra = sorted(set(present) - set(expected))
+    if extra:
+        raise ModelLoadError(
+            f"{label} holds {', '.join(extra)} in the store, which was not there when it was logged, so it is not loaded; {fix}"
+        )
+
+
 def load_model(source: str, tracking_uri: str) -> LoadedModel:
     """Load a model by folder or URI (`models:/name@champion`, `models:/m-...`, `runs:/...`).
+
+    A URI's files are first downloaded and checked against the hashes recorded in the
+    tracking database when the model was logged (see `_checked_copy`); a folder is loaded
+    as it is (check it first with `verify_export`).
 
     Args:
         source: A model folder written by crispml, or a model URI.
         tracking_uri: The store to resolve `models:/` and `runs:/` URIs against.
 
     Returns:
-        The model, its data contract, and warnings about package versions.
+        The model, its data contract, and warnings: a model that could not be checked,
+        package versions that differ.
 
     Raises:
-        ModelLoadError: Nothing loadable is there, or its data contract is malformed.
+        TrackingError: The store named for a `models:/` or `runs:/` URI cannot be used.
+        ModelLoadError: Nothing loadable is there, a file in the store changed after the
+            model was logged, or its data contract is malformed.
     """
-    with _loading(source, tracking_uri):
-        info = mlflow.models.get_model_info(source) if is_model_uri(source) else Model.load(source)
-        model = mlflow.sklearn.load_model(source)
+    with _loading(source, tracking_uri), _checked_copy(source, tracking_uri) as (folder, unchecked):
+        info = Model.load(str(folder))
+        model = mlflow.sklearn.load_model(str(folder))
     contract = model_contract(info, source)
     return LoadedModel(
         model=model,
         contract=contract,
-        warnings=version_warnings(info, source),
+        warnings=(*unchecked, *version_warnings(info, source)),
     )
 
 
@@ -605,33 +1055,43 @@ def experiment_id(tracking_uri: str, name: str) -> str | None:
 
 @dataclass(frozen=True)
 class ScoringApp:
-    """MLflow's scoring server for one model, and the model's data contract.
+    """MLflow's scoring server for one model, the model's data contract, and what to warn about.
 
     Attributes:
         app: The ASGI application (`/ping`, `/health`, `/version`, `/invocations`).
         contract: The data contract saved with the model (names and kinds from its
             signature only, for a model saved without one).
+        warnings: A model that could not be checked before loading; package versions that differ.
     """
 
     app: Any
     contract: DataContract
+    warnings: tuple[str, ...] = ()
 
 
 def scoring_app(source: str, tracking_uri: str) -> ScoringApp:
     """Load a model as a pyfunc and build MLflow's scoring server for it (what `mlflow models serve` runs).
+
+    A URI's files are checked against the hashes recorded when it was logged, as in `load_model`.
 
     Args:
         source: A model folder written by crispml, or a model URI (`models:/name@champion`).
         tracking_uri: The store to resolve `models:/` and `runs:/` URIs against.
 
     Returns:
-        The server application and the model's data contract.
+        The server application, the model's data contract, and warnings.
 
     Raises:
-        ModelLoadError: Nothing loadable is there, or its data contract is malformed.
+        TrackingError: The store named for a `models:/` or `runs:/` URI cannot be used.
+        ModelLoadError: Nothing loadable is there, a file in the store changed after the
+            model was logged, or its data contract is malformed.
     """
     from mlflow.pyfunc import scoring_server
 
-    with _loading(source, tracking_uri):
-        model = mlflow.pyfunc.load_model(source)
-    return ScoringApp(app=scoring_server.init(model), contract=model_contract(model.metadata, source))
+    with _loading(source, tracking_uri), _checked_copy(source, tracking_uri) as (folder, unchecked):
+        model = mlflow.pyfunc.load_model(str(folder))  # the sklearn flavor holds the model in memory
+    return ScoringApp(
+        app=scoring_server.init(model),
+        contract=model_contract(model.metadata, source),
+        warnings=(*unchecked, *version_warnings(model.metadata, source)),
+    )

@@ -31,6 +31,7 @@ from typing import Any
 
 import cloudpickle
 
+from pipeline import interrupts
 from pipeline.errors import Interrupted
 
 BACKENDS = ("local", "dask")
@@ -337,24 +338,26 @@ class _Pool:
 
     def run(self) -> list[Outcome]:
         try:
-            while self.pending or any(w.task is not None for w in self.workers):
-                self._dispatch()
-                self._enforce_budgets()
-                busy = [w for w in self.workers if w.task is not None]
-                if not busy:
-                    continue
-                ready = wait(
-                    [x for w in busy for x in (w.conn, w.process.sentinel)],
-                    next_check(self.tasks, self.spent, self._running(), self.group_seconds, self.deadline),
-                )
-                for worker in busy:
-                    if worker.conn in ready or worker.process.sentinel in ready:
-                        self._collect(worker)
-        except KeyboardInterrupt as exc:
+            try:
+                while self.pending or any(w.task is not None for w in self.workers):
+                    self._dispatch()
+                    self._enforce_budgets()
+                    busy = [w for w in self.workers if w.task is not None]
+                    if not busy:
+                        continue
+                    ready = wait(
+                        [x for w in busy for x in (w.conn, w.process.sentinel)],
+                        next_check(self.tasks, self.spent, self._running(), self.group_seconds, self.deadline),
+                    )
+                    for worker in busy:
+                        if worker.conn in ready or worker.process.sentinel in ready:
+                            self._collect(worker)
+            finally:
+                with interrupts.held():  # a signal now is raised once every worker is stopped
+                    for worker in self.workers:
+                        _stop(worker, graceful=worker.task is None)
+        except KeyboardInterrupt as exc:  # the outcomes so far, even when the signal came as the last one was in
             raise Interrupted.carrying(exc, list(self.outcomes)) from None
-        finally:
-            for worker in self.workers:
-                _stop(worker, graceful=worker.task is None)
         return self.outcomes  # type: ignore[return-value]
 
     def _dispatch(self) -> None:

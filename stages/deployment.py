@@ -429,10 +429,20 @@ def score(model: Any, data: pd.DataFrame, contract: DataContract) -> Scored:
         A new frame with exactly the input's rows, in order, and the check's findings.
 
     Raises:
-        DataError: The rows break the contract (see `check_rows`).
+        DataError: The rows already have a column named like an output column, so the
+            output would lose it; or they break the contract (see `check_rows`).
     """
-    check = check_rows(data, contract)
     classes = getattr(model, "classes_", None)
+    probabilities = classes is not None and hasattr(model, "predict_proba")  # as `predict_with_proba` decides
+    outputs = [PREDICTION, *(f"{PROBA_PREFIX}{c}" for c in (classes if probabilities else ()))]
+    taken = [name for name in outputs if name in data.columns]
+    if taken:
+        raise DataError(
+            f"the data to score already has {len(taken)} column(s) named like the columns scoring adds: "
+            f"{', '.join(taken)}; rename or drop them, so the output keeps every input column as it is "
+            f"and adds {', '.join(outputs)}"
+        )
+    check = check_rows(data, contract)
     pred, proba = predict_with_proba(model, check.features, classes)
     out = data.copy()
     out[PREDICTION] = pred

@@ -523,7 +523,8 @@ def compare_models(
         )
     except Interrupted as stop:
         unfinished = Outcome(error="interrupted before it finished")
-        partial = [o if o is not None else unfinished for o in stop.partial]
+        so_far = stop.partial if isinstance(stop.partial, list) else [None] * len(tasks)  # None: stopped before any
+        partial = [o if o is not None else unfinished for o in so_far]
         board = _leaderboard(names, candidates, _by_candidate(tasks, partial, names, len(folds)), len(folds), task, metric, metrics)
         raise Interrupted(stop.signum, board) from None
     return _leaderboard(names, candidates, _by_candidate(tasks, ordered, names, len(folds)), len(folds), task, metric, metrics)

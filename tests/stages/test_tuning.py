@@ -233,7 +233,7 @@ def test_nested_search_on_the_outer_folds_then_refit_and_save_without_trusting_t
     uri = sqlite_uri(tmp_path / "mlruns")
     tracking.check_store(uri, writable=True)
     with tracking.pipeline_run(uri, "tuned", "save") as tracker:
-        logged = tracker.log_model(final.model, final.input_example, [], "")
+        logged = tracker.log_model(final.model, final.input_example, [])
     tracking.copy_logged_model(logged.uri, tmp_path / "model", uri)
     loaded = tracking.load_model(str(tmp_path / "model"), uri)
     assert (loaded.model.predict(X) == final.model.predict(X)).all()
