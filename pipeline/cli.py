@@ -153,10 +153,36 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return getattr(exc, "exit_code", EXIT_INTERRUPTED)
-    except Exception:
+    except Exception as exc:
+        lost = _store_lost(exc)
+        if lost:  # the store answered the checks before the work, then stopped answering
+            print(f"crispml: error: {lost}", file=sys.stderr)
+            return EXIT_USAGE
         traceback.print_exc()
         print("crispml: internal error (a bug in crispml); please report it with the traceback above", file=sys.stderr)
         return EXIT_BUG
+
+
+def _store_lost(exc: BaseException) -> str:
+    """The one-line message for a tracking server that stopped answering mid-command, or "" for anything else.
+
+    The store is checked before any work starts (`tracking.check_store`); a server that dies
+    or goes silent after that surfaces as a `requests` connection error or timeout, or as an
+    `MlflowException` wrapping one ("API request to ... failed").
+    """
+    import requests
+
+    network = (requests.exceptions.ConnectionError, requests.exceptions.Timeout)
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, network):
+        cause = cause.__cause__ or cause.__context__
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if cause is None and not (type(exc).__name__ == "MlflowException" and text.startswith("API request to")):
+        return ""
+    return (
+        f"the MLflow tracking server stopped answering during the command ({text[:200]}); "
+        "check that it is up (--tracking-uri) and run the command again"
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -256,7 +282,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"serving {args.model}: POST CSV, Parquet or JSON ({layouts}) to", file=sys.stderr)
         print(url, flush=True)
 
-    return servers.serve_model(args.model, uri, args.port, announce, max_request_mb=args.max_request_mb)
+    return servers.serve_model(args.model, uri, args.port, announce, max_request_mb=args.max_request_mb, warn=_warn)
 
 
 def _warn(message: str) -> None:

@@ -189,7 +189,12 @@ def run_ui(tracking_uri: str, experiment: str, port: int, announce: Announce, ti
 
 
 def serve_model(
-    source: str, tracking_uri: str, port: int, announce: Announce, max_request_mb: float = MAX_REQUEST_MB
+    source: str,
+    tracking_uri: str,
+    port: int,
+    announce: Announce,
+    max_request_mb: float = MAX_REQUEST_MB,
+    warn: Announce = lambda message: None,
 ) -> int:
     """Serve a model over MLflow's scoring protocol on 127.0.0.1 until interrupted.
 
@@ -210,6 +215,8 @@ def serve_model(
         port: The port on 127.0.0.1.
         announce: Called with the endpoint's URL before the server starts.
         max_request_mb: The largest request body, in MB (10^6 bytes); a larger one gets a 413.
+        warn: Called with each warning about the model (it could not be checked before loading,
+            it was saved with other package versions) before the server starts.
 
     Returns:
         The exit code: 0 when the server stopped without a signal.
@@ -229,6 +236,8 @@ def serve_model(
     if not tracking.is_model_uri(source) and Path(source).is_dir():
         verify_export(Path(source))
     scoring = tracking.scoring_app(source, tracking_uri)
+    for message in scoring.warnings:
+        warn(message)
     app = ContractGate(scoring.app, scoring.contract, max_bytes=int(max_request_mb * 1e6))
     announce(f"http://{HOST}:{port}{INVOCATIONS}")
     server = uvicorn.Server(

@@ -888,10 +888,11 @@ def _checked_copy(source: str, tracking_uri: str) -> Iterator[tuple[Path, tuple[
         folder = _download(f"models:/{model_id}" if model_id else source, Path(tmp), tracking_uri)
         if recorded is None:
             why = "it has no file hashes recorded in the store (logged by another tool or an older crispml)" if in_store else "it is not in an MLflow store"
-            yield folder, (
+            warning = (
                 f"{source} could not be checked before loading: {why}; to have its files checked, "
-                "log it with 'crispml run' and load it by models:/<experiment>@champion",
+                "log it with 'crispml run' and load it by models:/<experiment>@champion"
             )
+            yield folder, (warning,)
             return
         _check_files(folder, recorded, source if model_id in source else f"{source} (logged model {model_id})")
         yield folder, ()

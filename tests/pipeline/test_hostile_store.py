@@ -31,7 +31,7 @@ from mlflow import MlflowClient
 from conftest import REPO, config_for, sqlite_uri
 from hostile import RUN, Hostile, both, csv, labelled, raw, run_case
 from pipeline import cli, tracking
-from pipeline.errors import EXIT_OK, ModelLoadError
+from pipeline.errors import EXIT_BUG, EXIT_OK, EXIT_USAGE, ModelLoadError
 from pipeline.files import MANIFEST, MANIFEST_SEAL, sealed_manifest, verify_export
 from pipeline.runner import run
 from servers_util import CRISPML, HOST, clean_env, free_port, running
@@ -90,7 +90,7 @@ def another_programs_database(work: Path) -> None:
     connection.close()
 
 
-FOLDER_STORE = lambda work: (work / "mlruns" / "mlflow.db").mkdir(parents=True)  # noqa: E731
+FOLDER_STORE = lambda work: (work / "mlruns" / "mlflow.db").mkdir(parents=True)
 TEXT_STORE = raw("mlruns/mlflow.db", "this is not a database\n")
 NEWER = ("written by a newer MLflow than the installed", "pip install -U mlflow")
 OLDER = ("has the schema of an older MLflow", "mlflow db upgrade sqlite:///mlruns/mlflow.db")
@@ -129,14 +129,14 @@ def _immutable(path: Path):
     if os.geteuid() != 0:
         path.chmod(0o444)
         return lambda: path.chmod(0o644)
-    if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+    if subprocess.run(["chattr", "+i", str(path)], capture_output=True, check=False).returncode != 0:
         pytest.skip("running as root and chattr +i is not available here")
     return lambda: subprocess.run(["chattr", "-i", str(path)], check=True)
 
 
 def test_a_read_only_store_file_is_refused_in_one_line(tmp_path, capsys, monkeypatch):
     undo = []
-    immutable = lambda work: undo.append(_immutable(work / "mlruns" / "mlflow.db"))  # noqa: E731
+    immutable = lambda work: undo.append(_immutable(work / "mlruns" / "mlflow.db"))
     words = ("cannot write to the tracking database mlruns/mlflow.db", "readonly", "writable")
     try:
         run_case(Hostile("read-only", TRAIN, words, both(DATA, store_at(None), immutable), may_write=LOCK), tmp_path, None, cli.main, capsys, monkeypatch)
@@ -235,7 +235,7 @@ def test_crispml_bounds_mlflow_http_calls_and_keeps_the_users_own_bounds():
         "print(e.MLFLOW_HTTP_REQUEST_TIMEOUT.get(), e.MLFLOW_HTTP_REQUEST_MAX_RETRIES.get(), e.MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR.get())"
     )
     env = {k: v for k, v in clean_env().items() if not k.startswith("MLFLOW_HTTP_REQUEST")}
-    done = subprocess.run([sys.executable, "-c", probe], env={**env, "MLFLOW_HTTP_REQUEST_TIMEOUT": "7"}, cwd=REPO, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", probe], check=False, env={**env, "MLFLOW_HTTP_REQUEST_TIMEOUT": "7"}, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     limits = tracking.HTTP_LIMITS
     assert done.stdout.split() == ["7", limits["MLFLOW_HTTP_REQUEST_MAX_RETRIES"], limits["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"]]
@@ -343,6 +343,9 @@ def test_predict_refuses_a_registry_model_whose_files_changed_in_the_store(logge
 
 
 def test_serve_refuses_a_registry_model_whose_files_changed_in_the_store(logged, tmp_path, capsys, monkeypatch):
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: pytest.fail("the server started on a model edited in the store"))
     args = ("serve", "--model", CHAMPION, "--port", str(free_port()), "--tracking-uri", logged["uri"])
     words = (TAMPERS["model.skops changed"].format(label=f"{CHAMPION} (logged model {logged['model_id']})"),)
     with edited(logged["files"], "model.skops changed"):
@@ -432,3 +435,55 @@ def test_the_seal_covers_every_field_but_itself_and_a_reseal_replaces_it():
     sealed = json.loads(sealed_manifest(manifest))
     assert sealed["path"] == "/x" and sealed[MANIFEST_SEAL] == json.loads(sealed_manifest(sealed))[MANIFEST_SEAL]
     assert json.loads(sealed_manifest({**manifest, "seed": 8}))[MANIFEST_SEAL] != sealed[MANIFEST_SEAL]
+
+
+# --- a server that stops answering after the checks; warnings of a served model ---------------------
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        mlflow.exceptions.MlflowException(
+            "API request to http://127.0.0.1:5000/api/2.0/mlflow/runs/log-batch failed with exception "
+            "HTTPConnectionPool(host='127.0.0.1', port=5000): Max retries exceeded"
+        ),
+        RuntimeError("logging failed"),  # caused by a connection error, as MLflow's wrappers chain them
+    ],
+    ids=["mlflow-api-request-failed", "chained-connection-error"],
+)
+def test_a_server_that_stops_answering_mid_command_is_one_line(failure, monkeypatch, capsys):
+    if isinstance(failure, RuntimeError):
+        failure.__cause__ = requests.exceptions.ConnectionError("Connection refused")
+
+    def dies(args):
+        raise failure
+
+    monkeypatch.setattr(cli, "_run", dies)
+    code = cli.main(["run"])
+    err = capsys.readouterr().err
+    assert code == EXIT_USAGE and "Traceback" not in err
+    assert err.strip().splitlines() == [err.strip()] and "the MLflow tracking server stopped answering" in err
+
+
+def test_a_bug_is_still_a_traceback_not_a_lost_server(monkeypatch, capsys):
+    def bug(args):
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(cli, "_run", bug)
+    assert cli.main(["run"]) == EXIT_BUG
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_serve_prints_the_warnings_about_its_model_before_it_starts(monkeypatch, capsys):
+    import uvicorn
+
+    from stages.deployment import contract_from_signature
+
+    warned = "the model could not be checked before loading: it has no recorded file hashes"
+    monkeypatch.setattr(
+        tracking, "scoring_app", lambda source, uri: tracking.ScoringApp(app=None, contract=contract_from_signature(("x",), ("x",)), warnings=(warned,))
+    )
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: None)
+    code = cli.main(["serve", "--model", "models:/m@champion", "--port", str(free_port())])
+    err = capsys.readouterr().err
+    assert code == 0 and f"crispml: warning: {warned}" in err
