@@ -119,7 +119,10 @@ def snapshot(root: Path, allowed: tuple[Path, ...] = ()) -> dict[str, str]:
 
 
 def check_error(code: int, stderr: str, case: Hostile) -> None:
-    """The exit code, one error line that is the last line, no traceback, the case's words in it."""
+    """The exit code, one error line that is the last line, no traceback, the case's words in it.
+
+    Also used by `tests/pipeline/test_errors.py`, whose cases have the same `code` and `words`.
+    """
     assert code == case.code, stderr
     assert "Traceback" not in stderr, stderr
     lines = stderr.strip().splitlines()

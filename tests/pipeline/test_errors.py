@@ -15,7 +15,6 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,45 +23,12 @@ import pandas as pd
 import pytest
 
 from conftest import REPO
+from hostile import Setup, both, check_error, csv, labelled, raw
 from pipeline import cli, runner
 from pipeline.config import Config, apply_overrides
 from pipeline.errors import EXIT_OK, EXIT_USAGE
 
 CRISPML = Path(sys.executable).parent / "crispml"
-Setup = Callable[[Path], None]
-
-
-def labelled(n: int = 60, seed: int = 0) -> pd.DataFrame:
-    """A small binary task with a clear signal: numeric, categorical, missing cells."""
-    rng = np.random.default_rng(seed)
-    x1 = rng.normal(size=n)
-    frame = pd.DataFrame(
-        {
-            "x1": x1,
-            "x2": rng.uniform(0, 10, size=n),
-            "colour": rng.choice(["red", "green", "blue"], size=n),
-            "label": np.where(x1 > 0, "yes", "no"),
-        }
-    )
-    frame.loc[[3, 9], "x2"] = np.nan
-    return frame
-
-
-def csv(name: str, frame: pd.DataFrame) -> Setup:
-    return lambda tmp: frame.to_csv(tmp / name, index=False)
-
-
-def raw(name: str, content: bytes | str) -> Setup:
-    data = content.encode("utf-8") if isinstance(content, str) else content
-    return lambda tmp: (tmp / name).write_bytes(data)
-
-
-def both(*setups: Setup) -> Setup:
-    def run(tmp: Path) -> None:
-        for setup in setups:
-            setup(tmp)
-
-    return run
 
 
 def _free_port() -> int:
@@ -190,18 +156,6 @@ def prepare(case: Case, tmp: Path, request: pytest.FixtureRequest) -> list[str]:
         return list(case.args)
     model = request.getfixturevalue("model_dir")
     return [str(model) if a == "MODEL" else a for a in case.args]
-
-
-def check_error(code: int, stderr: str, case: Case) -> None:
-    assert code == case.code, stderr
-    assert "Traceback" not in stderr
-    lines = stderr.strip().splitlines()
-    errors = [line for line in lines if line.startswith("crispml: error: ")]
-    assert len(errors) == 1 and lines[-1] == errors[0], stderr  # one error line, the last word
-    others = [line for line in lines[:-1] if not line.startswith(("[", "crispml: warning: "))]
-    assert not others, stderr  # anything before it is progress or a warning
-    for words in case.words:
-        assert words in errors[0], errors[0]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
