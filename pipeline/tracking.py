@@ -128,6 +128,48 @@ def _sqlite_path(tracking_uri: str) -> str:
     return tracking_uri[len("sqlite:///") :]
 
 
+def for_mlflow(tracking_uri: str) -> str:
+    """The URI to hand MLflow: a relative SQLite path made absolute, other URIs as they are.
+
+    MLflow caches a store by its URI string, so a relative `sqlite:///mlruns/mlflow.db`
+    would keep pointing at the folder that was current when it was first used, even after
+    the process changes folder (a notebook, a test, a script running several projects).
+    crispml's messages keep the URI as the user gave it; only MLflow gets the absolute one.
+
+    Args:
+        tracking_uri: The tracking URI as configured.
+
+    Returns:
+        The same store, with an absolute path for SQLite.
+    """
+    database = sqlite_file(tracking_uri)
+    if database is None or database.is_absolute() or tracking_uri.startswith("sqlite:///:memory:"):
+        return tracking_uri
+    return f"sqlite:///{database.absolute()}"
+
+
+def point_mlflow_at(tracking_uri: str) -> None:
+    """Point MLflow's fluent API (`start_run`, `log_model`, `load_model`) at a store, and only it.
+
+    `mlflow.set_tracking_uri` also writes `MLFLOW_TRACKING_URI` (and the registry's
+    variable) into this process's environment, for subprocesses to inherit. crispml reads
+    that variable as the user's own setting, so a second run in the same process (a
+    notebook, a script, a test) would log to the first run's store. The variables are put
+    back as they were; the fluent API keeps the URI it was given.
+
+    Args:
+        tracking_uri: The tracking URI as configured.
+    """
+    saved = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    mlflow.set_tracking_uri(for_mlflow(tracking_uri))
+    mlflow.set_registry_uri(for_mlflow(tracking_uri))
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 def check_store(tracking_uri: str, timeout: float | None = None, writable: bool = False) -> None:
     """Fail early, before any training, when the tracking store cannot be used.
 
@@ -173,7 +215,7 @@ def check_store(tracking_uri: str, timeout: float | None = None, writable: bool 
             _check_sqlite_writable(tracking_uri, database, timeout)
         try:
             with quiet_mlflow():
-                MlflowClient(tracking_uri).search_experiments(max_results=1)
+                MlflowClient(for_mlflow(tracking_uri)).search_experiments(max_results=1)
         except Exception as exc:  # MLflow raises many types for an unusable store
             if database is not None and revision is not None:
                 _check_sqlite_schema(tracking_uri, database, revision)
@@ -683,9 +725,8 @@ def pipeline_run(tracking_uri: str, experiment: str, run_name: str) -> Iterator[
     """
 
     # log_model works on the active run, so the fluent API must point at this store too.
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    point_mlflow_at(tracking_uri)
+    client = MlflowClient(for_mlflow(tracking_uri), registry_uri=for_mlflow(tracking_uri))
     tracker: PipelineRun | None = None
     status = "FAILED"
     try:
@@ -736,7 +777,7 @@ def copy_logged_model(model_uri: str, path: Path, tracking_uri: str) -> None:
         tracking_uri: The store it was logged to.
     """
     Path(path).mkdir(parents=True)
-    mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(path), tracking_uri=tracking_uri)
+    mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(path), tracking_uri=for_mlflow(tracking_uri))
 
 
 def is_model_uri(source: str) -> bool:
@@ -764,8 +805,7 @@ def _loading(source: str, tracking_uri: str) -> Iterator[None]:
             f"no model at {source}: the folder has no MLmodel file; pass a model folder "
             "(<out>/<experiment>/model) or a URI such as models:/<experiment>@champion"
         )
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
+    point_mlflow_at(tracking_uri)
     try:
         yield
     except CrispmlError:
@@ -805,7 +845,7 @@ def record_model_files(client: Any, model_id: str, tracking_uri: str) -> dict[st
 
 def _download(uri: str, into: Path, tracking_uri: str) -> Path:
     with contextlib.redirect_stderr(io.StringIO()):  # MLflow draws a download progress bar
-        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(into), tracking_uri=tracking_uri))
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(into), tracking_uri=for_mlflow(tracking_uri)))
 
 
 def _file_hashes(folder: Path) -> dict[str, str]:
@@ -880,7 +920,7 @@ def _checked_copy(source: str, tracking_uri: str) -> Iterator[tuple[Path, tuple[
             )
         check_store(tracking_uri)
     with tempfile.TemporaryDirectory(prefix="crispml-model-") as tmp:
-        client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+        client = MlflowClient(for_mlflow(tracking_uri), registry_uri=for_mlflow(tracking_uri))
         model_id = _logged_model_id(client, source) if in_store else None
         recorded = None
         if model_id is not None:
@@ -1048,7 +1088,7 @@ def experiment_id(tracking_uri: str, name: str) -> str | None:
     Returns:
         Its id, or None when the store has no live experiment of that name.
     """
-    found = MlflowClient(tracking_uri).get_experiment_by_name(name)
+    found = MlflowClient(for_mlflow(tracking_uri)).get_experiment_by_name(name)
     if found is None or found.lifecycle_stage == "deleted":
         return None
     return str(found.experiment_id)

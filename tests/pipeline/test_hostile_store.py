@@ -487,3 +487,29 @@ def test_serve_prints_the_warnings_about_its_model_before_it_starts(monkeypatch,
     code = cli.main(["serve", "--model", "models:/m@champion", "--port", str(free_port())])
     err = capsys.readouterr().err
     assert code == 0 and f"crispml: warning: {warned}" in err
+
+
+# --- a relative store in a process that changes folder ----------------------------------------------
+
+
+def test_for_mlflow_makes_only_a_relative_sqlite_path_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert tracking.for_mlflow("sqlite:///mlruns/mlflow.db") == f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    assert tracking.for_mlflow("sqlite:////abs/mlflow.db") == "sqlite:////abs/mlflow.db"
+    assert tracking.for_mlflow("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+
+
+@pytest.mark.slow
+def test_a_relative_store_follows_the_working_folder_within_one_process(tmp_path, monkeypatch, capsys):
+    # MLflow caches stores by URI: without crispml's absolute URI the second run would log into the first folder's store.
+    for name in ("one", "two"):
+        work = tmp_path / name
+        work.mkdir()
+        labelled().to_csv(work / "t.csv", index=False)
+        monkeypatch.chdir(work)
+        assert cli.main([*RUN, "--data", "t.csv", "--target", "label"]) == EXIT_OK, capsys.readouterr().err
+    for name in ("one", "two"):
+        client = MlflowClient(f"sqlite:///{tmp_path / name / 'mlruns' / 'mlflow.db'}")
+        experiment = client.get_experiment_by_name("t")
+        parents = client.search_runs([experiment.experiment_id], filter_string="tags.`crispml.candidate` IS NULL")
+        assert len(parents) == 1, name
