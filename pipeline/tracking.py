@@ -777,7 +777,10 @@ def copy_logged_model(model_uri: str, path: Path, tracking_uri: str) -> None:
         tracking_uri: The store it was logged to.
     """
     Path(path).mkdir(parents=True)
-    mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(path), tracking_uri=for_mlflow(tracking_uri))
+    # Held: a signal raised inside the store's SQLite read surfaces as SQLAlchemy's OperationalError, not as the
+    # interruption it is (seen: SIGTERM while the export was staged ended in a traceback and exit 1).
+    with interrupts.held():
+        mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(path), tracking_uri=for_mlflow(tracking_uri))
 
 
 def is_model_uri(source: str) -> bool:
@@ -845,7 +848,8 @@ def record_model_files(client: Any, model_id: str, tracking_uri: str) -> dict[st
 
 def _download(uri: str, into: Path, tracking_uri: str) -> Path:
     with contextlib.redirect_stderr(io.StringIO()):  # MLflow draws a download progress bar
-        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(into), tracking_uri=for_mlflow(tracking_uri)))
+        with interrupts.held():  # as in copy_logged_model: a signal inside a store read must not become a store error
+            return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(into), tracking_uri=for_mlflow(tracking_uri)))
 
 
 def _file_hashes(folder: Path) -> dict[str, str]:
