@@ -75,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="bound the whole run; candidates not finished in time are reported as such (default 0: no budget)",
     )
     run.add_argument("--tune", action="store_true", default=None, help="also cross-validate a tuned variant of each candidate")
+    run.add_argument(
+        "--no-race",
+        dest="race",
+        action="store_false",
+        default=None,
+        help="cross-validate every candidate on every fold (default: stop a candidate once its folds show it cannot be chosen)",
+    )
     run.add_argument("--backend", choices=["local", "dask"], help="where the fits run (default local)")
     run.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler address for --backend dask (default: a local cluster)")
     run.add_argument("--json", action="store_true", help="print one JSON object to stdout instead of tables")
@@ -213,6 +220,7 @@ def _run(args: argparse.Namespace) -> int:
             "modeling.candidate_timeout": args.candidate_timeout,
             "modeling.time_budget": args.time_budget,
             "modeling.tune": args.tune,
+            "modeling.race": args.race,
             "modeling.backend": args.backend,
             "modeling.scheduler": args.scheduler,
             "preparation.holdout": args.holdout,

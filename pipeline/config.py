@@ -134,6 +134,9 @@ class ModelingConfig:
         tune: Also cross-validate a tuned variant of every candidate (`<name>:tuned`): a
             successive-halving random search over a small documented space, nested inside
             each outer training fold (see `stages.tuning`).
+        race: Stop a candidate's cross-validation early once its folds so far show it cannot be
+            chosen (`stages.racing`): it is then a `raced_out` row of the leaderboard with the
+            folds it finished. False cross-validates every candidate on every fold.
         backend: Where the fits run: `local` (worker processes on this machine) or `dask`
             (the workers of a Dask distributed cluster, one future per fit; see `pipeline.dask_backend`).
         scheduler: The Dask scheduler's address (`tcp://host:8786`) for `backend = "dask"`;
@@ -148,6 +151,7 @@ class ModelingConfig:
     candidate_memory_mb: int = 0
     time_budget: float = 0.0
     tune: bool = False
+    race: bool = True
     backend: str = "local"
     scheduler: str = ""
 

@@ -52,6 +52,7 @@ from pipeline.errors import ClusterError, ConfigError, Interrupted
 from pipeline.workers import (
     NOT_IN_BUDGET,
     GroupDone,
+    Judge,
     Outcome,
     Task,
     TaskDone,
@@ -79,6 +80,7 @@ def run_on_dask(
     deadline: float | None = None,
     on_group_done: GroupDone | None = None,
     on_task_done: TaskDone | None = None,
+    judge: Judge | None = None,
 ) -> list[Outcome]:
     """Run `fn(shared, task.args)` for every task on a Dask cluster's workers.
 
@@ -91,6 +93,8 @@ def run_on_dask(
         deadline: `time.monotonic()` value by which every task must be done; None for none.
         on_group_done: Called with a group's name and its outcomes (in task order) once all are in.
         on_task_done: Called with (finished, total) after each task.
+        judge: Called with each outcome as it comes in; the queued tasks of the groups it
+            names are cancelled (see `pipeline.workers.Judge`); running ones finish.
 
     Returns:
         One outcome per task, in task order.
@@ -102,7 +106,7 @@ def run_on_dask(
         Interrupted: Ctrl-C or SIGTERM; `partial` holds the outcomes so far (None for
             tasks that had not finished). The client, and a local cluster, are closed first.
     """
-    run = _Run(fn, shared, tasks, group_seconds, deadline, on_group_done, on_task_done)
+    run = _Run(fn, shared, tasks, group_seconds, deadline, on_group_done, on_task_done, judge)
     try:
         with _connect(scheduler) as client:
             try:
@@ -289,8 +293,11 @@ class _Run:
         deadline: float | None,
         on_group_done: GroupDone | None,
         on_task_done: TaskDone | None,
+        judge: Judge | None = None,
     ) -> None:
         self.fn = fn
+        self.judge = judge
+        self.dropped: dict[str, str] = {}  # groups the judge stopped, with the reason
         self.shared = shared
         self.tasks = tasks
         self.group_seconds = group_seconds
@@ -352,6 +359,8 @@ class _Run:
                     continue
                 self.started.pop(message.index, None)
                 self._finish(message.index, self._outcome(message.index))
+                if self.dropped:
+                    self._drop(client)
 
     def release(self, client: Any) -> None:
         """Cancel what is left of this run on the cluster (a running task still runs to its end)."""
@@ -407,11 +416,20 @@ class _Run:
                 self.started.pop(index, None)
                 self._finish(index, Outcome(error=why))
 
+    def _drop(self, client: Any) -> None:
+        """Cancel the tasks of the groups the judge stopped that have not started; running ones finish."""
+        mine = [i for i in self._unfinished() if self.tasks[i].group in self.dropped and i not in self.started]
+        client.cancel([self.futures[i] for i in mine])
+        for index in mine:
+            self._finish(index, Outcome(error=self.dropped[self.tasks[index].group]))
+
     def _unfinished(self) -> list[int]:
         return [i for i, o in enumerate(self.outcomes) if o is None]
 
     def _finish(self, index: int, outcome: Outcome) -> None:
         self.outcomes[index] = outcome
+        if self.judge is not None:  # every outcome, failures included
+            self.dropped.update(self.judge(index, outcome))
         report_group(self.tasks[index].group, self.tasks, self.outcomes, self.on_group_done)
         if self.on_task_done is not None:
             self.on_task_done(sum(o is not None for o in self.outcomes), len(self.tasks))

@@ -17,7 +17,7 @@ from pipeline import paths, tracking, workers
 from pipeline.config import Config, check_outputs, min_score_problem
 from pipeline.errors import ConfigError, DataError, Interrupted
 from pipeline.files import check_scored_output, export_model_dir, read_table, verify_export, write_table
-from stages import cleaning, deployment, evaluation, modeling, preparation, reporting, tuning, understanding
+from stages import cleaning, deployment, evaluation, modeling, preparation, racing, reporting, tuning, understanding
 from stages.metrics import DEFAULT_METRIC, METRICS
 
 
@@ -228,7 +228,15 @@ def _model(
 ) -> tuple[modeling.Leaderboard, evaluation.Selection]:
     """Modeling: every candidate on the same folds, then the selection rule picks one."""
     metric, candidates, folds = prepared.metric, prepared.candidates, prepared.folds
-    progress("modeling", f"cross-validating {', '.join(candidates)} ({len(candidates) * len(folds)} fits)")
+    e = config.evaluation
+    race = None
+    if config.modeling.race:  # the selection rule's own test, on the folds so far
+        rule = racing.RaceRule(
+            metric, e.alpha, *_fold_sizes(folds), tolerance=e.tolerance, relative_tolerance=e.relative_tolerance
+        )
+        race = racing.Race(rule, list(candidates), len(folds))
+    progress("modeling", f"cross-validating {', '.join(candidates)} ({len(candidates) * len(folds)} fits"
+             f"{'; racing' if race else ''})")
     try:
         board = modeling.compare_models(
             candidates, prepared.split.X_train, prepared.split.y_train, folds, prepared.profile.task, metric,
@@ -239,6 +247,7 @@ def _model(
             on_fit=lambda finished, total: progress(FIT, f"{finished}/{total} fits", finished / total),
             deadline=deadline,
             backend=workers.Backend(config.modeling.backend, config.modeling.scheduler),
+            race=race,
         )
     except Interrupted as stop:  # log what finished; the run then ends KILLED
         if isinstance(stop.partial, modeling.Leaderboard):
@@ -255,7 +264,6 @@ def _model(
     if best is None:
         errors = "; ".join(f"{r.name}: {r.error}" for r in board.rows)
         raise DataError(f"every candidate failed to fit ({errors}); check the data or the model list")
-    e = config.evaluation
     selection = evaluation.select_model(
         board, e.selection, e.alpha, *_fold_sizes(folds), tolerance=e.tolerance, relative_tolerance=e.relative_tolerance
     )
@@ -557,6 +565,8 @@ def _memory_mb(config: Config, n_tasks: int) -> int | None:
 
 
 def _candidate_line(row: modeling.CandidateResult, metric: str) -> str:
+    if row.status == modeling.RACED_OUT:  # its reason says "raced out after ..."
+        return f"{row.name} {row.error}"
     if row.status != modeling.OK:
         return f"{row.name} {row.status}: {row.error}"
     return f"{row.name} done: {metric} {row.mean(metric):.4f} ± {row.std(metric):.4f}"
@@ -564,10 +574,13 @@ def _candidate_line(row: modeling.CandidateResult, metric: str) -> str:
 
 def _log_candidates(tracker: tracking.PipelineRun, board: modeling.Leaderboard) -> None:
     for row in board.rows:
+        raced = row.status == modeling.RACED_OUT  # stopped on purpose: a finished run that says why
+        tags = {"crispml.workers": ",".join(dict.fromkeys(w for w in row.workers if w)), "crispml.status": row.status}
+        if raced:
+            tags["crispml.raced_out"] = row.error
         tracker.log_candidate(
-            row.name, row.estimator, row.params, row.status == modeling.OK, row.error,
-            row.fold_scores, _candidate_metrics(row, board.metrics), row.warnings,
-            {"crispml.workers": ",".join(dict.fromkeys(w for w in row.workers if w)), "crispml.status": row.status},
+            row.name, row.estimator, row.params, row.status == modeling.OK or raced, "" if raced else row.error,
+            row.fold_scores, _candidate_metrics(row, board.metrics), row.warnings, tags,
         )
 
 

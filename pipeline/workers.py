@@ -53,6 +53,10 @@ _BEGUN = "begun"
 GroupDone = Callable[[str, list["Outcome"]], None]
 TaskDone = Callable[[int, int], None]
 """Called with (tasks finished, tasks in all) after each task, for progress displays."""
+Judge = Callable[[int, "Outcome"], Mapping[str, str]]
+"""Called with each task's index and outcome as it comes in (failures and tasks never started
+included); returns `{group: reason}` of the groups whose tasks not yet started are not to start
+(each gets `Outcome(error=reason)`); running ones finish."""
 
 
 @dataclass(frozen=True)
@@ -147,6 +151,7 @@ def run_tasks(
     on_task_done: TaskDone | None = None,
     deadline: float | None = None,
     backend: Backend = LOCAL,
+    judge: Judge | None = None,
 ) -> list[Outcome]:
     """Run `fn(shared, task.args)` for every task, each group within its time budget.
 
@@ -170,6 +175,8 @@ def run_tasks(
         backend: Where the tasks run. On `dask` the cluster's workers decide how many tasks
             run at once and how much memory they may use, so `n_jobs` and `memory_bytes`
             are not used (see `pipeline.dask_backend`).
+        judge: Called with each outcome as it comes in; the groups it names start no more
+            tasks (see `Judge`). None runs every task.
 
     Returns:
         One outcome per task, in task order.
@@ -183,12 +190,14 @@ def run_tasks(
     if backend.kind == "dask":
         from pipeline.dask_backend import run_on_dask
 
-        return run_on_dask(fn, shared, tasks, backend.scheduler, group_seconds, deadline, on_group_done, on_task_done)
+        return run_on_dask(
+            fn, shared, tasks, backend.scheduler, group_seconds, deadline, on_group_done, on_task_done, judge
+        )
     if n_jobs == 1 and group_seconds is None and memory_bytes is None and deadline is None:
-        return _run_here(fn, shared, tasks, on_group_done, on_task_done)
+        return _run_here(fn, shared, tasks, on_group_done, on_task_done, judge)
     return _Pool(
         fn, shared, tasks, worker_count(n_jobs, len(tasks)), group_seconds, memory_bytes, on_group_done, on_task_done,
-        deadline,
+        deadline, judge,
     ).run()
 
 
@@ -281,14 +290,21 @@ def _run_here(
     tasks: Sequence[Task],
     on_group_done: GroupDone | None,
     on_task_done: TaskDone | None,
+    judge: Judge | None = None,
 ) -> list[Outcome]:
     outcomes: list[Outcome | None] = [None] * len(tasks)
+    dropped: dict[str, str] = {}
     try:
         for i, task in enumerate(tasks):
-            try:
-                outcomes[i] = Outcome(value=fn(shared, task.args))
-            except Exception as exc:  # a task's failure is an outcome
-                outcomes[i] = Outcome(error=f"{type(exc).__name__}: {exc}")
+            if task.group in dropped:
+                outcomes[i] = Outcome(error=dropped[task.group])
+            else:
+                try:
+                    outcomes[i] = Outcome(value=fn(shared, task.args))
+                except Exception as exc:  # a task's failure is an outcome
+                    outcomes[i] = Outcome(error=f"{type(exc).__name__}: {exc}")
+            if judge is not None:
+                dropped.update(judge(i, outcomes[i]))  # type: ignore[arg-type]
             report_group(task.group, tasks, outcomes, on_group_done)
             if on_task_done is not None:
                 on_task_done(i + 1, len(tasks))
@@ -319,8 +335,11 @@ class _Pool:
         on_group_done: GroupDone | None,
         on_task_done: TaskDone | None,
         deadline: float | None = None,
+        judge: Judge | None = None,
     ) -> None:
         self.tasks = tasks
+        self.judge = judge
+        self.dropped: dict[str, str] = {}  # groups the judge stopped, with the reason
         self.deadline = deadline
         self.on_task_done = on_task_done
         self.n_workers = n_workers
@@ -367,9 +386,9 @@ class _Pool:
         while self.pending:
             index = self.pending[0]
             group = self.tasks[index].group
-            if group in self.timed_out:
+            if group in self.timed_out or group in self.dropped:
                 self.pending.popleft()
-                self._finish(index, Outcome(error=self.timed_out[group]))
+                self._finish(index, Outcome(error=self.timed_out.get(group) or self.dropped[group]))
                 continue
             worker = next((w for w in self.workers if w.task is None), None)
             if worker is None and len(self.workers) < self.n_workers:
@@ -456,6 +475,8 @@ class _Pool:
 
     def _finish(self, index: int, outcome: Outcome) -> None:
         self.outcomes[index] = outcome
+        if self.judge is not None:  # every outcome, failures included: a race must not wait for a failed fit
+            self.dropped.update(self.judge(index, outcome))
         report_group(self.tasks[index].group, self.tasks, self.outcomes, self.on_group_done)
         if self.on_task_done is not None:
             self.on_task_done(sum(o is not None for o in self.outcomes), len(self.tasks))

@@ -19,7 +19,7 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import joblib
 import numpy as np
@@ -52,12 +52,19 @@ from stages.subsample import RowSubsample
 from stages.tuning import default_name, is_tuned
 from stages.understanding import CLASSIFICATION, REGRESSION
 
+if TYPE_CHECKING:
+    from stages.racing import Race
+
 Folds = tuple[tuple[np.ndarray, np.ndarray], ...]
 
 OK = "ok"
 FAILED = "failed"
 UNFINISHED = "unfinished"
 """The status of a candidate whose folds were not all done within the run's time budget."""
+RACED_OUT = "raced_out"
+"""Stopped before its last fold because its folds so far showed it could not be chosen (`stages.racing`)."""
+RACED_OUT_PREFIX = "raced out"
+"""How the reason of a raced-out candidate, and the error of each fold it skipped, begins."""
 
 
 @dataclass(frozen=True)
@@ -321,9 +328,11 @@ class CandidateResult:
         estimator: The final estimator's class name.
         params: The final estimator's parameters, as text.
         status: `ok`; `failed` when any fold failed to fit or score; `unfinished` when
-            the run's time budget ran out before all its folds were done.
-        error: The first error, for a failed candidate.
-        fold_scores: `{metric: per-fold scores}`, in fold order.
+            the run's time budget ran out before all its folds were done; `raced_out`
+            when racing stopped it before its last fold (`stages.racing`).
+        error: The first error, for a failed candidate; why it stopped, for a raced-out one.
+        fold_scores: `{metric: per-fold scores}`, in fold order; a raced-out candidate's
+            cover the folds it finished.
         fit_seconds: Mean fit time per fold.
         predict_seconds: Mean predict time per fold (whole test fold).
         warnings: Distinct warnings raised while fitting, e.g. convergence.
@@ -470,6 +479,7 @@ def compare_models(
     on_fit: Callable[[int, int], None] | None = None,
     deadline: float | None = None,
     backend: Backend = LOCAL,
+    race: Race | None = None,
 ) -> Leaderboard:
     """Cross-validate every candidate on the same folds and rank them.
 
@@ -494,6 +504,9 @@ def compare_models(
         deadline: `time.monotonic()` value by which every fit must be done; fits not done
             by then fail with `NOT_IN_BUDGET`. None for no deadline.
         backend: Where the fits run (`pipeline.workers.Backend`).
+        race: Fed each fold's primary score as it comes in; a candidate it races out
+            starts no more folds and is a `raced_out` row with the folds it finished
+            (`stages.racing`). None cross-validates every candidate on every fold.
 
     Returns:
         The leaderboard.
@@ -512,21 +525,37 @@ def compare_models(
     tasks = _schedule(candidates, len(folds), deadline is not None, shared_prep=len(set(keys.values())) < len(keys))
     shared = (dict(candidates), keys, X, y, folds, metrics, classes)
 
+    def raced(name: str, fold: int, outcome: Outcome | None) -> Outcome | None:
+        """A raced-out candidate's row holds the folds its race judged it on, whatever else ran by then."""
+        if race is None or name not in race.out or fold < race.kept[name]:
+            return outcome
+        return Outcome(error=race.out[name])
+
+    def settled(outcomes: Sequence[Outcome | None]) -> list[Outcome | None]:
+        return [raced(*task.args, o) for task, o in zip(tasks, outcomes, strict=True)]
+
     def report(name: str, outcomes: list[Outcome]) -> None:
-        if on_candidate is not None:
-            on_candidate(_summarise(name, candidates[name], _fold_results(name, outcomes)))
+        if on_candidate is not None:  # a group's tasks are in fold order
+            mine = [raced(name, i, o) for i, o in enumerate(outcomes)]
+            on_candidate(_summarise(name, candidates[name], _fold_results(name, mine)))  # type: ignore[arg-type]
+
+    def judge(index: int, outcome: Outcome) -> dict[str, str]:
+        name, fold = tasks[index].args
+        value = outcome.value if isinstance(outcome.value, FoldResult) and not outcome.value.error else None
+        return race.record(name, fold, value.scores.get(metric, math.nan) if value else math.nan)  # type: ignore[union-attr]
 
     try:
         ordered = run_tasks(
             _run_fold, shared, tasks, n_jobs, timeout, memory_mb * 2**20 if memory_mb else None, report, on_fit,
-            deadline=deadline, backend=backend,
+            deadline=deadline, backend=backend, judge=judge if race is not None else None,
         )
     except Interrupted as stop:
         unfinished = Outcome(error="interrupted before it finished")
         so_far = stop.partial if isinstance(stop.partial, list) else [None] * len(tasks)  # None: stopped before any
-        partial = [o if o is not None else unfinished for o in so_far]
+        partial = [o if o is not None else unfinished for o in settled(so_far)]
         board = _leaderboard(names, candidates, _by_candidate(tasks, partial, names, len(folds)), len(folds), task, metric, metrics)
         raise Interrupted(stop.signum, board) from None
+    ordered = settled(ordered)  # type: ignore[assignment]
     return _leaderboard(names, candidates, _by_candidate(tasks, ordered, names, len(folds)), len(folds), task, metric, metrics)
 
 
@@ -770,6 +799,7 @@ def _summarise(name: str, pipeline: Pipeline, folds: list[FoldResult]) -> Candid
     seen_warnings = tuple(dict.fromkeys(w for f in folds for w in f.warnings))
     failed = [f for f in folds if f.error]
     late = [f for f in failed if f.error == NOT_IN_BUDGET]
+    skipped = [f for f in failed if f.error.startswith(RACED_OUT_PREFIX)]
     inner = estimator
     while isinstance(inner, (RowSubsample, EarlyStoppingClassifier)):  # crispml's wrappers: the export holds the inner one
         inner = inner.estimator
@@ -784,13 +814,19 @@ def _summarise(name: str, pipeline: Pipeline, folds: list[FoldResult]) -> Candid
     if late and len(late) == len(failed):
         done = len(folds) - len(late)
         return CandidateResult(status=UNFINISHED, error=f"{done} of {len(folds)} folds done; {NOT_IN_BUDGET}", **common)
-    if failed:
+    done = [f for f in folds if not f.error]
+    if skipped and len(skipped) + len(late) == len(failed) and done:  # the folds so far, and why it stopped there
+        status, error = RACED_OUT, skipped[0].error
+    elif failed:
         return CandidateResult(status=FAILED, error=f"fold {failed[0].fold + 1}: {failed[0].error}", **common)
+    else:
+        status, error = OK, ""
     return CandidateResult(
-        status=OK,
-        fold_scores={m: tuple(f.scores[m] for f in folds) for m in folds[0].scores},
-        fit_seconds=float(np.mean([f.fit_seconds for f in folds])),
-        predict_seconds=float(np.mean([f.predict_seconds for f in folds])),
-        fold_params=tuple(f.best_params for f in folds) if any(f.best_params for f in folds) else (),
+        status=status,
+        error=error,
+        fold_scores={m: tuple(f.scores[m] for f in done) for m in done[0].scores},
+        fit_seconds=float(np.mean([f.fit_seconds for f in done])),
+        predict_seconds=float(np.mean([f.predict_seconds for f in done])),
+        fold_params=tuple(f.best_params for f in done) if any(f.best_params for f in done) else (),
         **common,
     )

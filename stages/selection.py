@@ -455,7 +455,7 @@ def _tuned_gain(board: Leaderboard, name: str) -> float:
     """A tuned variant's mean score minus its default's, positive when better; NaN for other rows."""
     rows = {r.name: r for r in board.rows}
     default = rows.get(default_name(name))
-    if not is_tuned(name) or default is None:
-        return math.nan
+    if not is_tuned(name) or default is None or rows[name].status != OK or default.status != OK:
+        return math.nan  # a failed or raced-out row's mean covers other folds
     metric = METRICS[board.metric]
     return metric.better(rows[name].mean(metric.name), default.mean(metric.name))

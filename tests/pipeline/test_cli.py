@@ -171,3 +171,19 @@ def test_the_time_budget_counts_from_the_command_start(monkeypatch, capsys):
     # The command's own clock, started before the config is read (and before importing the runner).
     assert seen["started"] is not None and before <= seen["started"] < seen["entered"]
     assert "stopped by the test" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("flags", "race"), [([], True), (["--no-race"], False)])
+def test_racing_is_on_by_default_and_no_race_turns_it_off(monkeypatch, flags, race):
+    from pipeline import cli, runner
+    from pipeline.errors import EXIT_USAGE, UsageError
+
+    seen = {}
+
+    def stop_at_the_runner(config, progress, started=None):
+        seen["race"] = config.modeling.race
+        raise UsageError("stopped by the test")
+
+    monkeypatch.setattr(runner, "run", stop_at_the_runner)
+    assert cli.main(["run", *flags]) == EXIT_USAGE
+    assert seen["race"] is race

@@ -197,6 +197,27 @@ def test_a_group_over_its_time_budget_fails_and_its_queued_tasks_do_not_run(clus
 
 
 @pytest.mark.slow
+def test_a_group_the_judge_stops_has_its_queued_tasks_cancelled_and_the_others_run(cluster, tmp_path):
+    # Two one-thread workers take 'loser' tasks (2 s each; Dask may have handed each worker a
+    # second one, which starts as the first ends). The judge stops the group on its first
+    # outcome, so the rest, still queued, never start; 'winner' runs whole.
+    tasks = [Task("loser", ("loser", i, 2.0)) for i in range(8)] + [Task("winner", ("winner", i, 0.0)) for i in range(3)]
+    seen = []
+
+    def judge(index, outcome):
+        seen.append(index)
+        return {"loser": "stopped by the judge"} if tasks[index].group == "loser" else {}
+
+    outcomes = run_on_dask(_touch_and_sleep, str(tmp_path), tasks, cluster[0].scheduler_address, judge=judge)
+    ran = [i for i in range(8) if not outcomes[i].error]
+    assert 1 <= len(ran) <= 4 and all(outcomes[i].error == "stopped by the judge" for i in range(8) if i not in ran)
+    assert all(not o.error for o in outcomes[8:])
+    assert sorted(seen) == list(range(11))
+    time.sleep(2.5)  # a queued task that started anyway would have left its file by now
+    assert len(list(tmp_path.glob("loser-*"))) <= 4
+
+
+@pytest.mark.slow
 def test_tasks_not_done_by_the_deadline_are_not_in_budget(cluster, tmp_path):
     tasks = [Task("quick", ("quick", 0, 0.0))] + [Task("slow", ("slow", i, 3.0)) for i in range(4)]
     deadline = time.monotonic() + 2.5

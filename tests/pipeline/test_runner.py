@@ -2,6 +2,8 @@
 
 import json
 
+import numpy as np
+
 import mlflow
 import mlflow.sklearn
 import pandas as pd
@@ -155,3 +157,43 @@ def test_a_failing_candidate_is_a_failed_child_run_and_the_run_finishes(tmp_path
     assert child.info.status == "FAILED" and "exploded on purpose" in child.data.tags["crispml.error"]
     assert client.get_run(result.run_id).info.status == "FINISHED"
     assert result.evaluation.model == "linear"
+
+
+@pytest.fixture(scope="module")
+def curved(tmp_path_factory):
+    """A target a line cannot follow and a forest can: the linear model is out of the running early."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-3, 3, size=(400, 3))
+    frame = pd.DataFrame(x, columns=["a", "b", "c"])
+    frame["y"] = np.sin(2 * frame["a"]) * 10 + np.abs(frame["b"]) * 5 + rng.normal(0, 0.5, 400)
+    path = tmp_path_factory.mktemp("curved") / "curved.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def _race_config(tmp, data, race):
+    models = ["baseline", "linear", "random_forest"]
+    return config_for(tmp, data, **{"business.target": "y", "modeling.models": models, "modeling.race": race})
+
+
+def test_a_raced_out_candidate_is_a_finished_child_run_that_says_why_and_racing_off_runs_every_fold(tmp_path, curved):
+    raced = run(_race_config(tmp_path / "race", curved, True))
+    rows = {r.name: r for r in raced.leaderboard.rows}
+    assert rows["linear"].status == modeling.RACED_OUT
+    assert len(rows["linear"].fold_scores["r2"]) == 3 and rows["linear"].error.startswith("raced out after 3 of 5 folds")
+    assert rows["random_forest"].status == rows["baseline"].status == modeling.OK
+    client = MlflowClient(_race_config(tmp_path / "race", curved, True).tracking_uri)
+    experiment_id = client.get_run(raced.run_id).info.experiment_id
+    child = next(r for r in children(client, raced.run_id, experiment_id) if r.info.run_name == "linear")
+    assert child.info.status == "FINISHED"
+    assert child.data.tags["crispml.status"] == "raced_out"
+    assert child.data.tags["crispml.raced_out"].startswith("raced out after 3 of 5 folds")
+    board = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=raced.run_id, artifact_path="leaderboard.csv",
+                                                            tracking_uri=client.tracking_uri))
+    assert board.set_index("model").loc["linear", "status"] == "raced_out"
+
+    full = run(_race_config(tmp_path / "full", curved, False))
+    assert all(r.status == modeling.OK and len(r.fold_scores["r2"]) == 5 for r in full.leaderboard.rows)
+    assert full.evaluation.model == raced.evaluation.model == "random_forest"
+    same = {r.name: r.fold_scores for r in full.leaderboard.rows if r.name != "linear"}
+    assert same == {r.name: r.fold_scores for r in raced.leaderboard.rows if r.name != "linear"}

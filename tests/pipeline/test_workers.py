@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import time
+from pathlib import Path
 
 import pytest
 
@@ -68,3 +69,30 @@ def test_a_group_over_its_limit_still_times_out_and_the_others_finish(both_cores
     assert "timed out: its fits ran for more than 2 s in total" in outcomes[0].error
     assert [o.value for o in outcomes[1:]] == [0.1, 0.2]
     assert time.monotonic() - start < 25  # stopped long before its 30 s sleep, with room for a loaded machine
+
+
+def _touch(folder, args):
+    group, i = args
+    (Path(folder) / f"{group}-{i}").touch()
+    return i
+
+
+@pytest.mark.parametrize(("n_jobs", "limit"), [(1, {}), (1, {"group_seconds": 600.0}), (2, {})])
+def test_a_group_the_judge_stops_starts_no_more_tasks_and_the_others_run_on(tmp_path, n_jobs, limit):
+    # n_jobs=1 without limits runs in this process; a time limit puts it in one worker process
+    # Tasks in order: 'loser' first, then 'winner'; the judge stops 'loser' on its first outcome.
+    tasks = [Task("loser", ("loser", i)) for i in range(4)] + [Task("winner", ("winner", i)) for i in range(4)]
+    seen = []
+
+    def judge(index, outcome):
+        seen.append(index)
+        return {"loser": "stopped by the judge"} if tasks[index].group == "loser" else {}
+
+    outcomes = run_tasks(_touch, str(tmp_path), tasks, n_jobs, judge=judge, **limit)
+    ran = [o for o in outcomes[:4] if not o.error]
+    stopped = [o for o in outcomes[:4] if o.error]
+    assert 1 <= len(ran) <= n_jobs  # what had started when the judge spoke finished
+    assert stopped and all(o.error == "stopped by the judge" for o in stopped)
+    assert len(list(tmp_path.glob("loser-*"))) == len(ran)  # the stopped ones never ran
+    assert [o.value for o in outcomes[4:]] == [0, 1, 2, 3]
+    assert sorted(seen) == list(range(8))  # the judge hears every outcome, the stopped ones too
