@@ -2,7 +2,8 @@
 
 For each data set it writes the table to a CSV in a temporary folder, runs the whole
 crispml pipeline on it with default settings (only the data, target, seed, folds, MLflow
-store and export folder are set), then runs the loop a careful data scientist writes by hand
+store and export folder are set; racing on, the default), again with racing off (`--no-race`:
+the choice must be the same), then runs the loop a careful data scientist writes by hand
 on the same rows: scikit-learn's default estimators of the same seven families, one
 `ColumnTransformer`, `cross_validate` on crispml's own holdout split and folds, the best
 by mean cross-validated score refitted on the training part and scored on the holdout.
@@ -296,8 +297,8 @@ def _silent(stage: str, message: str, done: float | None = None) -> None:
     """A progress sink that says nothing."""
 
 
-def crispml_config(csv: Path, ds: Dataset, work: Path, seed: int, folds: int | None) -> Config:
-    """crispml's default configuration, with only the data, target, seed, folds and output places set."""
+def crispml_config(csv: Path, ds: Dataset, work: Path, seed: int, folds: int | None, race: bool = True) -> Config:
+    """crispml's default configuration, with only the data, target, seed, folds, racing and output places set."""
     return apply_overrides(
         Config(),
         {
@@ -305,6 +306,7 @@ def crispml_config(csv: Path, ds: Dataset, work: Path, seed: int, folds: int | N
             "business.target": ds.target,
             "seed": seed,
             "modeling.folds": folds,  # None keeps crispml's default
+            "modeling.race": race,
             "tracking.uri": f"sqlite:///{work / 'mlruns' / 'mlflow.db'}",
             "tracking.experiment": ds.name,
             "deployment.out": str(work / "models"),
@@ -358,6 +360,9 @@ class Row:
     plain_cv_all: dict[str, float] = field(default_factory=dict)
     crispml_seconds: float = math.nan
     plain_seconds: float = math.nan
+    raced_out: tuple[str, ...] = ()
+    no_race_chosen: str = ""
+    no_race_seconds: float = math.nan
     error: str = ""
 
     def gap(self, a: float, b: float) -> float:
@@ -394,6 +399,13 @@ def benchmark(ds: Dataset, work: Path, seed: int, folds: int | None) -> Row:
     except Exception as exc:  # a bug in crispml; the other data sets still run
         return Row(ds.name, error=f"crispml crashed: {type(exc).__name__}: {exc}")
     crispml_seconds = time.perf_counter() - start
+    no_race = crispml_config(csv, ds, work / "no-race", seed, folds, race=False)
+    start = time.perf_counter()
+    try:
+        full = run(no_race, _silent)  # racing off: the choice must be the same
+    except Exception as exc:  # reported in the row, as above
+        return Row(ds.name, error=f"crispml --no-race stopped: {type(exc).__name__}: {exc}")
+    no_race_seconds = time.perf_counter() - start
     split, folds_used = crispml_split(config)
     _check_same_holdout(result, split, len(folds_used))
     board, metric, task = result.leaderboard, result.leaderboard.metric, result.profile.task
@@ -414,10 +426,13 @@ def benchmark(ds: Dataset, work: Path, seed: int, folds: int | None) -> Row:
         plain_best=plain.best,
         plain_cv=plain.cv_mean[plain.best],
         plain_holdout=plain.holdout,
-        crispml_cv={r.name: r.mean(metric) for r in board.rows},
+        crispml_cv={r.name: r.mean(metric) for r in full.leaderboard.rows},  # every fold, raced-out ones too
         plain_cv_all=plain.cv_mean,
         crispml_seconds=crispml_seconds,
         plain_seconds=plain.seconds,
+        raced_out=tuple(r.name for r in board.rows if r.status == modeling.RACED_OUT),
+        no_race_chosen=full.selection.chosen,
+        no_race_seconds=no_race_seconds,
     )
 
 
@@ -448,7 +463,8 @@ def _g(value: float) -> str:
 
 HEADER = (
     "| data set | rows | task | metric | crispml chose: CV / holdout | crispml top by CV | plain best: CV / holdout "
-    "| gap vs own top (CV) | gap vs plain (CV) | gap vs plain (holdout) | crispml s | plain s |"
+    "| gap vs own top (CV) | gap vs plain (CV) | gap vs plain (holdout) | raced out | --no-race chose "
+    "| crispml s | --no-race s | plain s |"
 )
 
 
@@ -457,13 +473,15 @@ def table(rows: list[Row]) -> list[str]:
     lines = [HEADER, "|" + "---|" * HEADER.count(" | ") + "---|"]
     for r in rows:
         if r.error:
-            lines.append(f"| {r.name} | | | | {r.error} | | | | | | | |")
+            lines.append(f"| {r.name} | | | | {r.error} | | | | | | | | | | |")
             continue
+        same = "same" if r.no_race_chosen == r.chosen else f"**{r.no_race_chosen}** (differs)"
         lines.append(
             f"| {r.name} | {r.rows:,} | {r.task} | {r.metric} | {r.chosen} {_f(r.chosen_cv)} / {_f(r.chosen_holdout)} "
             f"| {r.top} {_f(r.top_cv)} | {r.plain_best} {_f(r.plain_cv)} / {_f(r.plain_holdout)} "
             f"| {_g(r.gap_own_top)} | {_g(r.gap_plain_cv)} | {_g(r.gap_plain_holdout)} "
-            f"| {r.crispml_seconds:.0f} | {r.plain_seconds:.0f} |"
+            f"| {', '.join(r.raced_out) or '-'} | {same} "
+            f"| {r.crispml_seconds:.0f} | {r.no_race_seconds:.0f} | {r.plain_seconds:.0f} |"
         )
     return lines
 
@@ -497,12 +515,17 @@ def verdict(rows: list[Row], tolerance: float) -> str:
     own, plain_cv, plain_ho = worst(lambda r: r.gap_own_top), worst(lambda r: r.gap_plain_cv), worst(
         lambda r: r.gap_plain_holdout
     )
-    holds = own.gap_own_top >= -tolerance and plain_cv.gap_plain_cv >= -tolerance and not failed
+    differ = [r.name for r in done if r.no_race_chosen != r.chosen]
+    holds = own.gap_own_top >= -tolerance and plain_cv.gap_plain_cv >= -tolerance and not failed and not differ
+    raced = sum(len(r.raced_out) for r in done)
     text = (
         f"worst gap vs crispml's own top: {own.gap_own_top:+.4f} ({own.name}); "
         f"vs the plain loop's best, CV: {plain_cv.gap_plain_cv:+.4f} ({plain_cv.name}), "
         f"holdout: {plain_ho.gap_plain_holdout:+.4f} ({plain_ho.name}). "
-        f"goal (chosen never more than {tolerance:g} below either, on the same folds): {'holds' if holds else 'NOT met'}"
+        f"racing stopped {raced} candidates early; with --no-race the choice "
+        f"{'is the same on every data set' if not differ else 'differs on ' + ', '.join(differ)}. "
+        f"goal (chosen never more than {tolerance:g} below either, on the same folds, and the same with "
+        f"--no-race): {'holds' if holds else 'NOT met'}"
     )
     return text + (f"; crispml stopped on {', '.join(failed)}" if failed else "")
 

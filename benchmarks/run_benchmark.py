@@ -377,7 +377,7 @@ def kept_rows(text: str, replaced: Sequence[str]) -> dict[str, str]:
 def _commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True, check=False)
         return out.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -389,8 +389,10 @@ def results_text(lines_by_name: dict[str, str], argv: Sequence[str], merged: boo
     return "\n".join([
         "# Benchmark results",
         "",
-        f"Last run: `{shlex.join(['python', 'benchmarks/run_benchmark.py', *argv])}` on {time.strftime('%Y-%m-%d')}, "
-        f"{os.cpu_count()} cores, Python {platform.python_version()}{note}",
+        (
+            f"Last run: `{shlex.join(['python', 'benchmarks/run_benchmark.py', *argv])}` on {time.strftime('%Y-%m-%d')}, "
+            f"{os.cpu_count()} cores, Python {platform.python_version()}{note}"
+        ),
         "",
         "(a) is the plain scikit-learn loop (`benchmarks/plain_loop.py`): crispml's default candidates (every",
         "entry of `stages.modeling.MODELS`, gradient boosting included), the same preprocessing, holdout and folds,",
