@@ -298,6 +298,7 @@ class _Run:
         self.fn = fn
         self.judge = judge
         self.dropped: dict[str, str] = {}  # groups the judge stopped, with the reason
+        self._dropped_done = 0  # how many of them `_drop` has cancelled
         self.shared = shared
         self.tasks = tasks
         self.group_seconds = group_seconds
@@ -341,6 +342,7 @@ class _Run:
         """Take what the workers report until every task has an outcome, failing what overruns its budget."""
         while self._unfinished():
             self._enforce_budgets(client)
+            self._drop(client)  # a time-out can close a round too
             if not self._unfinished():
                 return
             try:
@@ -359,8 +361,7 @@ class _Run:
                     continue
                 self.started.pop(message.index, None)
                 self._finish(message.index, self._outcome(message.index))
-                if self.dropped:
-                    self._drop(client)
+                self._drop(client)
 
     def release(self, client: Any) -> None:
         """Cancel what is left of this run on the cluster (a running task still runs to its end)."""
@@ -418,6 +419,9 @@ class _Run:
 
     def _drop(self, client: Any) -> None:
         """Cancel the tasks of the groups the judge stopped that have not started; running ones finish."""
+        if len(self.dropped) == self._dropped_done:  # nothing new since the last look
+            return
+        self._dropped_done = len(self.dropped)
         mine = [i for i in self._unfinished() if self.tasks[i].group in self.dropped and i not in self.started]
         client.cancel([self.futures[i] for i in mine])
         for index in mine:

@@ -57,6 +57,9 @@ Judge = Callable[[int, "Outcome"], Mapping[str, str]]
 """Called with each task's index and outcome as it comes in (failures and tasks never started
 included); returns `{group: reason}` of the groups whose tasks not yet started are not to start
 (each gets `Outcome(error=reason)`); running ones finish."""
+Pick = Callable[[Sequence[int]], int]
+"""Called with the indices of the tasks waiting to start, in task order, when a worker is free;
+returns the one to start (a position in that list). Without one, tasks start in task order."""
 
 
 @dataclass(frozen=True)
@@ -152,6 +155,7 @@ def run_tasks(
     deadline: float | None = None,
     backend: Backend = LOCAL,
     judge: Judge | None = None,
+    pick: Pick | None = None,
 ) -> list[Outcome]:
     """Run `fn(shared, task.args)` for every task, each group within its time budget.
 
@@ -177,6 +181,8 @@ def run_tasks(
             are not used (see `pipeline.dask_backend`).
         judge: Called with each outcome as it comes in; the groups it names start no more
             tasks (see `Judge`). None runs every task.
+        pick: Chooses which waiting task a free worker starts (see `Pick`); None keeps task
+            order. Not used on `dask`, whose scheduler decides.
 
     Returns:
         One outcome per task, in task order.
@@ -194,10 +200,10 @@ def run_tasks(
             fn, shared, tasks, backend.scheduler, group_seconds, deadline, on_group_done, on_task_done, judge
         )
     if n_jobs == 1 and group_seconds is None and memory_bytes is None and deadline is None:
-        return _run_here(fn, shared, tasks, on_group_done, on_task_done, judge)
+        return _run_here(fn, shared, tasks, on_group_done, on_task_done, judge, pick)
     return _Pool(
         fn, shared, tasks, worker_count(n_jobs, len(tasks)), group_seconds, memory_bytes, on_group_done, on_task_done,
-        deadline, judge,
+        deadline, judge, pick,
     ).run()
 
 
@@ -291,11 +297,15 @@ def _run_here(
     on_group_done: GroupDone | None,
     on_task_done: TaskDone | None,
     judge: Judge | None = None,
+    pick: Pick | None = None,
 ) -> list[Outcome]:
     outcomes: list[Outcome | None] = [None] * len(tasks)
     dropped: dict[str, str] = {}
+    waiting = list(range(len(tasks)))
     try:
-        for i, task in enumerate(tasks):
+        while waiting:
+            i = waiting.pop(pick(waiting) if pick is not None else 0)
+            task = tasks[i]
             if task.group in dropped:
                 outcomes[i] = Outcome(error=dropped[task.group])
             else:
@@ -307,7 +317,7 @@ def _run_here(
                 dropped.update(judge(i, outcomes[i]))  # type: ignore[arg-type]
             report_group(task.group, tasks, outcomes, on_group_done)
             if on_task_done is not None:
-                on_task_done(i + 1, len(tasks))
+                on_task_done(len(tasks) - len(waiting), len(tasks))
     except KeyboardInterrupt as exc:
         raise Interrupted.carrying(exc, outcomes) from None
     return outcomes  # type: ignore[return-value]
@@ -336,9 +346,11 @@ class _Pool:
         on_task_done: TaskDone | None,
         deadline: float | None = None,
         judge: Judge | None = None,
+        pick: Pick | None = None,
     ) -> None:
         self.tasks = tasks
         self.judge = judge
+        self.pick = pick
         self.dropped: dict[str, str] = {}  # groups the judge stopped, with the reason
         self.deadline = deadline
         self.on_task_done = on_task_done
@@ -384,18 +396,20 @@ class _Pool:
             while self.pending:
                 self._finish(self.pending.popleft(), Outcome(error=NOT_IN_BUDGET))
         while self.pending:
-            index = self.pending[0]
-            group = self.tasks[index].group
-            if group in self.timed_out or group in self.dropped:
-                self.pending.popleft()
+            stopped = [i for i in self.pending if self.tasks[i].group in self.timed_out or self.tasks[i].group in self.dropped]
+            for index in stopped:  # a group over its budget, or stopped by the judge: none of its tasks start
+                self.pending.remove(index)
+                group = self.tasks[index].group
                 self._finish(index, Outcome(error=self.timed_out.get(group) or self.dropped[group]))
-                continue
+            if not self.pending:
+                return
             worker = next((w for w in self.workers if w.task is None), None)
             if worker is None and len(self.workers) < self.n_workers:
                 worker = self._start_worker()
             if worker is None:
                 return
-            self.pending.popleft()
+            index = self.pending[self.pick(list(self.pending)) if self.pick is not None else 0]
+            self.pending.remove(index)
             try:
                 worker.conn.send((index, self.tasks[index].args))
             except OSError:  # it died while idle; start another and retry the task

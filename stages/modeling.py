@@ -505,8 +505,10 @@ def compare_models(
             by then fail with `NOT_IN_BUDGET`. None for no deadline.
         backend: Where the fits run (`pipeline.workers.Backend`).
         race: Fed each fold's primary score as it comes in; a candidate it races out
-            starts no more folds and is a `raced_out` row with the folds it finished
-            (`stages.racing`). None cross-validates every candidate on every fold.
+            starts no more folds and is a `raced_out` row with the folds it was judged on
+            (`stages.racing`). It also chooses which fit a free worker starts, so that few
+            fits go to candidates about to be raced out. None cross-validates every
+            candidate on every fold, in schedule order.
 
     Returns:
         The leaderboard.
@@ -522,14 +524,22 @@ def compare_models(
     # served an earlier one must not reuse prepared rows of other data.
     token = uuid.uuid4().hex
     keys = {name: f"{token}:{key}" for name, key in _preprocessor_keys(candidates).items()}
-    tasks = _schedule(candidates, len(folds), deadline is not None, shared_prep=len(set(keys.values())) < len(keys))
+    shared_prep = len(set(keys.values())) < len(keys)
+    tasks = _schedule(candidates, len(folds), deadline is not None, shared_prep=shared_prep)
     shared = (dict(candidates), keys, X, y, folds, metrics, classes)
+    if deadline is not None or not shared_prep:
+        # Candidate by candidate, a round closes only when the last candidate has its first
+        # folds, after the others finished all theirs: racing would save nothing and discard work.
+        race = None
 
     def raced(name: str, fold: int, outcome: Outcome | None) -> Outcome | None:
         """A raced-out candidate's row holds the folds its race judged it on, whatever else ran by then."""
         if race is None or name not in race.out or fold < race.kept[name]:
             return outcome
         return Outcome(error=race.out[name])
+
+    def pick(waiting: Sequence[int]) -> int:
+        return race.pick([tasks[i].args for i in waiting])  # type: ignore[union-attr]
 
     def settled(outcomes: Sequence[Outcome | None]) -> list[Outcome | None]:
         return [raced(*task.args, o) for task, o in zip(tasks, outcomes, strict=True)]
@@ -548,7 +558,13 @@ def compare_models(
         ordered = run_tasks(
             _run_fold, shared, tasks, n_jobs, timeout, memory_mb * 2**20 if memory_mb else None, report, on_fit,
             deadline=deadline, backend=backend, judge=judge if race is not None else None,
+            pick=pick if race is not None else None,
         )
+        if race is not None:  # a verdict that rested on a rival which then failed: finish those folds after all
+            ordered = _revive(race, tasks, ordered, lambda again: run_tasks(
+                _run_fold, shared, again, n_jobs, timeout, memory_mb * 2**20 if memory_mb else None, None, None,
+                deadline=deadline, backend=backend,
+            ))
     except Interrupted as stop:
         unfinished = Outcome(error="interrupted before it finished")
         so_far = stop.partial if isinstance(stop.partial, list) else [None] * len(tasks)  # None: stopped before any
@@ -557,6 +573,41 @@ def compare_models(
         raise Interrupted(stop.signum, board) from None
     ordered = settled(ordered)  # type: ignore[assignment]
     return _leaderboard(names, candidates, _by_candidate(tasks, ordered, names, len(folds)), len(folds), task, metric, metrics)
+
+
+def _revive(
+    race: Race, tasks: Sequence[Task], outcomes: list[Outcome], run: Callable[[list[Task]], list[Outcome]]
+) -> list[Outcome]:
+    """Run the skipped folds of every raced-out candidate whose verdict no longer stands (`Race.orphans`).
+
+    Args:
+        race: The race, after the comparison.
+        tasks: The comparison's tasks.
+        outcomes: Their outcomes, in task order.
+        run: Runs a list of tasks and returns their outcomes in order.
+
+    Returns:
+        The outcomes with the revived candidates' folds filled in; those candidates are no
+        longer raced out.
+    """
+    def error(o: Outcome) -> str:  # the pool's error, or the fit's own (a fold that raised is a FoldResult)
+        return o.error or (o.value.error if isinstance(o.value, FoldResult) else "")
+
+    failed = {t.group for t, o in zip(tasks, outcomes, strict=True) if error(o) and not o.error.startswith(RACED_OUT_PREFIX)}
+    raced = {t.group for t, o in zip(tasks, outcomes, strict=True) if o.error.startswith(RACED_OUT_PREFIX)}
+    orphans = race.orphans({t.group for t in tasks} - failed - raced - set(race.out))
+    if not orphans:
+        return outcomes
+    for name in orphans:
+        del race.out[name], race.kept[name], race.rival[name]
+    again = [
+        i for i, (t, o) in enumerate(zip(tasks, outcomes, strict=True))
+        if t.group in orphans and o.error.startswith(RACED_OUT_PREFIX)  # skipped; a fold that failed stays failed
+    ]
+    merged = list(outcomes)
+    for i, outcome in zip(again, run([tasks[i] for i in again]), strict=True):
+        merged[i] = outcome
+    return merged
 
 
 VARIANT_COMPLEXITY = 0.5

@@ -10,8 +10,12 @@ evidence is against it. Here the evidence is the selection rule's own test
 those folds with the best of the others; if the chance that it loses more than the
 tolerance is at least `1 - alpha`, it is raced out. Such a candidate is not practically as
 good as the leader, so neither selection rule would choose it, whichever candidate ends on
-top. Rounds make the result independent of which fit finished first: the same data and
-seed give the same leaderboard on any number of workers, locally or on Dask.
+top, provided that leader finishes: a verdict whose rival (or whose rival's rival) fails
+on a later fold is withdrawn (`Race.orphans`) and the candidate finishes its folds. Rounds
+make the result independent of which fit finished first: the same data and seed give the
+same leaderboard on any number of workers, locally or on Dask. `Race.pick` tells a free
+worker which fit to start: the folds the next round needs, then the best-placed
+candidate's, so that few fits go to candidates about to be raced out.
 
 The baseline is never raced: it is the floor the go/no-go gate compares against, and cheap.
 Nor is anything raced against it: when every model is worse than the dummy, the rule still
@@ -31,8 +35,11 @@ from stages.selection import BASELINE, loss_posterior
 
 __all__ = ["MIN_FOLDS", "RACED_OUT", "RACED_OUT_PREFIX", "Race", "RaceRule"]
 
-MIN_FOLDS = 3
-"""Folds a candidate and its rival must share before it can be raced out (tidymodels' `burn_in`)."""
+MIN_FOLDS = 2
+"""Folds a candidate and its rival must share before it can be raced out (tidymodels' `burn_in`,
+at its smallest). On 2 folds the posterior is a Student t with 1 degree of freedom, whose heavy
+tails race out only a candidate far behind on both folds alike: its loss minus the tolerance
+must be about four times the difference between its two folds' losses."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +95,10 @@ class Race:
         """`{name: reason}` of the candidates raced out, in the order they went."""
         self.kept: dict[str, int] = {}
         """`{name: m}`: a raced-out candidate's leaderboard row holds its folds `0..m-1`."""
-        self.failed: set[str] = set()
+        self.rival: dict[str, str] = {}
+        """`{name: rival}`: whom each raced-out candidate lost to."""
+        self.failed_at: dict[str, int] = {}
+        """`{name: fold}`: each candidate's first failed fold, as far as known."""
         self.next_round = rule.min_folds
 
     def record(self, name: str, fold: int, score: float) -> dict[str, str]:
@@ -98,54 +108,110 @@ class Race:
             name: The candidate.
             fold: The fold (0-based).
             score: Its primary-metric score there; NaN when the fold failed or was never
-                run (the candidate then leaves the race as failed: neither raced out nor
-                a rival, and no round waits for it).
+                run. A candidate that failed before fold `m` is not in round `m` (no round
+                waits for it); one that fails later still races on its first folds, so
+                the rounds do not depend on when the failure comes in.
 
         Returns:
             `{name: reason}` of the candidates raced out now (empty mostly).
         """
-        if name not in self.scores or name in self.out or name in self.failed:
+        if name not in self.scores or name in self.out:
             return {}
         if math.isfinite(score):
             self.scores[name][fold] = score
         else:
-            self.failed.add(name)
+            self.failed_at[name] = min(fold, self.failed_at.get(name, fold))
         now: dict[str, str] = {}
         while self.next_round < self.n_folds:  # the last round would save nothing
             m = self.next_round
-            racing = self._racing()
-            if any(any(f not in self.scores[n] for f in range(m)) for n in racing):
+            field = self._racing(m)
+            if any(any(f not in self.scores[n] for f in range(m)) for n in field):
                 break
-            verdicts = {n: self._judge(n, racing, m) for n in racing}  # all against the same field
-            for n, reason in verdicts.items():
+            verdicts = {n: self._judge(n, field, m) for n in field}  # all against the same field
+            for n, (reason, rival) in verdicts.items():
                 if reason:
-                    self.out[n], self.kept[n], now[n] = reason, m, reason
+                    self.out[n], self.kept[n], self.rival[n], now[n] = reason, m, rival, reason
             self.next_round += 1
         return now
 
-    def _racing(self) -> list[str]:
-        return [n for n in self.scores if n not in self.out and n not in self.failed and n not in self.rule.protected]
+    def orphans(self, finished: Collection[str]) -> list[str]:
+        """The raced-out candidates whose verdict no longer stands, in the order they went.
 
-    def _judge(self, name: str, field: Sequence[str], m: int) -> str:
-        """The reason `name` is raced out on folds `0..m-1` by the best rival in `field`, or ""."""
+        A candidate lost to a rival on their first folds; if that rival did not finish (it
+        failed, timed out or ran out of budget on a later fold), the verdict rested on a
+        model that is not on the leaderboard, and the candidate must finish its folds.
+        A verdict stands when the chain of rivals ends at a finished candidate.
+
+        Args:
+            finished: The candidates that finished every fold.
+        """
+
+        def stands(name: str, seen: frozenset[str] = frozenset()) -> bool:
+            rival = self.rival[name]
+            if rival in finished:
+                return True
+            return rival in self.out and rival not in seen and stands(rival, seen | {name})
+
+        return [name for name in self.out if not stands(name)]
+
+    def pick(self, waiting: Sequence[tuple[str, int]]) -> int:
+        """Which waiting fit a free worker should start, so that few fits are spent on candidates about to go.
+
+        A fit the race needs (a fold before the next round, a protected candidate's, or any
+        once racing is over) starts first, in the order given. When every waiting fit is a
+        fold the next round may make useless, the best-placed candidate's comes first: the
+        leader is never raced out, the laggards most likely are.
+
+        Args:
+            waiting: `(candidate, fold)` of each fit waiting to start, in schedule order.
+
+        Returns:
+            The position in `waiting` of the fit to start.
+        """
+        for k, (name, fold) in enumerate(waiting):
+            if fold < self.next_round or self.next_round >= self.n_folds or name in self.rule.protected:
+                return k
+
+        def standing(k: int) -> tuple[int, float]:
+            mine = self.scores.get(waiting[k][0], {})
+            if not mine:
+                return (1, 0.0)
+            mean = sum(mine.values()) / len(mine)
+            return (0, -mean if self.metric.greater_is_better else mean)
+
+        return min(range(len(waiting)), key=standing)
+
+    def _racing(self, m: int | None = None) -> list[str]:
+        """The candidates in round `m` (default: the next): not out, not protected, no failed fold before it."""
+        m = self.next_round if m is None else m
+        return [
+            n for n in self.scores
+            if n not in self.out and n not in self.rule.protected and self.failed_at.get(n, m) >= m
+        ]
+
+    def _judge(self, name: str, field: Sequence[str], m: int) -> tuple[str, str]:
+        """The reason `name` is raced out on folds `0..m-1` by the best rival in `field` and that rival, or ("", "")."""
         rivals = [n for n in field if n != name]
         if not rivals:
-            return ""
+            return "", ""
         mean = {n: sum(self.scores[n][f] for f in range(m)) / m for n in field}
         rival = max(rivals, key=lambda n: self.metric.better(mean[n], mean[name]))
         if self.metric.better(mean[rival], mean[name]) <= 0:
-            return ""
+            return "", ""
         r = self.rule
         theirs = [self.scores[rival][f] for f in range(m)]
         mine = [self.scores[name][f] for f in range(m)]
         tol, basis = self.metric.tolerance(mean[rival], r.tolerance, r.relative_tolerance)
         loss = loss_posterior(theirs, mine, r.n_train, r.n_test, tol, greater_is_better=self.metric.greater_is_better)
-        if loss.p_worse < 1.0 - r.alpha or loss.scale == 0.0:
+        # At least 1 - alpha, and never below alpha: a candidate the rule would call practically
+        # as good (p_worse <= alpha) is never raced out, whatever alpha is configured.
+        confidence = max(1.0 - r.alpha, r.alpha)
+        if loss.p_worse < confidence or loss.scale == 0.0:
             # The same loss on every fold is no proof on a coarse metric (accuracy on a small
             # fold moves in steps): wait for a fold that differs.
-            return ""
+            return "", ""
         return (
             f"{RACED_OUT_PREFIX} after {m} of {self.n_folds} folds: on the same folds it scored "
             f"{loss.expected_loss:.4f} {r.metric} worse than {rival}, and the chance that it loses more than "
-            f"the tolerance ({basis}) is {loss.p_worse:.1%} (raced out at {1.0 - r.alpha:.0%} or more)"
-        )
+            f"the tolerance ({basis}) is {loss.p_worse:.1%} (raced out at {confidence:.0%} or more)"
+        ), rival
