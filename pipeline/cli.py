@@ -366,6 +366,7 @@ def _summary(result: Any, elapsed: float) -> dict[str, Any]:
                 "within_noise": bool(c and c.within_noise),
                 "p_worse": c.p_worse if c else None,
                 "equivalent": bool(c and c.equivalent),
+                "folds": len(next(iter(r.fold_scores.values()), ())),  # fewer than the run's for a raced-out row
                 "mean": {m: r.mean(m) for m in board.metrics},
                 "std": {m: r.std(m) for m in board.metrics},
                 "fit_seconds": r.fit_seconds,

@@ -25,7 +25,7 @@ from stages.errors import DataError
 from stages import subsample
 from stages.cleaning import CleaningPlan, CleaningReport, apply_cleaning
 from stages.evaluation import Decision, Evaluation, Footprint, Importance, Selection
-from stages.modeling import Leaderboard, predict_with_proba
+from stages.modeling import RACED_OUT, Leaderboard, predict_with_proba
 from stages.preparation import conform_features
 from stages.tuning import is_tuned, unwrap_search
 from stages.understanding import CATEGORICAL, CLASSIFICATION, NUMERIC, DataProfile
@@ -567,7 +567,13 @@ def model_card(
         "A simpler candidate is preferred to the top one only when it is practically as good: the Bayesian "
         "correlated t-test (Benavoli et al., 2017) on its paired fold scores gives it at most a "
         f"{selection.alpha:.0%} chance of losing more than the tolerance ({selection.tolerance_basis}). "
-        "The p-value (corrected resampled t-test, Nadeau and Bengio, 2003) is shown for information.",
+        "The p-value (corrected resampled t-test, Nadeau and Bengio, 2003) is shown for information."
+        + (
+            " Candidates raced out stopped early, once the same test on their first folds showed they could "
+            "not be chosen; their scores cover those folds only."
+            if any(r.status == RACED_OUT for r in leaderboard.rows)
+            else ""
+        ),
         "",
         f"> {selection.reason}",
         "",
@@ -576,6 +582,13 @@ def model_card(
     ]
     for rank, r in enumerate(leaderboard.rows, start=1):
         c = selection.comparison(r.name)
+        if c is None and r.status == RACED_OUT:
+            folds = len(r.fold_scores.get(metric, ()))
+            lines.append(
+                f"| {rank} | {r.name} | {r.mean(metric):.4f} ± {_num(r.std(metric))} (first {folds} folds) | | | "
+                f"raced out: {r.error.split(': ', 1)[-1]} | |"
+            )
+            continue
         if c is None:
             lines.append(f"| {rank} | {r.name} | {r.status}: {r.error[:80]} | | | | |")
             continue

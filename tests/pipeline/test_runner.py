@@ -192,6 +192,8 @@ def test_a_raced_out_candidate_is_a_finished_child_run_that_says_why_and_racing_
     board = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=raced.run_id, artifact_path="leaderboard.csv",
                                                             tracking_uri=client.tracking_uri))
     assert board.set_index("model").loc["linear", "status"] == "raced_out"
+    card = (raced.export_dir / "model_card.md").read_text()
+    assert f"(first {kept} folds)" in card and "raced out: on the same folds it scored" in card
 
     full = run(_race_config(tmp_path / "full", curved, False))
     assert all(r.status == modeling.OK and len(r.fold_scores["r2"]) == 5 for r in full.leaderboard.rows)
