@@ -235,6 +235,7 @@ def _model(
             metric, e.alpha, *_fold_sizes(folds), tolerance=e.tolerance, relative_tolerance=e.relative_tolerance
         )
         race = racing.Race(rule, list(candidates), len(folds))
+    tracking.prewarm()  # skops and friends, for logging the model, while the fits run
     progress("modeling", f"cross-validating {', '.join(candidates)} ({len(candidates) * len(folds)} fits"
              f"{'; racing' if race else ''})")
     try:

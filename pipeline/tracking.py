@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import io
 import json
 import logging
@@ -16,6 +17,7 @@ import os
 import socket
 import sqlite3
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -168,6 +170,26 @@ def point_mlflow_at(tracking_uri: str) -> None:
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+
+
+PREWARMED = ("skops.io", "mlflow.pyfunc", "mlflow.models.signature")
+"""Modules `log_model` imports on first use: skops alone takes about a second."""
+
+
+def prewarm() -> None:
+    """Import what logging the model will need in a background thread, while the fits run.
+
+    The fits run in worker processes and this process mostly waits for them, so the
+    imports cost nothing on the way to the answer. Imports only: nothing is written, and a
+    module that fails to import here is imported (and fails) where it is used.
+    """
+
+    def warm() -> None:
+        for name in PREWARMED:
+            with contextlib.suppress(Exception):
+                importlib.import_module(name)
+
+    threading.Thread(target=warm, name="crispml-prewarm", daemon=True).start()
 
 
 def check_store(tracking_uri: str, timeout: float | None = None, writable: bool = False) -> None:

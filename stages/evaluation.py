@@ -158,9 +158,10 @@ def assess_on_holdout(
         The evaluation and the importances.
     """
     result = evaluate_holdout(candidate, pipeline, split, task, metric, tolerance_sd)
-    rows = importance_rows(candidate, len(split.y_train), min(split.X_test.shape[1], MAX_IMPORTANCE_COLUMNS))
+    columns = importance_columns(candidate, split.X_test.shape[1])
+    rows = importance_rows(candidate, len(split.y_train), columns)
     importance = permutation_importances(
-        result.fitted, split.X_test, split.y_test, metric, result.classes, seed, max_rows=rows
+        result.fitted, split.X_test, split.y_test, metric, result.classes, seed, max_rows=rows, max_columns=columns
     )
     return result, importance
 
@@ -177,6 +178,34 @@ predictions of a pipeline that transforms 3,000 columns each time, minutes where
 took seconds. The screen (`_screen_columns`) ranks every column by how strongly the model's
 holdout predictions vary with it, in one vectorised pass, and the first ones are shuffled.
 """
+
+
+MIN_IMPORTANCE_COLUMNS = 10
+"""Fewest input columns shuffled (when the data has them), however slow one prediction is."""
+
+
+def importance_columns(candidate: CandidateResult, n_features: int, n_repeats: int = 5) -> int:
+    """How many input columns permutation importance can afford for this candidate.
+
+    On wide data one prediction costs about the same whatever the rows, because the
+    pipeline transforms every column each time: a linear model on 3,000 columns takes
+    0.18 s to predict 60 rows. Each shuffled column costs `n_repeats` predictions, so the
+    columns are capped to spend about `IMPORTANCE_SECONDS`, judged by the candidate's
+    predict time on a test fold, within `MIN_IMPORTANCE_COLUMNS` and `MAX_IMPORTANCE_COLUMNS`.
+
+    Args:
+        candidate: The candidate's cross-validation result (its mean predict time per test fold).
+        n_features: Input columns in the data.
+        n_repeats: Shuffles per column.
+
+    Returns:
+        The column count, at most `n_features`.
+    """
+    cap = MAX_IMPORTANCE_COLUMNS
+    seconds = candidate.predict_seconds
+    if math.isfinite(seconds) and seconds > 0:
+        cap = int(min(MAX_IMPORTANCE_COLUMNS, max(MIN_IMPORTANCE_COLUMNS, IMPORTANCE_SECONDS / (seconds * n_repeats))))
+    return min(n_features, cap)
 
 
 def importance_rows(candidate: CandidateResult, n_train: int, n_features: int, n_repeats: int = 5) -> int:

@@ -383,6 +383,20 @@ def test_permutation_importance_shuffles_fewer_rows_for_a_model_that_predicts_sl
     assert fast == IMPORTANCE_ROWS[1] and slow == IMPORTANCE_ROWS[0] and middling == 400
 
 
+def test_permutation_importance_shuffles_fewer_columns_for_a_model_whose_every_prediction_is_slow():
+    from stages.evaluation import MAX_IMPORTANCE_COLUMNS, MIN_IMPORTANCE_COLUMNS, importance_columns
+
+    def row(predict_seconds):
+        return CandidateResult("linear", "LogisticRegression", {}, OK, fold_scores={"r2": (0.5,) * 5},
+                               predict_seconds=predict_seconds)
+
+    assert importance_columns(row(0.001), n_features=3000) == MAX_IMPORTANCE_COLUMNS  # cheap: the screen's cap
+    assert importance_columns(row(0.2), n_features=3000) == MIN_IMPORTANCE_COLUMNS  # 0.2 s a prediction: the floor
+    assert importance_columns(row(0.02), n_features=3000) == 20  # 5 shuffles x 20 columns x 0.02 s = 2 s
+    assert importance_columns(row(0.2), n_features=4) == 4  # never more than there are
+    assert importance_columns(row(math.nan), n_features=3000) == MAX_IMPORTANCE_COLUMNS
+
+
 def _wide_frame(n_rows: int, n_columns: int, task: str) -> tuple:
     """Noise columns, a categorical one, and a target that depends on x3 (numeric) and `group` only."""
     import pandas as pd
