@@ -551,7 +551,7 @@ def compare_models(
 
     def judge(index: int, outcome: Outcome) -> dict[str, str]:
         name, fold = tasks[index].args
-        value = outcome.value if isinstance(outcome.value, FoldResult) and not outcome.value.error else None
+        value = _scored(outcome)
         return race.record(name, fold, value.scores.get(metric, math.nan) if value else math.nan)  # type: ignore[union-attr]
 
     try:
@@ -575,6 +575,12 @@ def compare_models(
     return _leaderboard(names, candidates, _by_candidate(tasks, ordered, names, len(folds)), len(folds), task, metric, metrics)
 
 
+def _scored(outcome: Outcome) -> FoldResult | None:
+    """A task's fold result when the fit succeeded; None when the pool or the fit itself failed."""
+    value = outcome.value
+    return value if isinstance(value, FoldResult) and not value.error and not outcome.error else None
+
+
 def _revive(
     race: Race, tasks: Sequence[Task], outcomes: list[Outcome], run: Callable[[list[Task]], list[Outcome]]
 ) -> list[Outcome]:
@@ -590,10 +596,7 @@ def _revive(
         The outcomes with the revived candidates' folds filled in; those candidates are no
         longer raced out.
     """
-    def error(o: Outcome) -> str:  # the pool's error, or the fit's own (a fold that raised is a FoldResult)
-        return o.error or (o.value.error if isinstance(o.value, FoldResult) else "")
-
-    failed = {t.group for t, o in zip(tasks, outcomes, strict=True) if error(o) and not o.error.startswith(RACED_OUT_PREFIX)}
+    failed = {t.group for t, o in zip(tasks, outcomes, strict=True) if _scored(o) is None and not o.error.startswith(RACED_OUT_PREFIX)}
     raced = {t.group for t, o in zip(tasks, outcomes, strict=True) if o.error.startswith(RACED_OUT_PREFIX)}
     orphans = race.orphans({t.group for t in tasks} - failed - raced - set(race.out))
     if not orphans:
