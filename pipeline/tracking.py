@@ -626,7 +626,10 @@ class PipelineRun:
             model: The fitted pipeline.
             input_example: A few input rows, for the signature and the UI.
             requirements: pip requirements (given, so MLflow does not infer them).
-            metadata: Stored in the model's `MLmodel` file (the data contract travels there).
+            metadata: Stored in the model's `MLmodel` file (the data contract travels there),
+                each value as one JSON string: MLflow parses that file (pure-Python YAML)
+                several times while logging, and on 3,000 columns a YAML tree of the
+                contract alone took 25 s to parse.
 
         Returns:
             Where it was logged.
@@ -638,7 +641,7 @@ class PipelineRun:
             input_example=input_example,
             pip_requirements=requirements,
             skops_trusted_types=SKOPS_TRUSTED_TYPES,
-            metadata=dict(metadata) if metadata else None,
+            metadata={k: json.dumps(v, separators=(",", ":")) for k, v in metadata.items()} if metadata else None,
         )
         record_model_files(self.client, info.model_id, self.tracking_uri)  # checked whenever it is loaded by URI
         return LoggedModel(uri=info.model_uri)
@@ -1035,8 +1038,8 @@ def model_contract(info: Any, source: str) -> DataContract:
     """
     saved = (info.metadata or {}).get(CONTRACT_KEY)
     if saved is not None:
-        try:
-            return DataContract.from_dict(saved)
+        try:  # a JSON string since 2026-12 (a YAML tree before: still read)
+            return DataContract.from_dict(json.loads(saved) if isinstance(saved, str) else saved)
         except (TypeError, ValueError) as exc:
             raise ModelLoadError(f"the data contract saved with {source} is malformed ({exc}); re-export the model") from None
     signature = info.signature

@@ -70,6 +70,9 @@ class Evaluation:
         fitted: The pipeline fitted on the training part (it never saw the holdout).
         warnings: The holdout score is far outside the cross-validated spread, and why
             that matters; empty when it is not.
+        predict_seconds: How long the fitted pipeline took to predict the holdout (labels and,
+            for a classifier, probabilities) from raw columns: about what one shuffle of
+            permutation importance costs.
     """
 
     model: str
@@ -85,6 +88,7 @@ class Evaluation:
     classes: np.ndarray | None
     fitted: Any = None
     warnings: tuple[str, ...] = ()
+    predict_seconds: float = math.nan
 
 
 def evaluate_holdout(
@@ -111,7 +115,9 @@ def evaluate_holdout(
     """
     classes = _classes(split, task)
     model = clone(pipeline).fit(split.X_train, split.y_train)
+    started = time.perf_counter()
     pred, proba = predict_with_proba(model, split.X_test, classes)
+    predict_seconds = time.perf_counter() - started
     y_true = split.y_test.to_numpy()
     metrics = metrics_for(task)
     holdout = score_all(metrics, y_true, pred, proba, classes)
@@ -131,6 +137,7 @@ def evaluate_holdout(
         classes=classes,
         fitted=model,
         warnings=holdout_warnings(METRICS[metric], holdout[metric], folds, fold_test_rows, len(y_true), tolerance_sd),
+        predict_seconds=predict_seconds,
     )
 
 
@@ -158,8 +165,11 @@ def assess_on_holdout(
         The evaluation and the importances.
     """
     result = evaluate_holdout(candidate, pipeline, split, task, metric, tolerance_sd)
-    columns = importance_columns(candidate, split.X_test.shape[1])
-    rows = importance_rows(candidate, len(split.y_train), columns)
+    # Budgeted by the holdout prediction just timed: raw columns in, so on wide data the
+    # preprocessing each shuffle repeats is counted (the folds' predict times leave it out).
+    n_test, n_features = len(split.y_test), split.X_test.shape[1]
+    columns = importance_columns(result.predict_seconds, n_test, n_features)
+    rows = importance_rows(result.predict_seconds, n_test, columns)
     importance = permutation_importances(
         result.fitted, split.X_test, split.y_test, metric, result.classes, seed, max_rows=rows, max_columns=columns
     )
@@ -184,17 +194,19 @@ MIN_IMPORTANCE_COLUMNS = 10
 """Fewest input columns shuffled (when the data has them), however slow one prediction is."""
 
 
-def importance_columns(candidate: CandidateResult, n_features: int, n_repeats: int = 5) -> int:
-    """How many input columns permutation importance can afford for this candidate.
+def importance_columns(predict_seconds: float, n_test: int, n_features: int, n_repeats: int = 5) -> int:
+    """How many input columns permutation importance can afford for this model.
 
     On wide data one prediction costs about the same whatever the rows, because the
     pipeline transforms every column each time: a linear model on 3,000 columns takes
     0.18 s to predict 60 rows. Each shuffled column costs `n_repeats` predictions, so the
-    columns are capped to spend about `IMPORTANCE_SECONDS`, judged by the candidate's
-    predict time on a test fold, within `MIN_IMPORTANCE_COLUMNS` and `MAX_IMPORTANCE_COLUMNS`.
+    columns are capped to spend about `IMPORTANCE_SECONDS`, judged by the time the model
+    took to predict the holdout (scaled down to the rows shuffled, at most the upper end of
+    `IMPORTANCE_ROWS`), within `MIN_IMPORTANCE_COLUMNS` and `MAX_IMPORTANCE_COLUMNS`.
 
     Args:
-        candidate: The candidate's cross-validation result (its mean predict time per test fold).
+        predict_seconds: Seconds to predict the `n_test` holdout rows, raw columns in.
+        n_test: Rows of the holdout.
         n_features: Input columns in the data.
         n_repeats: Shuffles per column.
 
@@ -202,22 +214,22 @@ def importance_columns(candidate: CandidateResult, n_features: int, n_repeats: i
         The column count, at most `n_features`.
     """
     cap = MAX_IMPORTANCE_COLUMNS
-    seconds = candidate.predict_seconds
-    if math.isfinite(seconds) and seconds > 0:
-        cap = int(min(MAX_IMPORTANCE_COLUMNS, max(MIN_IMPORTANCE_COLUMNS, IMPORTANCE_SECONDS / (seconds * n_repeats))))
+    if math.isfinite(predict_seconds) and predict_seconds > 0 and n_test > 0:
+        per_call = predict_seconds * min(1.0, IMPORTANCE_ROWS[1] / n_test)
+        cap = int(min(MAX_IMPORTANCE_COLUMNS, max(MIN_IMPORTANCE_COLUMNS, IMPORTANCE_SECONDS / (per_call * n_repeats))))
     return min(n_features, cap)
 
 
-def importance_rows(candidate: CandidateResult, n_train: int, n_features: int, n_repeats: int = 5) -> int:
-    """How many holdout rows permutation importance can afford for this candidate.
+def importance_rows(predict_seconds: float, n_test: int, n_features: int, n_repeats: int = 5) -> int:
+    """How many holdout rows permutation importance can afford for this model.
 
     Each of `n_features * n_repeats` shuffles predicts every sampled row once. A model that
     predicts slowly (an exact kernel SVM with thousands of support vectors) gets fewer rows,
     so that the importances cost about `IMPORTANCE_SECONDS`, within `IMPORTANCE_ROWS`.
 
     Args:
-        candidate: The candidate's cross-validation result (its mean predict time per test fold).
-        n_train: Rows of the training part (the folds' test parts add up to it).
+        predict_seconds: Seconds to predict the `n_test` holdout rows, raw columns in.
+        n_test: Rows of the holdout.
         n_features: Input columns, each shuffled `n_repeats` times.
         n_repeats: Shuffles per column.
 
@@ -225,10 +237,9 @@ def importance_rows(candidate: CandidateResult, n_train: int, n_features: int, n
         The row count.
     """
     lo, hi = IMPORTANCE_ROWS
-    folds = max((len(v) for v in candidate.fold_scores.values()), default=0)
-    if not folds or not math.isfinite(candidate.predict_seconds) or candidate.predict_seconds <= 0:
+    if n_test <= 0 or not math.isfinite(predict_seconds) or predict_seconds <= 0:
         return hi
-    seconds_per_row = candidate.predict_seconds / (n_train / folds)
+    seconds_per_row = predict_seconds / n_test
     affordable = IMPORTANCE_SECONDS / (seconds_per_row * max(1, n_features) * n_repeats)
     return int(min(hi, max(lo, affordable)))
 
@@ -381,9 +392,12 @@ def permutation_importances(
     rest = X
 
     def scorer_of_subset(estimator: Any, X_: pd.DataFrame, y_: pd.Series) -> float:
+        # The shuffled values written into a copy in place, by position: replacing columns
+        # (`full[c] = ...`, or a concat and reorder) would split the frame into a block per
+        # column, and every prediction on wide data would pay per column again.
         full = rest.copy()
-        for column in X_.columns:  # one by one, so each keeps its dtype
-            full[column] = X_[column].to_numpy()
+        for j, column in zip(rest.columns.get_indexer(X_.columns), X_.columns):
+            full.iloc[:, j] = X_[column].to_numpy()
         return scorer(estimator, full, y_)
 
     chosen = X[columns]

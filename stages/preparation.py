@@ -79,7 +79,14 @@ def conform_features(frame: pd.DataFrame, features: tuple[str, ...], numeric: tu
     """
     numeric_set = set(numeric)
     types = {c: ("float64" if c in numeric_set else str) for c in features}
-    return frame.loc[:, list(features)].astype(types)
+    # `astype` with one type per column leaves one block per column; `copy` merges them, so
+    # every later step (each fold's transform, each prediction) does not pay per column:
+    # on 3,000 columns a prediction is three times slower on the unmerged frame. Plain
+    # object column names, too: sklearn walks the names on every call, and a pyarrow-backed
+    # name index is slow to walk.
+    out = frame.loc[:, list(features)].astype(types).copy()
+    out.columns = pd.Index(list(features), dtype=object)
+    return out
 
 
 def split_holdout(X: pd.DataFrame, y: pd.Series, task: str, holdout: float, seed: int) -> Split:

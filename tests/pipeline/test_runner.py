@@ -99,6 +99,23 @@ def test_export_has_joblib_and_a_manifest_whose_hashes_match(penguins_run):
     assert list(model.classes_) == manifest["classes"]
 
 
+def test_the_mlmodel_file_holds_the_contract_as_one_json_string_and_the_older_tree_still_reads(penguins_run):
+    from mlflow.models import Model
+
+    from pipeline import tracking
+    from stages.deployment import CONTRACT_KEY
+
+    folder = penguins_run.result.export_dir
+    manifest = json.loads((folder / MANIFEST).read_text())
+    model = Model.load(folder / "MLmodel")
+    saved = model.metadata[CONTRACT_KEY]
+    assert isinstance(saved, str) and json.loads(saved) == manifest[CONTRACT_KEY]  # a scalar, cheap for YAML to parse
+    from_string = tracking.model_contract(model, "the export")
+    model.metadata = {CONTRACT_KEY: manifest[CONTRACT_KEY]}  # as models saved before 2026-12 have it
+    assert tracking.model_contract(model, "the export") == from_string
+    assert from_string.features == tuple(c["name"] for c in manifest[CONTRACT_KEY]["columns"])
+
+
 def test_same_seed_gives_the_same_leaderboard(tmp_path):
     kwargs = {"modeling.models": ["baseline", "linear", "random_forest", "mlp"], "modeling.folds": 3}
     first = run(config_for(tmp_path / "a", **kwargs)).leaderboard

@@ -374,27 +374,33 @@ def test_measure_footprint_times_prediction_and_sizes_the_model(mixed_frame):
 def test_permutation_importance_shuffles_fewer_rows_for_a_model_that_predicts_slowly():
     from stages.evaluation import IMPORTANCE_ROWS, importance_rows
 
-    def row(predict_seconds):
-        return CandidateResult("svm", "SVC", {}, OK, fold_scores={"r2": (0.5,) * 5}, predict_seconds=predict_seconds)
-
-    fast = importance_rows(row(0.001), n_train=8000, n_features=20)  # 1,600 test rows per fold in 1 ms
-    slow = importance_rows(row(2.0), n_train=8000, n_features=20)  # 1.25 ms a row: 100 shuffles x 100 rows = 12.5 s, the floor
-    middling = importance_rows(row(0.08), n_train=8000, n_features=20)  # 50 us a row: 400 rows cost 2 s
+    fast = importance_rows(0.001, n_test=1600, n_features=20)  # 1,600 holdout rows in 1 ms
+    slow = importance_rows(2.0, n_test=1600, n_features=20)  # 1.25 ms a row: 100 shuffles x 100 rows = 12.5 s, the floor
+    middling = importance_rows(0.08, n_test=1600, n_features=20)  # 50 us a row: 400 rows cost 2 s
     assert fast == IMPORTANCE_ROWS[1] and slow == IMPORTANCE_ROWS[0] and middling == 400
+    assert importance_rows(math.nan, n_test=1600, n_features=20) == IMPORTANCE_ROWS[1]
 
 
 def test_permutation_importance_shuffles_fewer_columns_for_a_model_whose_every_prediction_is_slow():
     from stages.evaluation import MAX_IMPORTANCE_COLUMNS, MIN_IMPORTANCE_COLUMNS, importance_columns
 
-    def row(predict_seconds):
-        return CandidateResult("linear", "LogisticRegression", {}, OK, fold_scores={"r2": (0.5,) * 5},
-                               predict_seconds=predict_seconds)
+    assert importance_columns(0.001, n_test=60, n_features=3000) == MAX_IMPORTANCE_COLUMNS  # cheap: the screen's cap
+    assert importance_columns(0.2, n_test=60, n_features=3000) == MIN_IMPORTANCE_COLUMNS  # 0.2 s a prediction: the floor
+    assert importance_columns(0.02, n_test=60, n_features=3000) == 20  # 5 shuffles x 20 columns x 0.02 s = 2 s
+    assert importance_columns(0.2, n_test=60, n_features=4) == 4  # never more than there are
+    assert importance_columns(math.nan, n_test=60, n_features=3000) == MAX_IMPORTANCE_COLUMNS
+    # A big holdout is sampled down to 1,000 rows, so its prediction time is scaled to them.
+    assert importance_columns(0.128, n_test=8000, n_features=3000) == 25  # 0.016 s for 1,000 rows
 
-    assert importance_columns(row(0.001), n_features=3000) == MAX_IMPORTANCE_COLUMNS  # cheap: the screen's cap
-    assert importance_columns(row(0.2), n_features=3000) == MIN_IMPORTANCE_COLUMNS  # 0.2 s a prediction: the floor
-    assert importance_columns(row(0.02), n_features=3000) == 20  # 5 shuffles x 20 columns x 0.02 s = 2 s
-    assert importance_columns(row(0.2), n_features=4) == 4  # never more than there are
-    assert importance_columns(row(math.nan), n_features=3000) == MAX_IMPORTANCE_COLUMNS
+
+def test_holdout_evaluation_times_the_whole_pipeline_for_the_importance_budget(mixed_frame):
+    profile = profile_data(mixed_frame, "label")
+    X, y = features_and_target(mixed_frame, profile)
+    split = split_holdout(X, y, profile.task, 0.25, 0)
+    model = build_candidates(["linear"], build_preprocessor(profile, 0.01, 20), ModelSettings("binary", 0))["linear"]
+    row = CandidateResult("linear", "LogisticRegression", {}, OK, fold_scores={"roc_auc": (0.5,) * 5}, predict_seconds=math.nan)
+    result = evaluate_holdout(row, model, split, profile.task, "roc_auc")
+    assert 0 < result.predict_seconds < 60
 
 
 def _wide_frame(n_rows: int, n_columns: int, task: str) -> tuple:

@@ -29,6 +29,16 @@ def test_conform_features_orders_and_types_columns_without_touching_input():
     pd.testing.assert_frame_equal(frame, before)
 
 
+def test_conform_features_returns_a_merged_frame_on_wide_data():
+    # One block per column (what `astype` with a type per column leaves) makes every later
+    # transform and prediction pay per column; the frame comes back as one block per type.
+    frame = pd.DataFrame(np.random.default_rng(0).normal(size=(20, 500)), columns=[f"x{i}" for i in range(500)])
+    frame["t"] = "a"
+    X = conform_features(frame, tuple(frame.columns), tuple(frame.columns[:-1]))
+    assert X._mgr.nblocks == 2  # pandas has no public block count; the float block and the text one
+    assert X.columns.dtype == object and list(X.columns) == list(frame.columns)
+
+
 def test_split_is_stratified_and_sized(mixed_frame):
     profile = profile_data(mixed_frame, "label")
     X, y = features_and_target(mixed_frame, profile)
