@@ -9,6 +9,7 @@ registered or exported); 1 a bug in crispml (with a traceback); 130 interrupted 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -168,6 +169,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         traceback.print_exc()
         print("crispml: internal error (a bug in crispml); please report it with the traceback above", file=sys.stderr)
         return EXIT_BUG
+
+
+def entry() -> NoReturn:
+    """The `crispml` command: `main`, then exit with its code.
+
+    Before exiting, every object is moved out of the garbage collector's reach
+    (`gc.freeze`): the interpreter's own clean-up then skips the collections over the
+    million objects MLflow, SQLAlchemy and matplotlib leave behind, which took 1.2-1.7 s
+    of a 16 s run on penguins. Exit handlers still run (child processes are reaped, temporary
+    files removed). Only the command does this; `main` called in a process that goes on
+    leaves the collector alone.
+    """
+    code = main()
+    gc.freeze()
+    sys.exit(code)
 
 
 def _store_lost(exc: BaseException) -> str:

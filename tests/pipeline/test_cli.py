@@ -117,6 +117,12 @@ def test_user_errors_are_one_line_with_exit_code_2(tmp_path, args, words):
     assert not (tmp_path / "models").exists() and not (tmp_path / "mlruns").exists()  # nothing written
 
 
+def test_python_dash_m_pipeline_is_the_same_command_with_the_same_exit_codes(tmp_path):
+    line = one_line_error(crispml("run", "--data", "nope.csv", "--target", "y", cwd=tmp_path, module=True))
+    assert line.startswith("crispml: error: data file nope.csv does not exist")
+    assert crispml("--help", cwd=tmp_path, module=True).returncode == 0
+
+
 class _Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True
