@@ -579,8 +579,10 @@ def _log_candidates(tracker: tracking.PipelineRun, board: modeling.Leaderboard) 
         tags = {"crispml.workers": ",".join(dict.fromkeys(w for w in row.workers if w)), "crispml.status": row.status}
         if raced:
             tags["crispml.raced_out"] = row.error
+        # What it did about data size; not `strategy`, which is a parameter of the dummy baseline.
+        params = {**row.params, "crispml.strategy": row.strategy} if row.strategy else row.params
         tracker.log_candidate(
-            row.name, row.estimator, row.params, row.status == modeling.OK or raced, "" if raced else row.error,
+            row.name, row.estimator, params, row.status == modeling.OK or raced, "" if raced else row.error,
             row.fold_scores, _candidate_metrics(row, board.metrics), row.warnings, tags,
         )
 

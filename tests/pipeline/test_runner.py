@@ -56,8 +56,10 @@ def test_one_child_run_per_candidate_with_fold_scores(penguins_run):
         assert r.info.status == "FINISHED" and r.data.tags["crispml.status"] == "ok"
         history = client.get_metric_history(r.info.run_id, "fold_balanced_accuracy")
         assert sorted(m.step for m in history) == [0, 1, 2, 3, 4]
-        expected = next(c for c in result.leaderboard.rows if c.name == r.info.run_name).mean("balanced_accuracy")
-        assert r.data.metrics["balanced_accuracy_mean"] == pytest.approx(expected)
+        row = next(c for c in result.leaderboard.rows if c.name == r.info.run_name)
+        assert r.data.metrics["balanced_accuracy_mean"] == pytest.approx(row.mean("balanced_accuracy"))
+        assert r.data.params.get("crispml.strategy", "") == row.strategy  # what it did about data size, where it did something
+    assert any(r.data.params.get("crispml.strategy") == "exact RBF kernel" for r in runs)
 
 
 def test_champion_alias_points_at_this_run(penguins_run):
