@@ -165,10 +165,18 @@ def assess_on_holdout(
         The evaluation and the importances.
     """
     result = evaluate_holdout(candidate, pipeline, split, task, metric, tolerance_sd)
-    # Budgeted by the holdout prediction just timed: raw columns in, so on wide data the
+    # Budgeted by timed predictions of the holdout, raw columns in, so on wide data the
     # preprocessing each shuffle repeats is counted (the folds' predict times leave it out).
+    # A holdout larger than the shuffles use is timed again on as many rows as they use: a
+    # prediction's cost is not proportional to its rows (on wide data it is mostly fixed).
     n_test, n_features = len(split.y_test), split.X_test.shape[1]
-    columns = importance_columns(result.predict_seconds, n_test, n_features)
+    per_call = result.predict_seconds
+    if n_test > IMPORTANCE_ROWS[1]:
+        sample = split.X_test.sample(n=IMPORTANCE_ROWS[1], random_state=seed)
+        started = time.perf_counter()
+        predict_with_proba(result.fitted, sample, result.classes)
+        per_call = time.perf_counter() - started
+    columns = importance_columns(per_call, n_features)
     rows = importance_rows(result.predict_seconds, n_test, columns)
     importance = permutation_importances(
         result.fitted, split.X_test, split.y_test, metric, result.classes, seed, max_rows=rows, max_columns=columns
@@ -194,19 +202,18 @@ MIN_IMPORTANCE_COLUMNS = 10
 """Fewest input columns shuffled (when the data has them), however slow one prediction is."""
 
 
-def importance_columns(predict_seconds: float, n_test: int, n_features: int, n_repeats: int = 5) -> int:
+def importance_columns(seconds_per_call: float, n_features: int, n_repeats: int = 5) -> int:
     """How many input columns permutation importance can afford for this model.
 
     On wide data one prediction costs about the same whatever the rows, because the
     pipeline transforms every column each time: a linear model on 3,000 columns takes
     0.18 s to predict 60 rows. Each shuffled column costs `n_repeats` predictions, so the
-    columns are capped to spend about `IMPORTANCE_SECONDS`, judged by the time the model
-    took to predict the holdout (scaled down to the rows shuffled, at most the upper end of
-    `IMPORTANCE_ROWS`), within `MIN_IMPORTANCE_COLUMNS` and `MAX_IMPORTANCE_COLUMNS`.
+    columns are capped to spend about `IMPORTANCE_SECONDS`, judged by a timed prediction
+    of as many holdout rows as the shuffles use (at most the upper end of `IMPORTANCE_ROWS`),
+    within `MIN_IMPORTANCE_COLUMNS` and `MAX_IMPORTANCE_COLUMNS`.
 
     Args:
-        predict_seconds: Seconds to predict the `n_test` holdout rows, raw columns in.
-        n_test: Rows of the holdout.
+        seconds_per_call: Seconds one prediction of the shuffled rows takes, raw columns in.
         n_features: Input columns in the data.
         n_repeats: Shuffles per column.
 
@@ -214,9 +221,8 @@ def importance_columns(predict_seconds: float, n_test: int, n_features: int, n_r
         The column count, at most `n_features`.
     """
     cap = MAX_IMPORTANCE_COLUMNS
-    if math.isfinite(predict_seconds) and predict_seconds > 0 and n_test > 0:
-        per_call = predict_seconds * min(1.0, IMPORTANCE_ROWS[1] / n_test)
-        cap = int(min(MAX_IMPORTANCE_COLUMNS, max(MIN_IMPORTANCE_COLUMNS, IMPORTANCE_SECONDS / (per_call * n_repeats))))
+    if math.isfinite(seconds_per_call) and seconds_per_call > 0:
+        cap = int(min(MAX_IMPORTANCE_COLUMNS, max(MIN_IMPORTANCE_COLUMNS, IMPORTANCE_SECONDS / (seconds_per_call * n_repeats))))
     return min(n_features, cap)
 
 

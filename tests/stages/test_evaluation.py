@@ -384,13 +384,11 @@ def test_permutation_importance_shuffles_fewer_rows_for_a_model_that_predicts_sl
 def test_permutation_importance_shuffles_fewer_columns_for_a_model_whose_every_prediction_is_slow():
     from stages.evaluation import MAX_IMPORTANCE_COLUMNS, MIN_IMPORTANCE_COLUMNS, importance_columns
 
-    assert importance_columns(0.001, n_test=60, n_features=3000) == MAX_IMPORTANCE_COLUMNS  # cheap: the screen's cap
-    assert importance_columns(0.2, n_test=60, n_features=3000) == MIN_IMPORTANCE_COLUMNS  # 0.2 s a prediction: the floor
-    assert importance_columns(0.02, n_test=60, n_features=3000) == 20  # 5 shuffles x 20 columns x 0.02 s = 2 s
-    assert importance_columns(0.2, n_test=60, n_features=4) == 4  # never more than there are
-    assert importance_columns(math.nan, n_test=60, n_features=3000) == MAX_IMPORTANCE_COLUMNS
-    # A big holdout is sampled down to 1,000 rows, so its prediction time is scaled to them.
-    assert importance_columns(0.128, n_test=8000, n_features=3000) == 25  # 0.016 s for 1,000 rows
+    assert importance_columns(0.001, n_features=3000) == MAX_IMPORTANCE_COLUMNS  # cheap: the screen's cap
+    assert importance_columns(0.2, n_features=3000) == MIN_IMPORTANCE_COLUMNS  # 0.2 s a prediction: the floor
+    assert importance_columns(0.02, n_features=3000) == 20  # 5 shuffles x 20 columns x 0.02 s = 2 s
+    assert importance_columns(0.2, n_features=4) == 4  # never more than there are
+    assert importance_columns(math.nan, n_features=3000) == MAX_IMPORTANCE_COLUMNS
 
 
 def test_holdout_evaluation_times_the_whole_pipeline_for_the_importance_budget(mixed_frame):
@@ -401,6 +399,37 @@ def test_holdout_evaluation_times_the_whole_pipeline_for_the_importance_budget(m
     row = CandidateResult("linear", "LogisticRegression", {}, OK, fold_scores={"roc_auc": (0.5,) * 5}, predict_seconds=math.nan)
     result = evaluate_holdout(row, model, split, profile.task, "roc_auc")
     assert 0 < result.predict_seconds < 60
+
+
+def test_a_holdout_bigger_than_the_shuffles_is_timed_again_on_as_many_rows_as_they_use(monkeypatch):
+    # A prediction's cost is not proportional to its rows (on wide data it is mostly fixed),
+    # so the column budget is judged by a prediction of the rows the shuffles will use.
+    from stages import evaluation
+    from stages.evaluation import IMPORTANCE_ROWS, assess_on_holdout
+
+    X, y, _ = _wide_frame(2600, 4, "binary")
+    data = X.assign(target=y)
+    profile = profile_data(data, "target")
+    features, target = features_and_target(data, profile)
+    split = split_holdout(features, target, profile.task, 0.5, 0)
+    model = build_candidates(["linear"], build_preprocessor(profile, 0.01, 20), ModelSettings(profile.task, 0))["linear"]
+    row = CandidateResult("linear", "LogisticRegression", {}, OK, fold_scores={"roc_auc": (0.5,) * 5})
+    events = []
+    predict, permute = evaluation.predict_with_proba, evaluation.permutation_importances
+
+    def counting(model_, X_, classes):
+        events.append(("predict", len(X_)))
+        return predict(model_, X_, classes)
+
+    def permuting(*args, **kwargs):
+        events.append(("permute", kwargs["max_rows"]))
+        return permute(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "predict_with_proba", counting)
+    monkeypatch.setattr(evaluation, "permutation_importances", permuting)
+    assess_on_holdout(row, model, split, profile.task, "roc_auc", 3.0, 0)
+    # The holdout, then a prediction of the shuffles' size, before any shuffle.
+    assert events[:2] == [("predict", len(split.y_test)), ("predict", IMPORTANCE_ROWS[1])] and events[2][0] == "permute"
 
 
 def _wide_frame(n_rows: int, n_columns: int, task: str) -> tuple:
