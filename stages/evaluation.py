@@ -115,9 +115,7 @@ def evaluate_holdout(
     """
     classes = _classes(split, task)
     model = clone(pipeline).fit(split.X_train, split.y_train)
-    started = time.perf_counter()
-    pred, proba = predict_with_proba(model, split.X_test, classes)
-    predict_seconds = time.perf_counter() - started
+    pred, proba, predict_seconds = _timed_prediction(model, split.X_test, classes)
     y_true = split.y_test.to_numpy()
     metrics = metrics_for(task)
     holdout = score_all(metrics, y_true, pred, proba, classes)
@@ -139,6 +137,13 @@ def evaluate_holdout(
         warnings=holdout_warnings(METRICS[metric], holdout[metric], folds, fold_test_rows, len(y_true), tolerance_sd),
         predict_seconds=predict_seconds,
     )
+
+
+def _timed_prediction(model: Any, X: pd.DataFrame, classes: np.ndarray | None) -> tuple[Any, Any, float]:
+    """`predict_with_proba`, and the seconds it took."""
+    started = time.perf_counter()
+    pred, proba = predict_with_proba(model, X, classes)
+    return pred, proba, time.perf_counter() - started
 
 
 def assess_on_holdout(
@@ -173,9 +178,7 @@ def assess_on_holdout(
     per_call = result.predict_seconds
     if n_test > IMPORTANCE_ROWS[1]:
         sample = split.X_test.sample(n=IMPORTANCE_ROWS[1], random_state=seed)
-        started = time.perf_counter()
-        predict_with_proba(result.fitted, sample, result.classes)
-        per_call = time.perf_counter() - started
+        per_call = _timed_prediction(result.fitted, sample, result.classes)[2]
     columns = importance_columns(per_call, n_features)
     rows = importance_rows(result.predict_seconds, n_test, columns)
     importance = permutation_importances(
