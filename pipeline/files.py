@@ -503,8 +503,10 @@ def _export(
 ) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(target)
-    staging, lock = _staging_folder(target)
+    staging, lock = None, None
     try:
+        with interrupts.held():  # a signal while the folder is made still finds it named, and removes it
+            staging, lock = _staging_folder(target)
         folder = staging / target.name
         write_mlflow_model(folder)
         joblib.dump(model, folder / JOBLIB_MODEL)
@@ -521,8 +523,11 @@ def _export(
         (folder / MANIFEST).write_text(sealed_manifest({**manifest, "files": files}), encoding="utf-8")
         _swap(folder, target, staging / _PREVIOUS, commit)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        lock.close()
+        with interrupts.held():  # a signal during the clean-up waits for its end
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
+            if lock is not None:
+                lock.close()
 
 
 STAGING_MARKER = ".crispml-staging"
@@ -574,13 +579,20 @@ def _locked(folder: Path) -> Iterator[None]:
 def _staging_folder(target: Path) -> tuple[Path, Any]:
     """A new staging folder beside `target`, with its marker file locked; returns it and the lock's file."""
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    unnamed = staging / f"{STAGING_MARKER}.new"
-    handle = open(unnamed, "w", encoding="utf-8")  # noqa: SIM115 (held open until the export ends)
-    handle.write(f"crispml is exporting {target} here (process {os.getpid()}); removed when it ends\n")
-    handle.flush()
-    if fcntl is not None:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-    unnamed.rename(staging / STAGING_MARKER)  # the marker appears already locked
+    handle = None
+    try:
+        unnamed = staging / f"{STAGING_MARKER}.new"
+        handle = open(unnamed, "w", encoding="utf-8")  # noqa: SIM115 (held open until the export ends)
+        handle.write(f"crispml is exporting {target} here (process {os.getpid()}); removed when it ends\n")
+        handle.flush()
+        if fcntl is not None:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        unnamed.rename(staging / STAGING_MARKER)  # the marker appears already locked
+    except BaseException:  # the folder is not the caller's yet: remove it here
+        if handle is not None:
+            handle.close()
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return staging, handle
 
 

@@ -409,6 +409,32 @@ def test_the_next_export_removes_a_killed_exports_staging_folder_and_nothing_els
     assert staging_folders(target) == [notes]
 
 
+@pytest.mark.parametrize("step", ["mkdtemp", "open", "flock"])
+def test_a_signal_while_the_staging_folder_is_made_leaves_none_behind(tmp_path, monkeypatch, step):
+    """SIGTERM lands between two lines of making the staging folder: the export stops and leaves no folder."""
+    target = tmp_path / "models" / EXPERIMENT / "model"
+    export_model_dir(target, write("old"), {"w": 0}, {})
+    wrapped = {"mkdtemp": (files.tempfile, "mkdtemp"), "open": (files, "open"), "flock": (files.fcntl, "flock")}
+    owner, name = wrapped[step]
+    real = getattr(owner, name, open)
+
+    fired = []
+
+    def then_a_signal(*args, **kwargs):
+        result = real(*args, **kwargs)
+        if not fired:  # once: a second signal exits the process at once
+            fired.append(step)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return result
+
+    monkeypatch.setattr(owner, name, then_a_signal, raising=False)
+    with interrupts.on_signals(), pytest.raises(interrupts.Interrupted):
+        export_model_dir(target, write("new"), {"w": 1}, {})
+    monkeypatch.undo()
+    assert fired == [step] and staging_folders(target) == []
+    assert (target / "MLmodel").read_text() == "old"
+
+
 def test_a_kill_between_the_moves_gives_the_old_export_back(tmp_path):
     target = tmp_path / "models" / EXPERIMENT / "model"
     export_model_dir(target, write("old"), {"w": 0}, {})
