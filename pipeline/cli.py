@@ -246,7 +246,7 @@ def _run(args: argparse.Namespace) -> int:
             "deployment.out": str(args.out) if args.out else None,
         },
     )
-    progress = _warnings_only if args.json else _ProgressPrinter(started)
+    progress = _warnings_only if args.json else ProgressPrinter(started)
     result = runner.run(config, progress, started=started)
     elapsed = time.monotonic() - started
     if args.json:
@@ -318,7 +318,7 @@ def _warnings_only(stage: str, message: str, done: float | None = None) -> None:
         _warn(message)
 
 
-class _ProgressPrinter:
+class ProgressPrinter:
     """Progress on stderr: stage lines with the elapsed time; on a terminal, also a live line
     with the fits done and an estimate of the time left (plain output gets per-candidate lines only)."""
 

@@ -188,6 +188,11 @@ def _read_parquet(path: Path) -> pd.DataFrame:
         raise DataError(f"data file {path} cannot be read (permission denied); check its permissions") from None
     except Exception as exc:  # pyarrow and friends raise many types for a corrupt file
         raise DataError(f"data file {path} cannot be read as parquet ({type(exc).__name__}: {exc})") from None
+    return bytes_as_text(frame)
+
+
+def bytes_as_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame, each column whose values are all bytes in UTF-8 read as text (in place)."""
     for name in frame.columns:
         if frame[name].dtype == object:
             text = _utf8_text(frame[name])

@@ -60,6 +60,7 @@ class RunResult:
         selection: Which candidate was chosen from the leaderboard, by which rule, and why.
         decision: The go/no-go gate's decision.
         footprint: The final model's prediction time per row and size.
+        model: The chosen pipeline, refitted on every labelled row (what was logged and exported).
     """
 
     profile: understanding.DataProfile
@@ -74,9 +75,27 @@ class RunResult:
     selection: evaluation.Selection
     decision: evaluation.Decision
     footprint: evaluation.Footprint
+    model: Any = None
 
 
-def run(config: Config, progress: Progress = _quiet, started: float | None = None) -> RunResult:
+@dataclass(frozen=True)
+class Table:
+    """The data a run learns from, read once: its rows, where they came from, and their hash.
+
+    Attributes:
+        frame: The rows (the run's own copy).
+        source: Where they came from, for messages and the model card (a file's path).
+        sha256: A file's SHA-256, or for a DataFrame a hash of its columns, types and values.
+    """
+
+    frame: pd.DataFrame
+    source: str
+    sha256: str
+
+
+def run(
+    config: Config, progress: Progress = _quiet, started: float | None = None, table: Table | None = None
+) -> RunResult:
     """Run the CRISP-DM pipeline: understand, prepare, model, evaluate, deploy.
 
     The model is registered as `champion` and exported only when the go/no-go gate
@@ -87,6 +106,8 @@ def run(config: Config, progress: Progress = _quiet, started: float | None = Non
         progress: Called with `(stage, message)` as the run goes.
         started: When the run began, as `time.monotonic()`; the time budget counts from it.
             The command line passes its own start, so the budget includes its imports. Default: now.
+        table: The data, already read (the Python API passes a DataFrame so); default: the
+            file `config.data.path`.
 
     Returns:
         The run's results.
@@ -100,10 +121,12 @@ def run(config: Config, progress: Progress = _quiet, started: float | None = Non
     budget = config.modeling.time_budget
     # Cross-validation gets most of a time budget; the rest is for the refits, the holdout, logging and export.
     deadline = started + CV_SHARE_OF_BUDGET * budget if budget else None
-    data_path = Path(config.data.path)
-    data = read_table(data_path)
-    prepared = _understand_and_prepare(config, data, progress)  # phases 1 and 2
-    del data  # the features and target are copies; on a million rows the raw table is a few hundred MB
+    if table is None:
+        data_path = Path(config.data.path)
+        table = Table(read_table(data_path), str(data_path), deployment.sha256_of(data_path))
+    data_sha256 = table.sha256
+    prepared = _understand_and_prepare(config, table.frame, table.source, progress)  # phases 1 and 2
+    del table  # the features and target are copies; on a million rows the raw table is a few hundred MB
 
     # Every check on the data is done; the store is checked (and created) before any training,
     # while the worker processes' fork server starts up.
@@ -120,7 +143,7 @@ def run(config: Config, progress: Progress = _quiet, started: float | None = Non
     with tracking.pipeline_run(config.tracking_uri, config.experiment, run_name) as tracker:
         _log_understanding(tracker, config, prepared)
         board, selection = _model(tracker, config, prepared, memory_mb, deadline, progress)  # phase 3
-        assessed = _evaluate(tracker, config, prepared, board, selection, deployment.sha256_of(data_path), memory_mb, progress)
+        assessed = _evaluate(tracker, config, prepared, board, selection, data_sha256, memory_mb, progress)
         logged, registered, export_dir = _deploy(tracker, config, prepared, board, selection, assessed, progress, started)
     return RunResult(
         profile=prepared.profile,
@@ -135,6 +158,7 @@ def run(config: Config, progress: Progress = _quiet, started: float | None = Non
         selection=selection,
         decision=assessed.decision,
         footprint=assessed.footprint,
+        model=assessed.final.model,
     )
 
 
@@ -166,7 +190,7 @@ class _Assessed:
     plots: dict[str, bytes]
 
 
-def _understand_and_prepare(config: Config, data: pd.DataFrame, progress: Progress) -> _Prepared:
+def _understand_and_prepare(config: Config, data: pd.DataFrame, source: str, progress: Progress) -> _Prepared:
     """Business and data understanding, then preparation: the holdout is set aside before anything is learnt.
 
     The data step's rules (missing markers, spaces, numbers, dates) are decided from each
@@ -178,7 +202,7 @@ def _understand_and_prepare(config: Config, data: pd.DataFrame, progress: Progre
         data,
         config.business.target,
         config.business.task,
-        source=str(config.data.path),
+        source=source,
         categorical=config.data.categorical,
         cleaning=cleaned.report,
         seed=config.seed,

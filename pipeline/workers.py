@@ -20,10 +20,11 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -426,7 +427,8 @@ class _Pool:
             daemon=True,
             name="crispml-worker",
         )
-        process.start()
+        with _main_script_hidden():
+            process.start()
         child_end.close()
         worker = _Worker(process, parent_end)
         try:
@@ -509,6 +511,30 @@ def report_group(
     mine = [outcomes[i] for i, t in enumerate(tasks) if t.group == group]
     if all(o is not None for o in mine):
         on_group_done(group, mine)  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def _main_script_hidden() -> Iterator[None]:
+    """Start a worker that does not run the user's script again.
+
+    multiprocessing's forkserver and spawn workers first import the parent's `__main__`
+    (its file or module, as `__mp_main__`), so a script or notebook-exported file that calls
+    crispml without an `if __name__ == "__main__":` guard would run once more in every worker,
+    and fail there. A worker needs nothing from it: its work arrives by cloudpickle, which
+    carries what the script defines by value. So for the moment a worker starts, `__main__`
+    names no file and no module.
+    """
+    main = sys.modules.get("__main__")
+    hidden = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__} if main else {}
+    try:
+        if "__file__" in hidden:
+            del main.__dict__["__file__"]
+        if "__spec__" in hidden:
+            main.__dict__["__spec__"] = None
+        yield
+    finally:
+        if main is not None:
+            main.__dict__.update(hidden)
 
 
 def _context() -> Any:

@@ -130,10 +130,10 @@ class _Terminal(io.StringIO):
 
 @pytest.mark.parametrize("terminal", [True, False])
 def test_progress_shows_fits_and_an_estimate_only_on_a_terminal(terminal):
-    from pipeline.cli import _ProgressPrinter
+    from pipeline.cli import ProgressPrinter
 
     stream = _Terminal() if terminal else io.StringIO()
-    printer = _ProgressPrinter(start=time.monotonic(), stream=stream)
+    printer = ProgressPrinter(start=time.monotonic(), stream=stream)
     printer("modeling", "cross-validating a, b (4 fits)")
     printer("fit", "1/4 fits", 0.25)
     printer("fit", "2/4 fits", 0.5)
