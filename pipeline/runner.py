@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import os
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -422,7 +423,8 @@ def _deploy(
         candidate_warnings=assessed.chosen.warnings,
         model_uri=logged.uri,
         registered=registered,
-        export_dir=str(target) if decision.go else "",
+        export_dir=os.path.relpath(target) if decision.go else "",  # never the training machine's folders
+        hyperparameters=final.manifest["hyperparameters"],
     )
     tracker.log_text(card, MODEL_CARD)
     manifest = _json_safe(

@@ -25,7 +25,7 @@ from stages.errors import DataError
 from stages import subsample
 from stages.cleaning import CleaningPlan, CleaningReport, apply_cleaning
 from stages.evaluation import Decision, Evaluation, Footprint, Importance, Selection
-from stages.modeling import RACED_OUT, Leaderboard, predict_with_proba
+from stages.modeling import RACED_OUT, Leaderboard, hyperparameters, predict_with_proba
 from stages.preparation import conform_features
 from stages.tuning import is_tuned, unwrap_search
 from stages.understanding import CATEGORICAL, CLASSIFICATION, NUMERIC, DataProfile
@@ -100,6 +100,7 @@ def refit_for_deployment(
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "model": evaluation.model,
         "estimator": type(model.steps[-1][1]).__name__,
+        "hyperparameters": hyperparameters(model.steps[-1][1]),
         "tuning": tuning,
         "task": profile.task,
         "metric": leaderboard.metric,
@@ -503,6 +504,7 @@ def model_card(
     model_uri: str,
     registered: str,
     export_dir: str,
+    hyperparameters: dict[str, Any] | None = None,
 ) -> str:
     """The model card: what the model is for, what it learnt from, how it was chosen, how good it is, and how to call it.
 
@@ -522,9 +524,11 @@ def model_card(
         model_uri: Where the model was logged in MLflow.
         registered: `models:/<name>@champion`, or "" when not registered.
         export_dir: The export folder, or "" when not exported.
+        hyperparameters: The final estimator's, flattened (`hyperparameters`).
 
     Returns:
-        Markdown.
+        Markdown. The data file is named by its file name and hash only, never the
+        training machine's folders.
     """
     metric = leaderboard.metric
     verdict = "GO" if decision.go else "NO-GO"
@@ -550,7 +554,7 @@ def model_card(
         "",
         "## Data",
         "",
-        f"- file: `{profile.source}` (SHA-256 `{data_sha256}`)",
+        f"- file: `{Path(profile.source).name}` (SHA-256 `{data_sha256}`)",
         f"- rows: {profile.n_rows} ({profile.n_rows - profile.target_missing} labelled), columns: {profile.n_columns}",
         f"- target: `{profile.target}`, task: {profile.task}",
         f"- features: {', '.join(f'`{f}`' for f in profile.features)}",
@@ -597,6 +601,9 @@ def model_card(
             f"{c.p_worse:.1%}{' (practically as good)' if c.equivalent and r.name != selection.top else ''} | "
             f"{'**yes**' if r.name == selection.chosen else ''} |"
         )
+    if hyperparameters:
+        lines += ["", f"The chosen model's hyperparameters ({estimator}):", "", "| parameter | value |", "|---|---|"]
+        lines += [f"| {k} | `{_short(v)}` |" for k, v in hyperparameters.items()]
     lines += [
         "",
         "## Holdout evaluation",
@@ -632,7 +639,7 @@ def model_card(
         ),
     ]
     lines += ["", "## Limitations", "", *(f"- {w}" for w in limitations)]
-    source = export_dir or registered or model_uri
+    source = registered or export_dir or model_uri  # the registry's name works on any machine
     columns = ", ".join(f"`{f}`" for f in profile.features)
     plan = profile.cleaning.plan if profile.cleaning is not None else None
     raw = ", ".join(f"`{f}`" for f in dict.fromkeys(plan.source_of(f) if plan else f for f in profile.features))
@@ -669,6 +676,11 @@ def model_card(
         lines += ["", f"Exported to `{export_dir}`" + (f"; registered as `{registered}`." if registered else ".")]
     lines.append(f"Logged model: `{model_uri}`.")
     return "\n".join(lines) + "\n"
+
+
+def _short(value: Any, width: int = 80) -> str:
+    text = str(value).replace("|", "\\|").replace("`", "'")
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _data_step_lines(profile: DataProfile) -> list[str]:

@@ -842,13 +842,42 @@ def _param_text(value: Any) -> str:
     return str(value)
 
 
+def hyperparameters(estimator: Any) -> dict[str, Any]:
+    """An estimator's full hyperparameters, flattened as scikit-learn names them (`estimator__max_depth`).
+
+    A nested estimator appears as its class name beside its own parameters; scikit-learn's
+    placeholder for a deprecated parameter (the text `deprecated`) is left out; values are
+    plain JSON types (a tuple of numbers as a list; anything else as its `repr`).
+
+    Args:
+        estimator: A scikit-learn estimator, fitted or not.
+
+    Returns:
+        `{name: value}`, sorted by name.
+    """
+    flat: dict[str, Any] = {}
+    for key, value in sorted(estimator.get_params(deep=True).items()):
+        if isinstance(value, str) and value == "deprecated":
+            continue
+        if hasattr(value, "get_params"):
+            flat[key] = type(value).__name__
+        elif isinstance(value, np.generic):
+            flat[key] = value.item()
+        elif value is None or isinstance(value, (bool, int, float, str)):
+            flat[key] = value
+        elif isinstance(value, (list, tuple)) and all(isinstance(v, (bool, int, float, str)) for v in value):
+            flat[key] = list(value)
+        else:
+            flat[key] = repr(value)
+    return flat
+
+
 def _worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _summarise(name: str, pipeline: Pipeline, folds: list[FoldResult]) -> CandidateResult:
     estimator = pipeline.steps[-1][1]
-    params = {k: _param_text(v) for k, v in estimator.get_params(deep=False).items()}
     folds = sorted(folds, key=lambda f: f.fold)
     seen_warnings = tuple(dict.fromkeys(w for f in folds for w in f.warnings))
     failed = [f for f in folds if f.error]
@@ -857,6 +886,7 @@ def _summarise(name: str, pipeline: Pipeline, folds: list[FoldResult]) -> Candid
     inner = estimator
     while isinstance(inner, (RowSubsample, EarlyStoppingClassifier)):  # crispml's wrappers: the export holds the inner one
         inner = inner.estimator
+    params = {k: _param_text(v) for k, v in hyperparameters(inner).items()}  # the exported estimator's, in full
     common = {
         "name": name,
         "estimator": type(inner).__name__,

@@ -1,6 +1,7 @@
 """The runner end to end, with MLflow pointed at a temporary SQLite store."""
 
 import json
+import re
 
 import numpy as np
 
@@ -60,6 +61,12 @@ def test_one_child_run_per_candidate_with_fold_scores(penguins_run):
         assert r.data.metrics["balanced_accuracy_mean"] == pytest.approx(row.mean("balanced_accuracy"))
         assert r.data.params.get("crispml.strategy", "") == row.strategy  # what it did about data size, where it did something
     assert any(r.data.params.get("crispml.strategy") == "exact RBF kernel" for r in runs)
+    svm = next(r for r in runs if r.info.run_name == "svm").data.params
+    assert svm["estimator"] == "SVC" and svm["estimator__C"] == "1" and svm["estimator__kernel"] == "rbf"  # in full, nested
+    mlp = next(r for r in runs if r.info.run_name == "mlp").data.params
+    assert mlp["hidden_layer_sizes"] == "[64, 32]" and mlp["activation"] == "relu"
+    linear = next(r for r in runs if r.info.run_name == "linear").data.params
+    assert "penalty" not in linear and linear["C"] == "1"  # scikit-learn's "deprecated" placeholder is left out
 
 
 def test_champion_alias_points_at_this_run(penguins_run):
@@ -93,6 +100,16 @@ def test_export_has_joblib_and_a_manifest_whose_hashes_match(penguins_run):
     assert manifest["data"]["sha256"] == sha256_of(penguins_run.config.data.path)
     assert manifest["mlflow"]["run_id"] == penguins_run.result.run_id
     assert manifest["packages"]["scikit-learn"] and manifest["seed"] == 42
+    model_params = joblib.load(folder / "model.joblib").steps[-1][1].get_params()
+    assert manifest["hyperparameters"] and all(
+        manifest["hyperparameters"][k] == (list(v) if isinstance(v, tuple) else v)
+        for k, v in model_params.items()
+        if k in manifest["hyperparameters"] and not hasattr(v, "get_params")
+    )
+    card = (folder / "model_card.md").read_text()
+    assert f"The chosen model's hyperparameters ({manifest['estimator']})" in card
+    assert not re.search(r"[`\"(]/", card) and "- file: `penguins.csv`" in card  # no absolute path of the training machine
+    assert 'mlflow.pyfunc.load_model("models:/penguins@champion")' in card  # the registry's name travels, a path does not
     assert {"MLmodel", "model.skops", "model.joblib"} <= set(manifest["files"])
     for name, digest in manifest["files"].items():
         assert sha256_of(folder / name) == digest

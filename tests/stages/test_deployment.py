@@ -166,7 +166,8 @@ def test_the_model_card_names_the_chosen_model_and_the_go_decision(card_inputs):
     assert "| 1 | linear |" in card and "| **yes** |" in card and "p-value" in card
     assert f"| roc_auc | {inputs['evaluation'].cv_mean['roc_auc']:.4f}" in card
     assert "`x1`" in card and "ID-like" in card  # features, and the dropped row_id with its reason
-    assert 'mlflow.pyfunc.load_model("models/churn/model")' in card and "registered as `models:/churn@champion`" in card
+    assert 'mlflow.pyfunc.load_model("models:/churn@champion")' in card and "registered as `models:/churn@champion`" in card
+    assert "Exported to `models/churn/model`" in card
 
 
 def test_the_model_card_of_a_no_go_model_says_why_and_how_to_inspect_it(card_inputs):

@@ -16,7 +16,9 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from pipeline.errors import DataError
 from stages.metrics import METRICS
 from stages.early_stopping import EarlyStoppingClassifier
-from stages.modeling import FAILED, MODELS, OK, CandidateResult, ModelSettings, build_candidates, compare_models, make_folds, rank
+from stages.modeling import (
+    FAILED, MODELS, OK, CandidateResult, ModelSettings, build_candidates, compare_models, hyperparameters, make_folds, rank,
+)
 from stages.preparation import build_preprocessor, features_and_target
 from stages.understanding import profile_data
 
@@ -277,3 +279,16 @@ def test_gradient_boosting_stops_early_above_10000_rows_as_scikit_learns_auto_do
     assert above.fit(np.zeros((at + 1, 1)), np.arange(at + 1) % 2).n_iter_ < 100
     small = MODELS["mlp"].build(ModelSettings(task, 0, n_rows=100))
     assert modeling.describe_strategy(small) == "trained to convergence"
+
+
+def test_hyperparameters_are_flat_plain_and_without_deprecated_placeholders():
+    from sklearn.ensemble import AdaBoostClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.tree import DecisionTreeClassifier
+
+    flat = hyperparameters(AdaBoostClassifier(DecisionTreeClassifier(max_depth=np.int64(2)), n_estimators=7))
+    assert flat["n_estimators"] == 7 and flat["estimator"] == "DecisionTreeClassifier"
+    assert flat["estimator__max_depth"] == 2 and type(flat["estimator__max_depth"]) is int
+    assert list(flat) == sorted(flat)
+    assert LogisticRegression().get_params()["penalty"] == "deprecated" and "penalty" not in hyperparameters(LogisticRegression())
+    assert hyperparameters(MLPClassifier(hidden_layer_sizes=(8, 4)))["hidden_layer_sizes"] == [8, 4]
