@@ -126,6 +126,7 @@ def run(
         data_path = Path(config.data.path)
         table = Table(read_table(data_path), str(data_path), deployment.sha256_of(data_path))
     data_sha256 = table.sha256
+    raw_example = table.frame.head(deployment.INPUT_EXAMPLE_ROWS).copy()  # the model's example: rows as read, not cleaned
     prepared = _understand_and_prepare(config, table.frame, table.source, progress)  # phases 1 and 2
     del table  # the features and target are copies; on a million rows the raw table is a few hundred MB
 
@@ -145,7 +146,9 @@ def run(
         _log_understanding(tracker, config, prepared)
         board, selection = _model(tracker, config, prepared, memory_mb, deadline, progress)  # phase 3
         assessed = _evaluate(tracker, config, prepared, board, selection, data_sha256, memory_mb, progress)
-        logged, registered, export_dir = _deploy(tracker, config, prepared, board, selection, assessed, progress, started)
+        logged, registered, export_dir = _deploy(
+            tracker, config, prepared, board, selection, assessed, raw_example, progress, started
+        )
     return RunResult(
         profile=prepared.profile,
         leaderboard=board,
@@ -386,6 +389,7 @@ def _deploy(
     board: modeling.Leaderboard,
     selection: evaluation.Selection,
     assessed: _Assessed,
+    raw_example: pd.DataFrame,
     progress: Progress,
     started: float,
 ) -> tuple[tracking.LoggedModel, str, Path | None]:
@@ -404,7 +408,9 @@ def _deploy(
     register = config.deployment.register and decision.go
     contract = {deployment.CONTRACT_KEY: final.contract.to_dict()}
     tracker.log_json(final.contract.to_dict(), "contract.json")
-    logged = tracker.log_model(final.model, final.input_example, requirements, contract)
+    # The example is raw rows, as a file like the training file reads: what the shipped pyfunc loader takes.
+    example = raw_example.loc[:, list(final.contract.inputs)]
+    logged = tracker.log_model(final.model, example, requirements, contract)
     # The card names the alias, which is this model's once the run commits; the manifest names the version.
     registered = f"models:/{config.experiment}@{tracking.CHAMPION}" if register else ""
     target = paths.export_target(config.deployment.out, config.experiment)

@@ -238,7 +238,7 @@ def serve_model(
     scoring = tracking.scoring_app(source, tracking_uri)
     for message in scoring.warnings:
         warn(message)
-    app = ContractGate(scoring.app, scoring.contract, max_bytes=int(max_request_mb * 1e6))
+    app = ContractGate(scoring.app, scoring.contract, max_bytes=int(max_request_mb * 1e6), raw_rows=scoring.raw_rows)
     announce(f"http://{HOST}:{port}{INVOCATIONS}")
     server = uvicorn.Server(
         uvicorn.Config(app, host=HOST, port=port, log_level="info", timeout_graceful_shutdown=STOP_TIMEOUT)
@@ -318,12 +318,18 @@ class ContractGate:
         app: The ASGI application to protect.
         contract: The model's data contract.
         max_bytes: The largest request body read; a larger one is drained and answered 413.
+        raw_rows: The model is loaded by crispml's pyfunc loader (`stages.crispml_pyfunc`),
+            which reads raw rows itself: the checked rows go on as sent (every layout as
+            `dataframe_split`), and it answers `prediction` and `proba_<class>` per row.
     """
 
-    def __init__(self, app: Any, contract: deployment.DataContract, max_bytes: int = MAX_REQUEST_BYTES) -> None:
+    def __init__(
+        self, app: Any, contract: deployment.DataContract, max_bytes: int = MAX_REQUEST_BYTES, raw_rows: bool = False
+    ) -> None:
         self.app = app
         self.contract = contract
         self.max_bytes = max_bytes
+        self.raw_rows = raw_rows
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != INVOCATIONS:
@@ -367,6 +373,8 @@ class ContractGate:
         check = deployment.check_rows(request.frame, self.contract, what="the request")
         for warning in check.warnings:
             _log.warning("crispml: warning: %s", warning)
+        if self.raw_rows:  # crispml's pyfunc loader reads raw rows as `crispml predict` does: the input columns as sent
+            return payloads.split_body(request.frame.loc[:, list(self.contract.inputs)], request.params), payloads.JSON
         if self.contract.cleaning is not None:
             return payloads.split_body(check.features, request.params), payloads.JSON
         if request.mime == payloads.JSON:  # as dataframe_split, whatever the layout: MLflow scores the rows checked

@@ -19,6 +19,7 @@ import sqlite3
 import tempfile
 import threading
 import time
+import types
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -33,10 +34,11 @@ import mlflow.sklearn
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
-from mlflow.models import Model, infer_signature
+from mlflow.models import Model, ModelSignature, infer_signature
 
 from pipeline import interrupts
 from pipeline.errors import CrispmlError, ModelLoadError, TrackingError, did_you_mean
+from stages import crispml_pyfunc
 from stages.deployment import CONTRACT_KEY, DataContract, contract_from_signature, sha256_of
 
 CHAMPION = "champion"
@@ -171,6 +173,12 @@ def point_mlflow_at(tracking_uri: str) -> None:
         else:
             os.environ[name] = value
 
+
+# MLflow warns about the `Any` in its own pyfunc type hints (`params: dict[str, Any]`) when it
+# loads a model. crispml's quiet blocks hide MLflow's noise with `catch_warnings`, which is not
+# thread-safe: on a busy machine this one landed on stderr under `--json`. A filter set once,
+# when this module is imported, holds in every thread.
+warnings.filterwarnings("ignore", message="Any type hint is inferred as AnyType", category=UserWarning)
 
 PREWARMED = ("skops.io", "mlflow.pyfunc", "mlflow.models.signature")
 """Modules `log_model` imports on first use: skops alone takes about a second."""
@@ -634,13 +642,18 @@ class PipelineRun:
         Returns:
             Where it was logged.
         """
-        info = mlflow.sklearn.log_model(
-            model,
+        contract = (metadata or {}).get(CONTRACT_KEY)
+        info = Model.log(
+            artifact_path=None,
             name=MODEL_NAME,
-            signature=_signature(model, input_example),
+            flavor=_CONTRACT_FLAVOR if contract is not None else mlflow.sklearn,
+            sk_model=model,
+            signature=_signature(model, input_example, contract),
             input_example=input_example,
             pip_requirements=requirements,
+            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
             skops_trusted_types=SKOPS_TRUSTED_TYPES,
+            code_paths=[str(PYFUNC_LOADER)] if contract is not None else None,
             metadata={k: json.dumps(v, separators=(",", ":")) for k, v in metadata.items()} if metadata else None,
         )
         record_model_files(self.client, info.model_id, self.tracking_uri)  # checked whenever it is loaded by URI
@@ -1077,8 +1090,37 @@ def version_warnings(info: Any, source: str) -> tuple[str, ...]:
     return tuple(warnings)
 
 
-def _signature(model: Any, input_example: pd.DataFrame) -> Any:
-    return infer_signature(input_example, model.predict(input_example))
+def _signature(model: Any, input_example: pd.DataFrame, contract: Mapping[str, Any] | None) -> Any:
+    """The outputs `predict` gives; no input schema for a model with a contract, which is its schema.
+
+    MLflow's column types cannot say "an integer column, or floats once a value is missing":
+    a signature refuses int64 rows for a double column and float64 rows for a long one, so
+    `pd.read_csv` of a file like the training file would fail. The contract, enforced by the
+    shipped loader (`stages.crispml_pyfunc`), takes both.
+    """
+    if contract is None:
+        return infer_signature(input_example, model.predict(input_example))
+    outputs = crispml_pyfunc.ContractModel(model, dict(contract)).predict(input_example)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # MLflow's hint about integer *input* columns: there is no input schema
+        return ModelSignature(inputs=None, outputs=infer_signature(outputs).inputs)
+
+
+def _save_with_contract_loader(path: str, mlflow_model: Model, **kwargs: Any) -> None:
+    """`mlflow.sklearn.save_model`, with the pyfunc flavor loaded by the shipped `crispml_pyfunc.py`.
+
+    The sklearn flavor stays as it is (`mlflow.sklearn.load_model` gives the pipeline); the
+    pyfunc one (`mlflow.pyfunc`, `mlflow models serve`) checks rows against the data contract
+    and returns `prediction` and `proba_<class>`, as `crispml predict` does.
+    """
+    mlflow.sklearn.save_model(path=path, mlflow_model=mlflow_model, **kwargs)
+    mlflow_model.flavors["python_function"]["loader_module"] = PYFUNC_LOADER.stem
+    mlflow_model.save(os.path.join(path, "MLmodel"))
+
+
+_CONTRACT_FLAVOR = types.SimpleNamespace(__name__="mlflow.sklearn", save_model=_save_with_contract_loader)
+PYFUNC_LOADER = Path(crispml_pyfunc.__file__)
+"""The loader shipped in each model's `code/` folder (`stages/crispml_pyfunc.py`)."""
 
 
 def _log_metrics(client: Any, run_id: str, metrics: Mapping[str, float]) -> None:
@@ -1132,11 +1174,13 @@ class ScoringApp:
         contract: The data contract saved with the model (names and kinds from its
             signature only, for a model saved without one).
         warnings: A model that could not be checked before loading; package versions that differ.
+        raw_rows: Its pyfunc is crispml's loader, which takes raw rows (models logged before it take cleaned ones).
     """
 
     app: Any
     contract: DataContract
     warnings: tuple[str, ...] = ()
+    raw_rows: bool = False
 
 
 def scoring_app(source: str, tracking_uri: str) -> ScoringApp:
@@ -1164,4 +1208,5 @@ def scoring_app(source: str, tracking_uri: str) -> ScoringApp:
         app=scoring_server.init(model),
         contract=model_contract(model.metadata, source),
         warnings=(*unchecked, *version_warnings(model.metadata, source)),
+        raw_rows=model.metadata.flavors.get("python_function", {}).get("loader_module") == PYFUNC_LOADER.stem,
     )

@@ -651,8 +651,11 @@ def model_card(
         "and read them as training did (the data step above, saved in the model's data contract); other columns "
         "are ignored.",
         "",
-        f"`mlflow.pyfunc` takes the columns as the data step left them: {columns} (numeric ones: "
-        f"{', '.join(f'`{f}`' for f in profile.numeric_features) or 'none'}), as in the model's signature.",
+        "`mlflow.pyfunc.load_model` and `mlflow models serve` take the same raw rows (as pandas reads such a file: "
+        "an integer column as integers, or floats once a value is missing), check them against the same contract, and "
+        "answer the same columns as `crispml predict` adds: `prediction` and, for a classifier, `proba_<class>`. "
+        "They need MLflow, scikit-learn and pandas only, not crispml (the model carries its loader, `code/crispml_pyfunc.py`). "
+        f"After the data step the model's features are {columns}.",
         "",
     ]
     if not export_dir:
@@ -664,8 +667,9 @@ def model_card(
     lines += [
         "```python",
         "import mlflow",
+        "import pandas as pd",
         f'model = mlflow.pyfunc.load_model("{source}")',
-        "predictions = model.predict(frame)  # a pandas DataFrame with the input columns",
+        'scored = model.predict(pd.read_csv("new.csv"))  # prediction and proba_<class>, one row per input row',
         "```",
         "",
         "```bash",

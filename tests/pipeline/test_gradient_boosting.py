@@ -111,4 +111,4 @@ def test_gradient_boosting_end_to_end_through_export_predict_and_serve(tmp_path:
         server.wait_http(url.replace("/invocations", "/ping"))
         response = requests.post(url, data=data.to_csv(index=False).encode(), headers={"Content-Type": "text/csv"}, timeout=60)
     assert response.status_code == 200, response.text
-    assert response.json()["predictions"] == batch["prediction"].tolist()
+    assert [p["prediction"] for p in response.json()["predictions"]] == batch["prediction"].tolist()

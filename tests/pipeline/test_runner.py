@@ -78,8 +78,7 @@ def test_champion_alias_points_at_this_run(penguins_run):
 
 def test_exported_folder_registry_and_logged_model_predict_the_same(penguins_run):
     result = penguins_run.result
-    rows = pd.read_csv(penguins_run.config.data.path).drop(columns="species")
-    rows = rows.astype({"year": "float64"})
+    rows = pd.read_csv(penguins_run.config.data.path).drop(columns="species")  # `year` as pandas reads it: int64
     mlflow.set_tracking_uri(penguins_run.tracking_uri)
     mlflow.set_registry_uri(penguins_run.tracking_uri)
     outputs = []
@@ -87,8 +86,9 @@ def test_exported_folder_registry_and_logged_model_predict_the_same(penguins_run
         outputs.append(mlflow.pyfunc.load_model(source).predict(rows))
         proba = mlflow.sklearn.load_model(source).predict_proba(rows)
         assert proba.shape == (len(rows), 3)
-    assert all((o == outputs[0]).all() for o in outputs)
-    assert set(outputs[0]) == {"Adelie", "Chinstrap", "Gentoo"}
+    assert all(o.equals(outputs[0]) for o in outputs)
+    assert set(outputs[0]["prediction"]) == {"Adelie", "Chinstrap", "Gentoo"}
+    assert list(outputs[0].columns) == ["prediction", "proba_Adelie", "proba_Chinstrap", "proba_Gentoo"]
 
 
 def test_export_has_joblib_and_a_manifest_whose_hashes_match(penguins_run):

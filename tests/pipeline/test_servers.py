@@ -107,7 +107,8 @@ def test_rest_predictions_equal_batch_predictions(served: str, batch: pd.DataFra
     assert response.status_code == 200, response.text
     predictions = response.json()["predictions"]
     assert len(predictions) == len(batch) == 344
-    assert predictions == batch["prediction"].tolist()
+    outputs = ["prediction", *(c for c in batch.columns if c.startswith("proba_"))]
+    assert len(outputs) == 4 and predictions == batch[outputs].to_dict(orient="records")  # the same columns and values
 
 
 @pytest.mark.parametrize(
@@ -309,3 +310,64 @@ def test_run_logs_to_a_tracking_server(tmp_path: Path) -> None:
     # The artifacts went through the server into its store; nothing was written beside the client.
     assert list((store / "artifacts").rglob("leaderboard.csv"))
     assert not (tmp_path / "mlruns").exists()
+
+
+# --- one model, the same answer everywhere ---------------------------------------------------------
+
+PLAIN_MLFLOW = """
+import json, sys
+import mlflow, pandas as pd
+model = mlflow.pyfunc.load_model(sys.argv[1])
+frame = pd.read_csv(sys.argv[2])  # as a user reads the training file: `year` is int64
+gaps = frame.copy()
+gaps.loc[0, "year"] = None  # a missing value makes `year` float64
+out = {"plain": model.predict(frame).to_dict(orient="records"), "gaps": model.predict(gaps).head(1).to_dict(orient="records")}
+try:
+    model.predict(frame.drop(columns=["island"]))
+except mlflow.exceptions.MlflowException as exc:
+    out["error"] = exc.message
+out["crispml_imported"] = sorted(m for m in sys.modules if m.split(".")[0] in ("pipeline", "stages", "crispml"))
+out["dtypes"] = [str(frame["year"].dtype), str(gaps["year"].dtype)]
+print(json.dumps(out))
+"""
+
+
+def test_plain_mlflow_scores_the_training_file_as_pandas_reads_it_and_agrees_with_crispml_predict(
+    penguins_run, batch: pd.DataFrame, tmp_path: Path
+) -> None:
+    """A Python that never imports crispml loads the export with `mlflow.pyfunc` alone."""
+    script = tmp_path / "plain.py"
+    script.write_text(PLAIN_MLFLOW)
+    done = subprocess.run(
+        [str(Path(MLFLOW).with_name("python")), str(script), str(penguins_run.result.export_dir), str(DEFAULT_DATA)],
+        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["crispml_imported"] == [] and out["dtypes"] == ["int64", "float64"]
+    outputs = ["prediction", *(c for c in batch.columns if c.startswith("proba_"))]
+    assert out["plain"] == batch[outputs].to_dict(orient="records")  # the same columns, the same values
+    assert out["gaps"][0]["prediction"] in {"Adelie", "Chinstrap", "Gentoo"}
+    assert out["error"].startswith("the input lacks 1 column(s) the model needs: island;") and "\n" not in out["error"]
+
+
+def test_mlflow_models_serve_answers_probabilities_and_a_one_line_400(penguins_run, batch: pd.DataFrame, tmp_path: Path) -> None:
+    port = free_port()
+    command = [
+        MLFLOW, "models", "serve", "-m", penguins_run.result.export_dir, "--env-manager", "local",
+        "--host", HOST, "--port", str(port), "--workers", "1",
+    ]
+    env = clean_env(PATH=f"{Path(MLFLOW).parent}{os.pathsep}{os.environ.get('PATH', '')}")  # it runs `uvicorn` from PATH
+    with running(command, tmp_path / "logs", "mlflow-serve", cwd=tmp_path, env=env) as server:
+        url = f"http://{HOST}:{port}/invocations"
+        server.wait_http(f"http://{HOST}:{port}/ping")
+        data = pd.read_csv(DEFAULT_DATA)
+        response = _post(url, data, "csv")
+        assert response.status_code == 200, response.text
+        outputs = ["prediction", *(c for c in batch.columns if c.startswith("proba_"))]
+        assert response.json()["predictions"] == batch[outputs].to_dict(orient="records")
+        missing = _post(url, data.drop(columns=["year"]).head(3), "dataframe_split")
+    assert missing.status_code == 400, missing.text
+    body = missing.json()
+    assert "stack_trace" not in body and body["message"].startswith("the input lacks 1 column(s) the model needs: year;")
+    assert "\n" not in body["message"]

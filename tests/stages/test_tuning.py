@@ -257,11 +257,11 @@ def test_a_tuned_penguins_run_shows_tuned_against_default_and_exports_a_plain_mo
     assert manifest["model"] == result.evaluation.model and "tuned_vs_default" in manifest["leaderboard"][0]
     assert (manifest["tuning"] is not None) == result.evaluation.model.endswith(":tuned")
     assert manifest["data"]["sha256"] == sha256_of(config.data.path)
-    rows = pd.read_csv(config.data.path).drop(columns="species").astype({"year": "float64"})
+    rows = pd.read_csv(config.data.path).drop(columns="species")
     loaded = tracking.load_model(str(result.export_dir), config.tracking_uri)
     assert "Search" not in type(loaded.model.steps[-1][1]).__name__
     assert set(loaded.model.predict(rows)) <= {"Adelie", "Chinstrap", "Gentoo"}
-    assert (mlflow.pyfunc.load_model(str(result.export_dir)).predict(rows) == loaded.model.predict(rows)).all()
+    assert (mlflow.pyfunc.load_model(str(result.export_dir)).predict(rows)["prediction"] == loaded.model.predict(rows)).all()
     cli._print_summary(result, 1.0)
     printed = capsys.readouterr().out
     assert "vs_default" in printed and "linear:tuned" in printed
