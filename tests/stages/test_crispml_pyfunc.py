@@ -12,7 +12,6 @@ from mlflow.exceptions import MlflowException
 from stages import crispml_pyfunc
 from stages.crispml_pyfunc import ContractError, ContractModel, conform, inputs
 from stages.deployment import check_rows, predict_with_proba, score
-from test_deployment import _raw_messy, trained_on_raw  # noqa: F401  (the fixture)
 
 
 def test_it_reads_a_messy_raw_file_as_crispml_predict_does(trained_on_raw):
