@@ -404,6 +404,8 @@ def _deploy(
     outright leaves `champion` on a run that finished, or where it was.
     """
     final, decision = assessed.final, assessed.decision
+    name, description = _described(config, prepared, selection, assessed)
+    tracker.describe(name, description)  # the runs page tells runs apart; each run page says what it chose
     requirements = _requirements(final.manifest["packages"])
     register = config.deployment.register and decision.go
     contract = {deployment.CONTRACT_KEY: final.contract.to_dict()}
@@ -459,7 +461,16 @@ def _deploy(
         return logged, "", None
 
     def register_version() -> dict[str, Any]:  # once the export's files are written, just before it moves in
-        version = tracker.register(logged, config.experiment).version if register else ""
+        model_description = (
+            f"crispml models that predict `{prepared.profile.target}` ({prepared.profile.task}) from experiment "
+            f"`{config.experiment}`, ranked by {prepared.metric}. `champion` is the version deployed; each version's "
+            "description says which candidate it is, why it was chosen, its holdout score, the gate and its data."
+        )
+        version = (
+            tracker.register(logged, config.experiment, description=description, model_description=model_description).version
+            if register
+            else ""
+        )
         entry = {**manifest["mlflow"], "registered_model": config.experiment if register else "", "version": version}
         tracker.log_json({**manifest, "mlflow": entry}, "manifest.json")
         return {"mlflow": entry}
@@ -480,6 +491,26 @@ def _deploy(
     )
     progress("deployment", f"model {registered or logged.uri} exported to {export_dir}")
     return logged, registered, export_dir
+
+
+def _described(config: Config, prepared: _Prepared, selection: evaluation.Selection, assessed: _Assessed) -> tuple[str, str]:
+    """The parent run's name and markdown description: what was chosen, how good, the gate, the data."""
+    result, decision, metric = assessed.result, assessed.decision, prepared.metric
+    score = result.holdout.get(metric, math.nan)
+    name = f"{selection.chosen} {metric} {score:.4f} {decision.label} {dt.datetime.now():%Y-%m-%d %H:%M}"
+    final = assessed.final.manifest
+    lines = [
+        f"**Chosen:** `{selection.chosen}` ({final['estimator']}) by `{selection.rule}`: {selection.reason}",
+        "",
+        f"**Holdout {metric}:** {score:.4f} on {result.n_test} rows (cross-validated "
+        f"{result.cv_mean.get(metric, math.nan):.4f} ± {result.cv_std.get(metric, math.nan):.4f})",
+        "",
+        f"**Gate:** {decision.label}" + (f": {'; '.join(decision.reasons)}" if decision.reasons else ""),
+        "",
+        f"**Data:** `{Path(prepared.profile.source).name}`, {prepared.profile.n_rows} rows, target "
+        f"`{prepared.profile.target}` ({prepared.profile.task}), SHA-256 `{final['data']['sha256']}`",
+    ]
+    return name, "\n".join(lines)
 
 
 def _budget_tags(config: Config, started: float, chosen: str, progress: Progress) -> dict[str, str]:

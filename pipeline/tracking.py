@@ -180,6 +180,13 @@ def point_mlflow_at(tracking_uri: str) -> None:
 # when this module is imported, holds in every thread.
 warnings.filterwarnings("ignore", message="Any type hint is inferred as AnyType", category=UserWarning)
 
+RUN_NAME_TAG = "mlflow.runName"
+NOTE_TAG = "mlflow.note.content"
+"""The run page's description (markdown)."""
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+"""MLflow 3's UI opens an experiment of this kind in its model-training view, not the GenAI one."""
+
 PREWARMED = ("skops.io", "mlflow.pyfunc", "mlflow.models.signature")
 """Modules `log_model` imports on first use: skops alone takes about a second."""
 
@@ -517,6 +524,16 @@ class PipelineRun:
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     @_store_write
+    def describe(self, name: str, description: str) -> None:
+        """Rename the parent run and give it a description (the run page's markdown note).
+
+        Args:
+            name: A name a person can tell apart from the others (the chosen model, its score).
+            description: Markdown: why it was chosen, its holdout score, the gate.
+        """
+        self.client.log_batch(self.run_id, tags=[RunTag(RUN_NAME_TAG, name[:250]), RunTag(NOTE_TAG, description)])
+
+    @_store_write
     def log_metrics(self, metrics: Mapping[str, float]) -> None:
         """Log metrics on the parent run; NaN values are skipped."""
         _log_metrics(self.client, self.run_id, metrics)
@@ -660,7 +677,7 @@ class PipelineRun:
         return LoggedModel(uri=info.model_uri)
 
     @_store_write
-    def register(self, logged: LoggedModel, name: str) -> LoggedModel:
+    def register(self, logged: LoggedModel, name: str, description: str = "", model_description: str = "") -> LoggedModel:
         """Create a new version of the registered model `name` from the logged model; move no alias.
 
         The version is tagged `crispml.run_id`. Unless `commit` follows, the end of the run
@@ -669,6 +686,8 @@ class PipelineRun:
         Args:
             logged: What `log_model` returned.
             name: The registered model's name (created if new).
+            description: The new version's description (the registry's page for it).
+            model_description: The registered model's description, set when it has none yet.
 
         Returns:
             The logged model with its registry name and version.
@@ -677,6 +696,10 @@ class PipelineRun:
         with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints registry progress
             version = mlflow.register_model(logged.uri, name, tags={"crispml.run_id": self.run_id})
         self._version = str(version.version)
+        if description:
+            self.client.update_model_version(name, self._version, description=description)
+        if model_description and not self.client.get_registered_model(name).description:
+            self.client.update_registered_model(name, description=model_description)
         return LoggedModel(uri=logged.uri, registered_name=name, version=self._version)
 
     @_store_write
@@ -803,6 +826,8 @@ def _start_run(client: Any, tracking_uri: str, experiment: str, run_name: str) -
         )
     else:
         experiment_id = found.experiment_id
+    if found is None or EXPERIMENT_KIND_TAG not in (found.tags or {}):  # a kind the user chose stays
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     return mlflow.start_run(experiment_id=experiment_id, run_name=run_name)
 
 

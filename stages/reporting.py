@@ -21,6 +21,7 @@ from sklearn.calibration import CalibrationDisplay
 from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, PredictionErrorDisplay, RocCurveDisplay
 
 from stages.evaluation import Evaluation, Importance, Selection
+from stages.selection import BASELINE
 from stages.modeling import OK, Leaderboard
 from stages.understanding import CLASSIFICATION, DataProfile
 
@@ -193,10 +194,14 @@ def cv_scores_plot(board: Leaderboard, selection: Selection) -> bytes:
         PNG bytes.
     """
     rows = [r for r in board.rows if r.status == OK and not math.isnan(r.mean(board.metric))][::-1]
+    limits = cv_axis_limits({r.name: r.fold_scores[board.metric] for r in rows})
     labels = []
     for r in rows:
         c = selection.comparison(r.name)
         note = "top" if r.name == selection.top else (f"p_worse {c.p_worse:.0%}" + (", ≈ top" if c.equivalent else "") if c else "")
+        scores = r.fold_scores[board.metric]
+        if limits and not all(limits[0] <= v <= limits[1] for v in scores):
+            note += f"; mean {np.mean(scores):.4g}, off the axis"
         labels.append(f"{r.name} ({note})" + (" *chosen*" if r.name == selection.chosen else ""))
     fig = _figure(7.5, max(2.5, 1.4 + 0.55 * len(rows)))
     ax = fig.add_subplot()
@@ -214,14 +219,40 @@ def cv_scores_plot(board: Leaderboard, selection: Selection) -> bytes:
         for i, r in enumerate(rows, start=1):  # every fold, not only the outliers
             ax.scatter(r.fold_scores[board.metric], [i] * len(r.fold_scores[board.metric]), s=10, color="black", zorder=3)
         ax.set_yticks(range(1, len(rows) + 1), labels)
+        if limits:
+            ax.set_xlim(*limits)
     ax.set_xlabel(f"{board.metric} per fold ({board.n_folds}-fold CV)")
-    ax.set_title(
+    fig.suptitle(  # over the whole figure: over the axes alone, long labels push it off the right edge
         f"Cross-validated {board.metric}; chosen: {selection.chosen} by {selection.rule}\n"
         f"p_worse: chance of losing more than {selection.tolerance:.4g} against the top one",
         fontsize="medium",
     )
     ax.grid(axis="x", alpha=0.3)
     return _png(fig)
+
+
+def cv_axis_limits(fold_scores: Mapping[str, tuple[float, ...]], room: float = 0.15) -> tuple[float, float] | None:
+    """The score axis of the CV plot, when the baseline would squeeze the real candidates into a sliver.
+
+    The axis spans the other candidates' fold scores (plus `room` of their spread on each
+    side); None (matplotlib's own axis) when there is no baseline, nothing else to show, or
+    the baseline lies within that span anyway.
+
+    Args:
+        fold_scores: Each candidate's fold scores.
+        room: The margin on each side, as a share of the spread.
+
+    Returns:
+        `(low, high)`, or None.
+    """
+    others = [v for name, scores in fold_scores.items() if name != BASELINE for v in scores if math.isfinite(v)]
+    baseline = [v for v in fold_scores.get(BASELINE, ()) if math.isfinite(v)]
+    if not others or not baseline:
+        return None
+    low, high = min(others), max(others)
+    pad = max((high - low) * room, 1e-3 * max(1.0, abs(high)))
+    low, high = low - pad, high + pad
+    return None if all(low <= v <= high for v in baseline) else (low, high)
 
 
 def importance_plot(importance: Importance) -> bytes:

@@ -236,3 +236,19 @@ def test_a_raced_out_candidate_is_a_finished_child_run_that_says_why_and_racing_
     assert full.evaluation.model == raced.evaluation.model == "random_forest"
     same = {r.name: r.fold_scores for r in full.leaderboard.rows if r.name != "linear"}
     assert same == {r.name: r.fold_scores for r in raced.leaderboard.rows if r.name != "linear"}
+
+
+def test_the_ui_can_tell_runs_apart_and_the_registry_says_what_each_version_is(penguins_run):
+    result = penguins_run.result
+    client = MlflowClient(penguins_run.tracking_uri, registry_uri=penguins_run.tracking_uri)
+    run = client.get_run(result.run_id)
+    chosen, score = result.selection.chosen, result.evaluation.holdout["balanced_accuracy"]
+    assert run.info.run_name.startswith(f"{chosen} balanced_accuracy {score:.4f} go ")  # not "species <date>" for all
+    note = run.data.tags["mlflow.note.content"]
+    assert f"**Chosen:** `{chosen}`" in note and result.selection.reason in note and "**Gate:** go" in note
+    assert sha256_of(penguins_run.config.data.path) in note and "`penguins.csv`" in note
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the model-training view, not GenAI
+    version = client.get_model_version_by_alias("penguins", "champion")
+    assert version.description == note
+    assert "predict `species` (multiclass)" in client.get_registered_model("penguins").description

@@ -124,3 +124,13 @@ def test_understanding_plots_without_missing_values():
     frame = pd.DataFrame({"x": np.arange(30.0) % 7, "y": ["a", "b", "c"] * 10})
     plots = reporting.understanding_plots(profile_data(frame, "y"), frame["y"])
     assert_png(plots["missing_values.png"])
+
+
+def test_the_cv_plot_keeps_the_real_candidates_readable_when_the_baseline_is_far_below():
+    from stages.reporting import cv_axis_limits
+
+    scores = {"linear": (0.97, 0.98, 0.99), "svm": (0.96, 0.99, 0.98), "baseline": (0.33, 0.33, 0.34)}
+    low, high = cv_axis_limits(scores)
+    assert 0.9 < low < 0.96 and 0.99 < high < 1.0  # the baseline's 0.33 would make the boxes a sliver
+    assert cv_axis_limits({"linear": (0.5, 0.6), "baseline": (0.55,)}) is None  # within the span: matplotlib's own axis
+    assert cv_axis_limits({"linear": (0.5, 0.6)}) is None and cv_axis_limits({"baseline": (0.3,)}) is None
