@@ -143,7 +143,7 @@ def run(
     if isinstance(data, pd.DataFrame):
         frame = checked_frame(data)
         overrides["data.path"] = "<DataFrame>"
-        chosen_target = target or loaded.business.target
+        chosen_target = target if target is not None else loaded.business.target
         if "tracking.experiment" not in overrides and not loaded.tracking.experiment:
             overrides["tracking.experiment"] = str(chosen_target)
         table = runner.Table(frame, DATAFRAME_SOURCE, frame_sha256(frame))
@@ -152,7 +152,7 @@ def run(
     else:
         raise UsageError(f"data must be a file path or a pandas DataFrame, not {type(data).__name__}")
     if target is not None:
-        overrides["business.target"] = target
+        overrides["business.target"] = str(target) if isinstance(data, pd.DataFrame) else target  # its names became text
     settings = apply_overrides(loaded, overrides)
     progress: runner.Progress = _printer(started) if verbose else (lambda stage, message, done=None: None)
     with interrupts.on_signals():
@@ -212,7 +212,11 @@ def predict(
     scored = deployment.score(loaded.model, rows, loaded.contract)
     for warning in (*loaded.warnings, *scored.warnings):
         print(f"crispml: warning: {warning}", file=sys.stderr)
-    return scored.frame
+    frame = scored.frame
+    if isinstance(data, pd.DataFrame):  # the caller's rows and labels: `sub["p"] = predict(r, sub)["prediction"]` aligns
+        frame.index = data.index
+        frame.columns = [*data.columns, *frame.columns[data.shape[1]:]]
+    return frame
 
 
 def checked_frame(frame: pd.DataFrame) -> pd.DataFrame:

@@ -514,6 +514,8 @@ def _export(
             staging, lock = _staging_folder(target)
         folder = staging / target.name
         write_mlflow_model(folder)
+        for cache in list(folder.rglob("__pycache__")):  # MLflow's own checks of the model may leave bytecode behind
+            shutil.rmtree(cache, ignore_errors=True)
         joblib.dump(model, folder / JOBLIB_MODEL)
         for name, content in extra_files.items():
             path = folder / name
@@ -533,6 +535,13 @@ def _export(
                 shutil.rmtree(staging, ignore_errors=True)
             if lock is not None:
                 lock.close()
+
+
+def is_bytecode_cache(relative: Path) -> bool:
+    """A file in a `__pycache__` folder of a model folder: Python writes one when it imports the
+    model's shipped loader (`code/crispml_pyfunc.py`), as plain `mlflow.pyfunc.load_model` does.
+    The file checks skip these, and crispml loads a model from a copy without them."""
+    return "__pycache__" in Path(relative).parts
 
 
 STAGING_MARKER = ".crispml-staging"
@@ -723,7 +732,7 @@ def verify_export(folder: Path) -> dict[str, Any]:
             raise ModelLoadError(
                 f"{file} does not match the SHA-256 in {MANIFEST}: it changed after export, so it is not loaded; {fix}"
             )
-    present = (str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    present = (str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and not is_bytecode_cache(p.relative_to(folder)))
     extra = sorted(name for name in present if name != MANIFEST and name not in listed)
     if extra:
         raise ModelLoadError(

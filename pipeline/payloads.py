@@ -25,6 +25,8 @@ How the layouts are read (as MLflow reads them, except where noted):
 from __future__ import annotations
 
 import csv
+import datetime as dt
+import decimal
 import io
 import json
 import math
@@ -474,8 +476,10 @@ def _not_a_float(value: Any) -> bool:
 def _jsonable(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
-    if isinstance(value, pd.Timestamp):
+    if isinstance(value, (pd.Timestamp, dt.date, dt.time)):  # a Parquet date32 cell is a datetime.date
         return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return float(value)
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 

@@ -431,7 +431,7 @@ def _deploy(
         candidate_warnings=assessed.chosen.warnings,
         model_uri=logged.uri,
         registered=registered,
-        export_dir=os.path.relpath(target) if decision.go else "",  # never the training machine's folders
+        export_dir=_shown(target) if decision.go else "",  # never the training machine's folders
         hyperparameters=final.manifest["hyperparameters"],
     )
     tracker.log_text(card, MODEL_CARD)
@@ -491,6 +491,14 @@ def _deploy(
     )
     progress("deployment", f"model {registered or logged.uri} exported to {export_dir}")
     return logged, registered, export_dir
+
+
+def _shown(path: Path) -> str:
+    """A path as the model card shows it: relative to the folder the run started in (as given, on another drive)."""
+    try:
+        return os.path.relpath(path)
+    except ValueError:  # Windows: another drive has no relative path
+        return str(path)
 
 
 def _described(config: Config, prepared: _Prepared, selection: evaluation.Selection, assessed: _Assessed) -> tuple[str, str]:

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import socket
 import sqlite3
 import tempfile
@@ -38,6 +39,7 @@ from mlflow.models import Model, ModelSignature, infer_signature
 
 from pipeline import interrupts
 from pipeline.errors import CrispmlError, ModelLoadError, TrackingError, did_you_mean
+from pipeline.files import is_bytecode_cache
 from stages import crispml_pyfunc
 from stages.deployment import CONTRACT_KEY, DataContract, contract_from_signature, sha256_of
 
@@ -916,10 +918,11 @@ def _download(uri: str, into: Path, tracking_uri: str) -> Path:
 
 
 def _file_hashes(folder: Path) -> dict[str, str]:
+    """`{file: SHA-256}` of a model folder, without Python's bytecode caches (`bytecode_caches`)."""
     return {
         p.relative_to(folder).as_posix(): sha256_of(p)
         for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.relative_to(folder).as_posix() != _ADDED_ON_DOWNLOAD
+        if p.is_file() and p.relative_to(folder).as_posix() != _ADDED_ON_DOWNLOAD and not is_bytecode_cache(p.relative_to(folder))
     }
 
 
@@ -975,7 +978,12 @@ def _checked_copy(source: str, tracking_uri: str) -> Iterator[tuple[Path, tuple[
         ModelLoadError: The store does not exist, or a file differs from what was logged.
     """
     if not is_model_uri(source):
-        yield Path(source), ()
+        # A copy without bytecode caches: loading a model folder (plain `mlflow.pyfunc` does)
+        # writes `code/__pycache__/`, which the checks skip, so crispml never runs one.
+        with tempfile.TemporaryDirectory(prefix="crispml-model-") as tmp:
+            copy = Path(tmp) / "model"
+            shutil.copytree(source, copy, ignore=shutil.ignore_patterns("__pycache__"), symlinks=True)
+            yield copy, ()
         return
     in_store = source.startswith(("models:", "runs:"))
     if in_store:
@@ -993,6 +1001,8 @@ def _checked_copy(source: str, tracking_uri: str) -> Iterator[tuple[Path, tuple[
         if model_id is not None:
             recorded = client.get_logged_model(model_id).tags.get(FILES_TAG)
         folder = _download(f"models:/{model_id}" if model_id else source, Path(tmp), tracking_uri)
+        for cache in list(folder.rglob("__pycache__")):  # never run a bytecode cache (see `is_bytecode_cache`)
+            shutil.rmtree(cache, ignore_errors=True)
         if recorded is None:
             why = "it has no file hashes recorded in the store (logged by another tool or an older crispml)" if in_store else "it is not in an MLflow store"
             warning = (

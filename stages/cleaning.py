@@ -539,9 +539,13 @@ def _as_datetime(col: pd.Series, fmt: str) -> pd.Series:
     with _warnings.catch_warnings():
         _warnings.simplefilter("ignore", UserWarning)  # "could not infer format" for a datetime-dtype plan
         try:
-            return pd.to_datetime(text, format=fmt or None, errors="coerce", utc=utc)
+            values = pd.to_datetime(text, format=fmt or None, errors="coerce", utc=utc)
         except (ValueError, TypeError):  # mixed time zones in text read without a format
-            return pd.to_datetime(text, format=fmt or None, errors="coerce", utc=True)
+            values = pd.to_datetime(text, format=fmt or None, errors="coerce", utc=True)
+    unread = values.isna() & col.notna()
+    if fmt and unread.any():  # a date written as ISO text (2021-03-04T00:00:00, as JSON carries a date)
+        values = values.where(~unread, pd.to_datetime(text.where(unread), format="ISO8601", errors="coerce", utc=utc))
+    return values
 
 
 def _calendar(values: pd.Series, part: str) -> pd.Series:

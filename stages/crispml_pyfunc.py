@@ -65,7 +65,10 @@ class ContractModel:
 
     def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> pd.DataFrame:
         """`prediction` and, for a classifier, `proba_<class>`: one row per input row, in order."""
-        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        try:
+            frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        except (ValueError, TypeError) as exc:
+            raise ContractError(f"the input is not a table of named columns ({exc}); send rows with column names") from None
         X = conform(frame, self.contract)
         classes = getattr(self.model, "classes_", None)
         out = pd.DataFrame({PREDICTION: self.model.predict(X)})
@@ -113,10 +116,10 @@ def conform(frame: pd.DataFrame, contract: dict[str, Any]) -> pd.DataFrame:
             f"the input lacks {len(absent)} column(s) the model needs: {', '.join(absent)}; "
             f"add them (the model needs: {', '.join(needed)})"
         )
-    if len(set(names)) < len(names):
-        dupes = sorted({n for n in names if names.count(n) > 1})
+    dupes = sorted({n for n in needed if names.count(n) > 1})  # a repeated column the model does not read is let be
+    if dupes:
         raise ContractError(f"the input has duplicate column names: {', '.join(dupes)}; rename them")
-    rows = frame.set_axis(names, axis=1).loc[:, needed].reset_index(drop=True)
+    rows = pd.DataFrame({n: frame.iloc[:, names.index(n)].to_numpy() for n in needed})
     plan = _plan(contract)
     markers = set(plan.get("markers", []))
     numbers, thousands = set(plan.get("numbers", [])), set(plan.get("thousands", []))
@@ -162,7 +165,7 @@ def conform(frame: pd.DataFrame, contract: dict[str, Any]) -> pd.DataFrame:
                 )
             out[name] = pd.Series(floats, name=name)
         else:
-            out[name] = raw.astype(str)
+            out[name] = raw.astype(str).where(raw.notna(), np.nan)  # missing stays missing (pandas 2 writes "nan")
     X = pd.DataFrame(out)
     X.columns = pd.Index(list(out), dtype=object)
     return X
@@ -194,9 +197,13 @@ def _datetimes(col: pd.Series, fmt: str) -> pd.Series:
         return col.dt.to_timestamp()
     text = col.astype("str")
     try:
-        return pd.to_datetime(text, format=fmt or None, errors="coerce", utc="%z" in fmt)
+        values = pd.to_datetime(text, format=fmt or None, errors="coerce", utc="%z" in fmt)
     except (ValueError, TypeError):  # mixed time zones in text read without a format
-        return pd.to_datetime(text, format=fmt or None, errors="coerce", utc=True)
+        values = pd.to_datetime(text, format=fmt or None, errors="coerce", utc=True)
+    unread = values.isna() & col.notna()
+    if fmt and unread.any():  # a date sent as ISO text (JSON has no dates: 2021-03-04T00:00:00), as crispml reads it
+        values = values.where(~unread, pd.to_datetime(text.where(unread), format="ISO8601", errors="coerce", utc="%z" in fmt))
+    return values
 
 
 def _as_text(col: pd.Series) -> pd.Series:

@@ -886,7 +886,10 @@ def _summarise(name: str, pipeline: Pipeline, folds: list[FoldResult]) -> Candid
     inner = estimator
     while isinstance(inner, (RowSubsample, EarlyStoppingClassifier)):  # crispml's wrappers: the export holds the inner one
         inner = inner.estimator
-    params = {k: _param_text(v) for k, v in hyperparameters(inner).items()}  # the exported estimator's, in full
+    searched = inner
+    while hasattr(searched, "param_distributions"):  # a tuned candidate: its search's estimator (defaults; fold_params has the choices)
+        searched = searched.estimator
+    params = {k: _param_text(v) for k, v in hyperparameters(searched).items()}  # the exported estimator's, in full
     common = {
         "name": name,
         "estimator": type(inner).__name__,

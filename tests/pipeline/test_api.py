@@ -58,6 +58,9 @@ def test_a_run_on_a_dataframe_returns_the_leaderboard_the_fitted_model_and_where
     by_folder = crispml.predict(result.export_dir, features.head(5))
     pd.testing.assert_frame_equal(by_uri, scored.head(5))
     pd.testing.assert_frame_equal(by_folder, scored.head(5))
+    some = frame[frame["island"] == "Dream"].drop(columns="species")  # a filtered frame keeps its labels
+    subset = crispml.predict(result, some)
+    assert subset.index.equals(some.index) and (subset["prediction"] == scored.loc[some.index, "prediction"]).all()
 
 
 @pytest.mark.slow
@@ -90,6 +93,8 @@ def test_bad_options_and_bad_data_are_one_line_errors_before_any_work(tmp_path):
         crispml.run(pd.DataFrame({"a": []}), target="a")
     with pytest.raises(DataError, match="column 'nope' named as target is not in a pandas DataFrame"):
         crispml.run(pd.read_csv(DEFAULT_DATA), target="nope", out=tmp_path, tracking_uri=sqlite_uri(tmp_path))
+    with pytest.raises(DataError, match=r"column '5' named as target is not in a pandas DataFrame \(columns: 0, 1\)"):
+        crispml.run(pd.DataFrame({0: [1, 2], 1: [3, 4]}), target=5, out=tmp_path, tracking_uri=sqlite_uri(tmp_path))
     assert not (tmp_path / "mlflow.db").exists()  # bad data: the store is not touched
     assert issubclass(UsageError, crispml.CrispmlError) and issubclass(DataError, crispml.CrispmlError)
 

@@ -31,6 +31,7 @@ from sklearn.preprocessing import OneHotEncoder
 from pipeline import tracking
 from pipeline.cli import main
 from pipeline.config import DEFAULT_DATA
+from pipeline.files import verify_export
 from stages.deployment import contract_from_signature
 
 pytestmark = pytest.mark.slow
@@ -338,9 +339,10 @@ def test_plain_mlflow_scores_the_training_file_as_pandas_reads_it_and_agrees_wit
     """A Python that never imports crispml loads the export with `mlflow.pyfunc` alone."""
     script = tmp_path / "plain.py"
     script.write_text(PLAIN_MLFLOW)
+    env = {k: v for k, v in clean_env().items() if k != "PYTHONDONTWRITEBYTECODE"}  # as a user's Python: it writes bytecode
     done = subprocess.run(
         [str(Path(MLFLOW).with_name("python")), str(script), str(penguins_run.result.export_dir), str(DEFAULT_DATA)],
-        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=300,
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout.strip().splitlines()[-1])
@@ -349,6 +351,10 @@ def test_plain_mlflow_scores_the_training_file_as_pandas_reads_it_and_agrees_wit
     assert out["plain"] == batch[outputs].to_dict(orient="records")  # the same columns, the same values
     assert out["gaps"][0]["prediction"] in {"Adelie", "Chinstrap", "Gentoo"}
     assert out["error"].startswith("the input lacks 1 column(s) the model needs: island;") and "\n" not in out["error"]
+    # Loading it wrote Python's bytecode cache into the export; crispml still trusts and loads the folder.
+    assert list((penguins_run.result.export_dir / "code").glob("__pycache__/*.pyc"))
+    verify_export(penguins_run.result.export_dir)
+    assert main(["predict", "--model", str(penguins_run.result.export_dir), "--data", str(DEFAULT_DATA), "--out", str(tmp_path / "s.csv")]) == 0
 
 
 def test_mlflow_models_serve_answers_probabilities_and_a_one_line_400(penguins_run, batch: pd.DataFrame, tmp_path: Path) -> None:

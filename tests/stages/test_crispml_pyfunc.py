@@ -74,3 +74,18 @@ def test_a_regressor_answers_its_prediction_only():
     assert list(answer.columns) == ["prediction"] and answer["prediction"].iloc[0] == pytest.approx(8.0)
     pred, _ = predict_with_proba(model, frame, None)
     assert list(ContractModel(model, contract).predict(frame)["prediction"]) == pytest.approx(list(pred))
+
+
+def test_dates_as_iso_text_duplicate_unused_columns_and_scalars_are_read_or_refused_in_one_line(trained_on_raw):
+    _, model, _, contract, _ = trained_on_raw
+    saved = contract.to_dict()
+    one = pd.DataFrame({"age": ["30"], "income": ["3,750"], "visit": ["2021-03-04"], "colour": ["red"]})
+    iso = one.assign(visit=["2021-03-04T00:00:00"])  # how JSON carries a Parquet date
+    pd.testing.assert_frame_equal(conform(iso, saved), conform(one, saved))
+    pd.testing.assert_frame_equal(conform(iso, saved), check_rows(iso, contract).features, check_dtype=False)  # crispml agrees
+    extra = pd.concat([one, pd.DataFrame([[1, 2]], columns=["note", "note"])], axis=1)  # a repeated column the model does not read
+    assert ContractModel(model, saved).predict(extra)["prediction"].iloc[0] in {"yes", "no"}
+    with pytest.raises(ContractError, match="duplicate column names: age"):
+        conform(pd.concat([one, one[["age"]]], axis=1), saved)
+    with pytest.raises(ContractError, match="not a table of named columns"):
+        ContractModel(model, saved).predict({"age": 30, "income": 5})
