@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import queue
 import signal
@@ -309,6 +310,7 @@ class _Run:
         self.inbox: queue.SimpleQueue[_Started | _Done] = queue.SimpleQueue()
         self.futures: list[Any] = []
         self.started: dict[int, float] = {}  # running tasks: when this process heard they started
+        self.retries: dict[int, int] = {}  # tasks Dask started again after their worker died
         self.spent: dict[str, float] = {}
         self.name = uuid.uuid4().hex  # in the run's keys on the cluster
         self.topic = f"crispml-{self.name}"  # of the tasks' start events
@@ -353,14 +355,20 @@ class _Run:
                 continue
             if isinstance(message, _Started):
                 if self.outcomes[message.index] is None:
+                    if message.index in self.started:  # heard to start before, never finished: its worker died
+                        self.retries[message.index] = self.retries.get(message.index, 0) + 1
                     self.started[message.index] = time.monotonic()
             elif self.outcomes[message.index] is None:  # else it was failed already (time limit)
                 future = self.futures[message.index]
                 if future.status in ("pending", "lost"):  # done, then its worker died: Dask runs it again
                     self._when_done(future, message.index)
+                    self.started.pop(message.index, None)  # its next start is not counted as one more death
+                    self.retries[message.index] = self.retries.get(message.index, 0) + 1
                     continue
                 self.started.pop(message.index, None)
-                self._finish(message.index, self._outcome(message.index))
+                outcome = self._outcome(message.index)
+                lost = self.retries.get(message.index, 0)
+                self._finish(message.index, dataclasses.replace(outcome, retries=lost) if lost else outcome)
                 self._drop(client)
 
     def release(self, client: Any) -> None:

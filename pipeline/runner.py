@@ -272,7 +272,7 @@ def _model(
             config.modeling.n_jobs,
             timeout=config.modeling.candidate_timeout or None,
             memory_mb=memory_mb,
-            on_candidate=lambda row: progress("modeling", _candidate_line(row, metric)),
+            on_candidate=lambda row: _report_candidate(row, metric, progress),
             on_fit=lambda finished, total: progress(FIT, f"{finished}/{total} fits", finished / total),
             deadline=deadline,
             backend=workers.Backend(config.modeling.backend, config.modeling.scheduler),
@@ -642,6 +642,14 @@ def _candidate_line(row: modeling.CandidateResult, metric: str) -> str:
     if row.status != modeling.OK:
         return f"{row.name} {row.status}: {row.error}"
     return f"{row.name} done: {metric} {row.mean(metric):.4f} ± {row.std(metric):.4f}"
+
+
+def _report_candidate(row: modeling.CandidateResult, metric: str, progress: Progress) -> None:
+    """A candidate's line as it finishes, and one warning line for each of its fits run again (a Dask worker lost)."""
+    progress("modeling", _candidate_line(row, metric))
+    for warning in row.warnings:
+        if modeling.RETRIED in warning:
+            progress(WARNING, f"{row.name}: {warning}")
 
 
 def _log_candidates(tracker: tracking.PipelineRun, board: modeling.Leaderboard) -> None:

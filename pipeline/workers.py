@@ -99,10 +99,13 @@ class Outcome:
     Attributes:
         value: The function's return value, when it returned.
         error: Why there is no value (time limit, worker killed, exception), else "".
+        retries: How many times it was started again after the worker running it died
+            (Dask does so on another worker; the local pool fails the task instead).
     """
 
     value: Any = None
     error: str = ""
+    retries: int = 0
 
 
 def auto_memory_limit(n_workers: int) -> int:

@@ -9,6 +9,7 @@ row with the reason instead of stopping the run.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import socket
@@ -575,6 +576,10 @@ def compare_models(
     return _leaderboard(names, candidates, _by_candidate(tasks, ordered, names, len(folds)), len(folds), task, metric, metrics)
 
 
+RETRIED = "the worker fitting it died and Dask ran the fit again on another worker"
+"""The start of the warning a candidate carries for each fold that was run again (`Outcome.retries`)."""
+
+
 def _scored(outcome: Outcome) -> FoldResult | None:
     """A task's fold result when the fit succeeded; None when the pool or the fit itself failed."""
     value = outcome.value
@@ -677,11 +682,18 @@ def _leaderboard(
 
 
 def _fold_results(name: str, outcomes: Sequence[Outcome]) -> list[FoldResult]:
-    """A candidate's fold results, in fold order; a fold with no result carries its outcome's error."""
-    return [
-        o.value if not o.error else FoldResult(name, i, {}, math.nan, math.nan, error=o.error)
-        for i, o in enumerate(outcomes)
-    ]
+    """A candidate's fold results, in fold order; a fold with no result carries its outcome's error.
+
+    A fold that was run again because its worker died (on Dask) says so in its warnings.
+    """
+    results = []
+    for i, o in enumerate(outcomes):
+        result = o.value if not o.error else FoldResult(name, i, {}, math.nan, math.nan, error=o.error)
+        if o.retries and isinstance(result, FoldResult):
+            lost = f"fold {i + 1}: {RETRIED} {o.retries} time(s)"
+            result = dataclasses.replace(result, warnings=(*result.warnings, lost))
+        results.append(result)
+    return results
 
 
 def rank(rows: Sequence[CandidateResult], metric: Metric) -> tuple[CandidateResult, ...]:

@@ -26,7 +26,7 @@ from pipeline import dask_backend
 from pipeline.dask_backend import check_cluster, run_on_dask
 from pipeline.errors import ClusterError, ConfigError, Interrupted
 from pipeline.runner import RunResult, run
-from pipeline.workers import NOT_IN_BUDGET, Backend, Task, run_tasks
+from pipeline.workers import NOT_IN_BUDGET, Backend, Outcome, Task, run_tasks
 from stages.modeling import ModelSettings, build_candidates, compare_models, make_folds
 
 MODELS = {"modeling.models": ("baseline", "linear", "random_forest", "svm")}
@@ -84,10 +84,20 @@ def _task_functions():
         time.sleep(0.5)
         return os.getpid()
 
-    return touch_and_sleep, crash
+    def crash_once(folder: str, args: tuple[str, int]) -> int:
+        """Kills its worker the first time it runs (a marker file remembers), then succeeds."""
+        marker = Path(folder, f"{args[0]}-{args[1]}")
+        if args[0] == "once" and not marker.exists():
+            marker.touch()
+            time.sleep(2.0)  # a fit under way (its start has reached the scheduler), then the system kills it
+            os._exit(1)
+        time.sleep(0.3)
+        return os.getpid()
+
+    return touch_and_sleep, crash, crash_once
 
 
-_touch_and_sleep, _crash = _task_functions()
+_touch_and_sleep, _crash, _crash_once = _task_functions()
 
 
 # The user's mistakes: each a one-line typed error.
@@ -247,6 +257,32 @@ def test_a_task_that_kills_its_workers_fails_alone():
         outcomes = run_on_dask(_crash, None, tasks)
     assert outcomes[0].error.startswith("its Dask worker process died while running it, on every worker that tried")
     assert all(o.error == "" and o.value > 0 for o in outcomes[1:])
+
+
+@pytest.mark.slow
+def test_a_fit_run_again_after_its_worker_died_says_so(tmp_path):
+    # Its own local cluster: the task kills its worker once; Dask runs it again on a restarted one.
+    tasks = [Task("once", ("once", 0))] + [Task("other", ("other", i)) for i in range(3)]
+    outcomes = run_on_dask(_crash_once, str(tmp_path), tasks)
+    assert outcomes[0].error == "" and outcomes[0].value > 0 and outcomes[0].retries >= 1
+    assert all(o.error == "" and o.retries == 0 for o in outcomes[1:])
+
+
+def test_a_fold_run_again_is_a_warning_of_its_candidate_and_a_line_on_stderr():
+    from pipeline import runner
+    from stages.modeling import RETRIED, FoldResult, _fold_results, _summarise
+
+    fold = FoldResult("svm", 0, {"accuracy": 0.9}, 0.1, 0.01)
+    results = _fold_results("svm", [Outcome(value=fold, retries=2), Outcome(value=FoldResult("svm", 1, {"accuracy": 0.8}, 0.1, 0.01))])
+    assert results[0].warnings == (f"fold 1: {RETRIED} 2 time(s)",) and results[1].warnings == ()
+    from sklearn.pipeline import make_pipeline
+    from sklearn.svm import SVC
+
+    row = _summarise("svm", make_pipeline(SVC()), results)
+    assert row.warnings == results[0].warnings  # what the candidate's child run records (crispml.warnings)
+    seen = []
+    runner._report_candidate(row, "accuracy", lambda stage, message, done=None: seen.append((stage, message)))
+    assert seen[1] == (runner.WARNING, f"svm: fold 1: {RETRIED} 2 time(s)")
 
 
 @pytest.mark.slow
