@@ -31,6 +31,8 @@ class Progress(Protocol):
 WARNING = "warning"
 """The progress stage of warnings: `progress(WARNING, message)` (the command line prints them on stderr)."""
 MODEL_CARD = "model_card.md"
+MODEL_CARD_HTML = "model_card.html"
+"""The model card with the evaluation plots inside it: the page MLflow's artifact viewer shows."""
 _TAG_MAX = 5000
 
 
@@ -242,7 +244,10 @@ def _log_understanding(tracker: tracking.PipelineRun, config: Config, prepared: 
     tracker.log_json(_business(config, profile, prepared.metric), "business.json")
     data_plots = reporting.understanding_plots(profile, prepared.y)
     tracker.log_json(profile.to_dict(), "understanding/profile.json")
-    tracker.log_text(reporting.understanding_report(profile, data_plots), "understanding/profile.md")
+    report = reporting.understanding_report(profile, data_plots)
+    tracker.log_text(report, "understanding/profile.md")
+    # The page MLflow's artifact viewer shows with its plots (the Markdown's image links point nowhere there).
+    tracker.log_text(reporting.html_report(f"Data understanding: {profile.source}", report, data_plots), "understanding/profile.html")
     tracker.log_files(data_plots, "understanding")
 
 
@@ -435,6 +440,7 @@ def _deploy(
         hyperparameters=final.manifest["hyperparameters"],
     )
     tracker.log_text(card, MODEL_CARD)
+    tracker.log_text(reporting.html_report(f"Model card: {config.experiment}", card, assessed.plots), MODEL_CARD_HTML)
     manifest = _json_safe(
         {
             **final.manifest,
@@ -505,7 +511,8 @@ def _described(config: Config, prepared: _Prepared, selection: evaluation.Select
     """The parent run's name and markdown description: what was chosen, how good, the gate, the data."""
     result, decision, metric = assessed.result, assessed.decision, prepared.metric
     score = result.holdout.get(metric, math.nan)
-    name = f"{selection.chosen} {metric} {score:.4f} {decision.label} {dt.datetime.now():%Y-%m-%d %H:%M}"
+    # Short, most telling first: the runs table cuts a long name at about 20 characters.
+    name = f"{selection.chosen} {score:.4f} {decision.label} {dt.datetime.now():%Y-%m-%d %H:%M}"
     final = assessed.final.manifest
     lines = [
         f"**Chosen:** `{selection.chosen}` ({final['estimator']}) by `{selection.rule}`: {selection.reason}",

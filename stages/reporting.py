@@ -360,6 +360,44 @@ def understanding_plots(profile: DataProfile, y: pd.Series) -> dict[str, bytes]:
     return plots
 
 
+def html_report(title: str, markdown_text: str, plots: Mapping[str, bytes]) -> str:
+    """One self-contained HTML page: a Markdown report with its plots inside it (as data URIs).
+
+    MLflow's artifact viewer shows an `.html` artifact as a page, but a Markdown artifact's
+    image links point nowhere there; this page needs no other file.
+
+    Args:
+        title: The page's title.
+        markdown_text: The report (tables, lists, headings); links to the plots by file name
+            are replaced by the images themselves.
+        plots: PNG bytes by file name; those the text does not link are appended.
+
+    Returns:
+        HTML.
+    """
+    import base64
+    import html
+
+    import markdown
+
+    body = markdown.markdown(markdown_text, extensions=["tables", "fenced_code"], output_format="html")
+    for name, png in plots.items():
+        uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+        if f'src="{name}"' in body:
+            body = body.replace(f'src="{name}"', f'src="{uri}"')
+        else:
+            body += f'\n<p><img alt="{html.escape(name)}" src="{uri}"></p>'
+    style = (
+        "body{font-family:system-ui,sans-serif;max-width:60rem;margin:1.5rem auto;padding:0 1rem;line-height:1.45}"
+        "table{border-collapse:collapse;margin:0.8rem 0}th,td{border:1px solid #ccc;padding:0.2rem 0.5rem;text-align:left}"
+        "code{background:#f4f4f4;padding:0 0.2rem}img{max-width:100%}"
+    )
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{style}</style></head><body>\n{body}\n</body></html>\n"
+    )
+
+
 def understanding_report(profile: DataProfile, plots: Mapping[str, bytes]) -> str:
     """The data understanding report: the profile in Markdown, with its plots linked beside it.
 

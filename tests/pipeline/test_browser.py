@@ -161,3 +161,20 @@ def test_a_plot_artifact_opens(ui: UI, page, tmp_path: Path) -> None:
     screenshot = tmp_path / "mlflow-ui-plot.png"
     page.screenshot(path=str(screenshot))
     print(f"\nscreenshot of {images[0]}: {screenshot}")
+
+
+def test_the_data_understanding_page_shows_its_plots_in_the_artifact_viewer(ui: UI, page, tmp_path: Path) -> None:
+    page.goto(f"{ui.base}#/experiments/{ui.experiment_id}/runs/{ui.parent_id}/artifacts/understanding/profile.html")
+    # MLflow shows an HTML artifact in an iframe; the page's plots are inside it (data URIs), so they load.
+    frame = page.frame_locator("iframe").first
+    frame.locator("h1").first.wait_for(timeout=WAIT_MS)
+    images = frame.locator('img[src^="data:image/png"]')
+    assert images.count() == 2
+    for i in range(2):
+        images.nth(i).evaluate("img => img.decode()")  # raises if the image cannot be decoded
+        assert images.nth(i).evaluate("img => img.naturalWidth") > 100
+    assert frame.locator("table").count() >= 1
+    _close_assistant(page)
+    screenshot = tmp_path / "mlflow-ui-profile.png"
+    page.screenshot(path=str(screenshot), full_page=True)
+    print(f"\nscreenshot of understanding/profile.html: {screenshot}")

@@ -41,6 +41,11 @@ def test_parent_run_holds_profile_leaderboard_holdout_and_model(penguins_run):
         a.path for a in client.list_artifacts(result.run_id, "understanding")
     }
     assert {"config.json", "leaderboard.csv", "manifest.json", "understanding/profile.json", "understanding/profile.md"} <= artifacts
+    assert {"understanding/profile.html", "model_card.html"} <= artifacts  # pages the artifact viewer shows with their plots
+    page = open(mlflow.artifacts.download_artifacts(
+        run_id=result.run_id, artifact_path="understanding/profile.html", tracking_uri=penguins_run.tracking_uri
+    ), encoding="utf-8").read()
+    assert page.count("data:image/png;base64,") == 2 and "<table>" in page
     board = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=result.run_id, artifact_path="leaderboard.csv", tracking_uri=penguins_run.tracking_uri))
     assert set(board["model"]) == CANDIDATES and board.loc[board["chosen"], "model"].tolist() == [result.evaluation.model]
     # Artifacts live beside the SQLite file, not in the working directory.
@@ -243,7 +248,7 @@ def test_the_ui_can_tell_runs_apart_and_the_registry_says_what_each_version_is(p
     client = MlflowClient(penguins_run.tracking_uri, registry_uri=penguins_run.tracking_uri)
     run = client.get_run(result.run_id)
     chosen, score = result.selection.chosen, result.evaluation.holdout["balanced_accuracy"]
-    assert run.info.run_name.startswith(f"{chosen} balanced_accuracy {score:.4f} go ")  # not "species <date>" for all
+    assert run.info.run_name.startswith(f"{chosen} {score:.4f} go ")  # not "species <date>" for all
     note = run.data.tags["mlflow.note.content"]
     assert f"**Chosen:** `{chosen}`" in note and result.selection.reason in note and "**Gate:** go" in note
     assert sha256_of(penguins_run.config.data.path) in note and "`penguins.csv`" in note

@@ -134,3 +134,17 @@ def test_the_cv_plot_keeps_the_real_candidates_readable_when_the_baseline_is_far
     assert 0.9 < low < 0.96 and 0.99 < high < 1.0  # the baseline's 0.33 would make the boxes a sliver
     assert cv_axis_limits({"linear": (0.5, 0.6), "baseline": (0.55,)}) is None  # within the span: matplotlib's own axis
     assert cv_axis_limits({"linear": (0.5, 0.6)}) is None and cv_axis_limits({"baseline": (0.3,)}) is None
+
+
+def test_an_html_report_holds_its_plots_and_renders_its_tables():
+    import base64
+
+    from stages.reporting import html_report
+
+    png = b"\x89PNG\r\n\x1a\nnot really"
+    page = html_report("Data <understanding>", "# Title\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n![plot](p.png)\n", {"p.png": png, "q.png": png})
+    encoded = base64.b64encode(png).decode("ascii")
+    assert page.startswith("<!DOCTYPE html>") and "<title>Data &lt;understanding&gt;</title>" in page
+    assert "<table>" in page and "<td>1</td>" in page
+    assert f'src="data:image/png;base64,{encoded}"' in page and 'src="p.png"' not in page  # no file beside it is needed
+    assert page.count(encoded) == 2  # q.png, which the text does not link, is appended
