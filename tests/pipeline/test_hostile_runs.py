@@ -157,8 +157,9 @@ def once(action: Callable[[], None]) -> Callable[..., None]:
     return run
 
 
-def _log_model(mp):  # the model is logged to the run: a store write, held
-    mp.setattr(mlflow.sklearn, "log_model", after(mlflow.sklearn.log_model, lambda *a, **k: sigterm()))
+def _log_model(mp):  # the model is logged to the run (MLflow's Model.log saves it through crispml's flavor): a store write, held
+    flavor = tracking._CONTRACT_FLAVOR
+    mp.setattr(flavor, "save_model", after(flavor.save_model, lambda *a, **k: sigterm()))
 
 
 def _copy(mp):  # the export's files are written into the staging folder
