@@ -107,7 +107,7 @@ class _FakeRun:
     def log_model(self, *args: Any, **kwargs: Any) -> tracking.LoggedModel:
         return tracking.LoggedModel(uri="models:/m-fake")
 
-    def register(self, logged: tracking.LoggedModel, name: str) -> tracking.LoggedModel:
+    def register(self, logged: tracking.LoggedModel, name: str, **descriptions: str) -> tracking.LoggedModel:
         return tracking.LoggedModel(uri=logged.uri, registered_name=name, version="1")
 
     def __getattr__(self, name: str) -> Any:
