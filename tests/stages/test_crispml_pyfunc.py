@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -61,7 +62,8 @@ def test_rows_it_cannot_score_are_one_line_errors_mlflow_keeps_as_they_are(train
 def test_it_imports_nothing_of_crispml():
     source = crispml_pyfunc.__file__
     text = open(source, encoding="utf-8").read()
-    assert "from stages" not in text and "from pipeline" not in text and "import crispml" not in text
+    imports = re.findall(r"^\s*(?:from|import)\s+([\w.]+)", text, flags=re.M)
+    assert imports and not [m for m in imports if m.split(".")[0] in ("stages", "pipeline", "crispml")], imports
 
 
 def test_a_regressor_answers_its_prediction_only():
