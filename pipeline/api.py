@@ -35,6 +35,7 @@ from pipeline.config import Config, apply_overrides, load_config
 from pipeline.errors import DataError, UsageError, did_you_mean
 from pipeline.files import bytes_as_text, read_table, verify_export
 from stages import deployment
+from stages.challenge import Challenge
 from stages.evaluation import Decision, Evaluation, annotated_leaderboard
 from stages.selection import Selection
 
@@ -74,10 +75,13 @@ class Result:
         decision: The go/no-go gate (`decision.go`, and `decision.reasons` on no-go).
         run_id: The MLflow parent run.
         model_uri: The logged model (`models:/m-...`).
-        registered: `models:/<experiment>@champion`, or "" when not registered (always on no-go).
-        export_dir: The exported model folder, or None on no-go.
+        registered: `models:/<experiment>@champion` (`@challenger` for a challenger), or ""
+            when not registered (always on no-go).
+        export_dir: The exported model folder, or None on no-go and for a challenger.
         experiment: The MLflow experiment, also the registered model's name.
         tracking_uri: The MLflow store.
+        challenge: The comparison with the registry's `champion` (`challenge.outcome`,
+            `.reason`, `.champion_score`, `.new_score`, `.p_worse`), or None when nothing was registered.
     """
 
     leaderboard: pd.DataFrame
@@ -92,11 +96,17 @@ class Result:
     export_dir: Path | None
     experiment: str
     tracking_uri: str
+    challenge: Challenge | None = None
 
     @property
     def go(self) -> bool:
         """True when the model passed the business criteria (it was exported and, if asked, registered)."""
         return self.decision.go
+
+    @property
+    def challenger(self) -> bool:
+        """True when the model passed its gate but may be worse than the champion: registered as `challenger`, not exported."""
+        return self.challenge is not None and not self.challenge.promoted
 
     def __repr__(self) -> str:
         where = self.registered or (str(self.export_dir) if self.export_dir else self.model_uri)
@@ -170,6 +180,7 @@ def run(
         export_dir=result.export_dir,
         experiment=result.experiment,
         tracking_uri=result.tracking_uri,
+        challenge=result.challenge,
     )
 
 

@@ -2,7 +2,8 @@
 
 Exit codes: 0 success; 2 bad usage, configuration or data (one line on stderr that says
 what to fix); 3 the run finished but the model failed the go/no-go gate (logged, not
-registered or exported); 1 a bug in crispml (with a traceback); 130 interrupted by Ctrl-C
+registered or exported); 4 it passed the gate but may be worse than the registry's champion
+(registered as `challenger`, not exported); 1 a bug in crispml (with a traceback); 130 interrupted by Ctrl-C
 (SIGINT), 143 stopped by SIGTERM. Warnings are lines starting `crispml: warning:` on stderr.
 """
 
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from pipeline import interrupts
-from pipeline.errors import EXIT_BUG, EXIT_INTERRUPTED, EXIT_NO_GO, EXIT_OK, EXIT_USAGE, CrispmlError, UsageError
+from pipeline.errors import EXIT_BUG, EXIT_CHALLENGER, EXIT_INTERRUPTED, EXIT_NO_GO, EXIT_OK, EXIT_USAGE, CrispmlError, UsageError
 
 EXIT_BROKEN_PIPE = 141
 """stdout was closed by its reader (128 + SIGPIPE, as for `cat`); the run itself completed."""
@@ -82,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         default=None,
         help="cross-validate every candidate on every fold (default: stop a candidate once its folds show it cannot be chosen)",
+    )
+    run.add_argument(
+        "--no-challenge",
+        dest="challenge",
+        action="store_false",
+        default=None,
+        help="let a model that passes its gate take `champion` without comparing it with the current champion",
     )
     run.add_argument("--backend", choices=["local", "dask"], help="where the fits run (default local)")
     run.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler address for --backend dask (default: a local cluster)")
@@ -244,6 +252,7 @@ def _run(args: argparse.Namespace) -> int:
             "tracking.experiment": args.experiment,
             "tracking.uri": args.tracking_uri,
             "deployment.out": str(args.out) if args.out else None,
+            "deployment.challenge": args.challenge,
         },
     )
     progress = _warnings_only if args.json else ProgressPrinter(started)
@@ -256,6 +265,9 @@ def _run(args: argparse.Namespace) -> int:
     if not result.decision.go:
         print(f"crispml: no-go: {'; '.join(result.decision.reasons)}", file=sys.stderr)
         return EXIT_NO_GO
+    if result.challenger:
+        print(f"crispml: challenger: {result.challenge.reason}", file=sys.stderr)
+        return EXIT_CHALLENGER
     return EXIT_OK
 
 
@@ -422,6 +434,7 @@ def _summary(result: Any, elapsed: float) -> dict[str, Any]:
             "run_id": result.run_id,
             "model_uri": result.model_uri,
             "registered_model_uri": result.registered,
+            "challenge": result.challenge.to_dict() if result.challenge is not None else None,
             "export_path": str(result.export_dir) if result.export_dir else None,
             "seconds": round(elapsed, 2),
         }
@@ -476,8 +489,12 @@ def _print_summary(result: Any, elapsed: float) -> None:
     for c in decision.checks:
         print(f"  [{'pass' if c.passed else 'FAIL'}] {c.criterion}: {c.detail}")
     print(f"MLflow run {result.run_id} in experiment '{result.experiment}' at {result.tracking_uri}")
+    if result.challenge is not None:
+        print(f"Against the champion: {result.challenge.alias}: {result.challenge.reason}")
     if result.export_dir is not None:
         print(f"Model: {result.registered or result.model_uri}; exported to {result.export_dir}")
+    elif result.challenger:
+        print(f"Model: {result.registered}; not exported: the export stays the champion's")
     else:
         print(f"Model: logged as {result.model_uri} only; not registered as champion, not exported (no-go)")
     print(f"To look at it: {_ui_command(result.tracking_uri, result.experiment)}")

@@ -190,10 +190,15 @@ class DeploymentConfig:
     Attributes:
         out: The export directory; the model is written to `<out>/<experiment>/model/`.
         register: Register the model in the MLflow registry with the alias `champion`.
+        challenge: Before a new model takes `champion`, compare it with the current one on
+            the new holdout's rows neither learnt from (`stages.challenge`); a model that may
+            be worse by more than the selection tolerance is registered as `challenger` and
+            not exported. False: every model that passes its gate takes `champion`.
     """
 
     out: Path = Path("models")
     register: bool = True
+    challenge: bool = True
 
 
 @dataclass(frozen=True)

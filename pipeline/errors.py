@@ -27,6 +27,8 @@ EXIT_USAGE = 2
 """Bad command-line usage, configuration or data: the message says what to fix."""
 EXIT_NO_GO = 3
 """The run finished but the model failed a business criterion (no-go): it is logged, not registered or exported."""
+EXIT_CHALLENGER = 4
+"""The model passed its gate but may be worse than the registry's champion: registered as `challenger`, not exported."""
 EXIT_INTERRUPTED = 128 + signal.SIGINT
 """Ctrl-C (SIGINT) stopped the run (130): its MLflow run is marked KILLED."""
 EXIT_TERMINATED = 128 + signal.SIGTERM

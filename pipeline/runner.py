@@ -18,6 +18,7 @@ from pipeline import paths, tracking, workers
 from pipeline.config import Config, check_outputs, min_score_problem
 from pipeline.errors import ConfigError, DataError, Interrupted
 from pipeline.files import check_scored_output, export_model_dir, read_table, verify_export, write_table
+from stages import challenge as challenging
 from stages import cleaning, deployment, evaluation, modeling, preparation, racing, reporting, tuning, understanding
 from stages.metrics import DEFAULT_METRIC, METRICS
 
@@ -64,6 +65,8 @@ class RunResult:
         decision: The go/no-go gate's decision.
         footprint: The final model's prediction time per row and size.
         model: The chosen pipeline, refitted on every labelled row (what was logged and exported).
+        challenge: The new model against the registry's `champion` (`stages.challenge`): promoted
+            or `challenger`; None when nothing was registered (no-go, or registration off).
     """
 
     profile: understanding.DataProfile
@@ -79,6 +82,12 @@ class RunResult:
     decision: evaluation.Decision
     footprint: evaluation.Footprint
     model: Any = None
+    challenge: challenging.Challenge | None = None
+
+    @property
+    def challenger(self) -> bool:
+        """The model passed its gate but not the comparison with the champion: registered as `challenger`, not exported."""
+        return self.challenge is not None and not self.challenge.promoted
 
 
 @dataclass(frozen=True)
@@ -130,6 +139,7 @@ def run(
     data_sha256 = table.sha256
     raw_example = table.frame.head(deployment.INPUT_EXAMPLE_ROWS).copy()  # the model's example: rows as read, not cleaned
     prepared = _understand_and_prepare(config, table.frame, table.source, progress)  # phases 1 and 2
+    rows = _raw_rows(config, prepared, table.frame)  # for the comparison with the champion, on rows as read
     del table  # the features and target are copies; on a million rows the raw table is a few hundred MB
 
     # Every check on the data is done; the store is checked (and created) before any training,
@@ -148,8 +158,9 @@ def run(
         _log_understanding(tracker, config, prepared)
         board, selection = _model(tracker, config, prepared, memory_mb, deadline, progress)  # phase 3
         assessed = _evaluate(tracker, config, prepared, board, selection, data_sha256, memory_mb, progress)
+        challenge = _challenge(tracker, config, prepared, assessed, rows, progress) if rows is not None else None
         logged, registered, export_dir = _deploy(
-            tracker, config, prepared, board, selection, assessed, raw_example, progress, started
+            tracker, config, prepared, board, selection, assessed, challenge, raw_example, progress, started
         )
     return RunResult(
         profile=prepared.profile,
@@ -165,6 +176,7 @@ def run(
         decision=assessed.decision,
         footprint=assessed.footprint,
         model=assessed.final.model,
+        challenge=challenge,
     )
 
 
@@ -181,6 +193,7 @@ class _Prepared:
     preprocessor: Any
     settings: modeling.ModelSettings
     candidates: dict[str, Any]
+    labelled: np.ndarray  # positions, in the data as read, of the rows with a target (X's and y's rows)
 
 
 @dataclass(frozen=True)
@@ -221,6 +234,7 @@ def _understand_and_prepare(config: Config, data: pd.DataFrame, source: str, pro
     for warning in profile.warnings:
         progress(WARNING, warning)
 
+    labelled = np.flatnonzero(data[profile.target].notna().to_numpy())  # the rows `features_and_target` keeps
     X, y = preparation.features_and_target(data, profile)
     split = preparation.split_holdout(X, y, profile.task, config.preparation.holdout, config.seed)
     folds = modeling.make_folds(split.y_train, profile.task, config.modeling.folds, config.seed)
@@ -232,7 +246,7 @@ def _understand_and_prepare(config: Config, data: pd.DataFrame, source: str, pro
     if config.modeling.tune:  # `<name>:tuned` variants, cross-validated on the same folds as the defaults
         candidates |= tuning.tuned_candidates(candidates, profile.task, metric, config.seed)
     progress("preparation", f"{len(split.y_train)} training rows, {len(split.y_test)} holdout rows, {len(folds)} folds")
-    return _Prepared(profile, metric, X, y, split, folds, preprocessor, settings, candidates)
+    return _Prepared(profile, metric, X, y, split, folds, preprocessor, settings, candidates, labelled)
 
 
 def _log_understanding(tracker: tracking.PipelineRun, config: Config, prepared: _Prepared) -> None:
@@ -387,6 +401,147 @@ def _evaluate(
     return _Assessed(chosen, result, importance, final, footprint, decision, plots)
 
 
+@dataclass(frozen=True)
+class _RawRows:
+    """The rows as read that the comparison with the champion needs (the prepared ones are cleaned)."""
+
+    holdout: pd.DataFrame  # every column, in the holdout's order
+    trained: np.ndarray  # fingerprints of every labelled row: what the deployed model learns from
+    columns: tuple[str, ...]  # the columns fingerprinted
+
+
+def _raw_rows(config: Config, prepared: _Prepared, raw: pd.DataFrame) -> _RawRows | None:
+    """The raw holdout rows and the labelled rows' fingerprints, when the model may be registered."""
+    if not config.deployment.register:
+        return None
+    profile = prepared.profile
+    columns = challenging.fingerprint_columns([c for c in raw.columns if c in set(_sources(prepared))], profile.target)
+    positions = prepared.labelled
+    trained = np.unique(challenging.row_fingerprints(raw[list(columns)].iloc[positions], columns))
+    holdout = raw.iloc[positions[prepared.split.X_test.index.to_numpy()]].reset_index(drop=True)
+    return _RawRows(holdout, trained, columns)
+
+
+def _sources(prepared: _Prepared) -> set[str]:
+    """The raw columns the features come from (a date's calendar features from the date column)."""
+    cleaned = prepared.profile.cleaning
+    plan = cleaned.plan if cleaned is not None else None
+    return {plan.source_of(f) if plan else f for f in prepared.profile.features}
+
+
+def _challenge(
+    tracker: tracking.PipelineRun,
+    config: Config,
+    prepared: _Prepared,
+    assessed: _Assessed,
+    rows: _RawRows,
+    progress: Progress,
+) -> challenging.Challenge | None:
+    """Champion and challenger: the new model against the registry's `champion`, on holdout rows neither learnt from.
+
+    Only a model that passed its gate and is to be registered is compared. The run also
+    keeps its own record (fingerprints and holdout predictions), so that later runs can
+    compare against it fairly.
+    """
+    if not assessed.decision.go:
+        return None
+    result = assessed.result
+    record = challenging.champion_record(rows.columns, rows.trained, rows.holdout, result.y_pred, result.proba, result.classes)
+    tracker.log_files({Path(tracking.CHAMPION_RECORD).name: record.to_bytes()}, str(Path(tracking.CHAMPION_RECORD).parent))
+    if not config.deployment.challenge:
+        outcome = challenging.unchallenged(challenging.NOT_CHALLENGED, "the comparison with the champion is off (--no-challenge)")
+    else:
+        champion = tracker.champion(config.experiment)
+        outcome = (
+            challenging.unchallenged(challenging.FIRST, f"no champion in `{config.experiment}` yet: this model is the first")
+            if champion is None
+            else _against(champion, config, prepared, result, rows.holdout, progress)
+        )
+    tracker.log_json(outcome.to_dict(), "challenge.json")
+    tracker.set_tags({"crispml.challenge": outcome.outcome, "crispml.challenge_reason": outcome.reason[:_TAG_MAX]})
+    tracker.log_metrics(
+        {"champion_holdout_score": outcome.champion_score, "challenger_holdout_score": outcome.new_score, "challenge_p_worse": outcome.p_worse}
+    )
+    progress("evaluation" if outcome.promoted else WARNING, f"{'champion' if outcome.promoted else 'challenger'}: {outcome.reason}")
+    return outcome
+
+
+def _against(
+    champion: tracking.Champion,
+    config: Config,
+    prepared: _Prepared,
+    result: evaluation.Evaluation,
+    holdout: pd.DataFrame,
+    progress: Progress,
+) -> challenging.Challenge:
+    """Score the champion on the new holdout's rows it never learnt from, and compare."""
+    version = champion.version
+
+    def not_compared(why: str) -> challenging.Challenge:
+        return challenging.unchallenged(
+            challenging.NOT_COMPARED, f"champion version {version} {why}: the new model takes its place uncompared", version
+        )
+
+    try:
+        loaded = tracking.load_model(champion.uri, config.tracking_uri)
+    except Exception as exc:  # noqa: BLE001  (whatever keeps the champion from loading, it cannot be compared)
+        return not_compared(f"cannot be loaded ({_first_line(exc)})")
+    contract = loaded.contract
+    if contract.target and contract.target != prepared.profile.target:
+        return not_compared(f"predicts `{contract.target}`, this run `{prepared.profile.target}`")
+    classes = getattr(loaded.model, "classes_", None)
+    if (classes is None) != (result.classes is None):
+        return not_compared(f"is a {'regression' if classes is None else 'classification'} model, this run's task is {prepared.profile.task}")
+    record = None
+    if champion.record is not None:
+        try:
+            record = challenging.ChampionRecord.from_bytes(champion.record)
+        except ValueError as exc:
+            progress(WARNING, f"champion version {version}'s {tracking.CHAMPION_RECORD} is unreadable ({exc}); scoring every holdout row")
+    else:
+        progress(WARNING, f"champion version {version} has no {tracking.CHAMPION_RECORD}: it may have learnt from some holdout rows")
+    needed = [*contract.inputs, *(record.columns if record else ())]
+    missing = sorted({c for c in needed if c not in holdout.columns}, key=str)
+    if missing:
+        return not_compared(f"needs column(s) the new data lacks: {', '.join(map(str, missing))}")
+    keys = challenging.row_fingerprints(holdout, record.columns) if record else np.zeros(len(holdout), dtype=np.uint64)
+    sources = challenging.fair_rows(record, keys)
+    parts, positions = [], []
+    if len(sources.live):
+        try:
+            scored = deployment.score(loaded.model, holdout.iloc[sources.live][list(contract.inputs)].reset_index(drop=True), contract)
+        except Exception as exc:  # noqa: BLE001  (a contract error, or a model this environment cannot run)
+            return not_compared(f"cannot score the new holdout ({_first_line(exc)})")
+        parts.append(challenging.scored_predictions(scored.frame, classes))
+        positions.append(sources.live)
+    if record is not None and len(sources.recorded):
+        parts.append(challenging.recorded_predictions(record, sources.record_index))
+        positions.append(sources.recorded)
+    at = np.concatenate(positions) if positions else np.array([], dtype=int)
+    new = challenging.Predictions(
+        result.y_pred[at],
+        None if result.proba is None else result.proba[at],
+        None if result.classes is None else tuple(str(c) for c in result.classes),
+    )
+    e = config.evaluation
+    return challenging.compare(
+        prepared.metric,
+        result.y_true[at],
+        new,
+        challenging.combined(parts, len(at)),
+        alpha=e.alpha,
+        tolerance=e.tolerance,
+        relative_tolerance=e.relative_tolerance,
+        champion_version=version,
+        rows_left_out=sources.left_out,
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+
+
 def _deploy(
     tracker: tracking.PipelineRun,
     config: Config,
@@ -394,6 +549,7 @@ def _deploy(
     board: modeling.Leaderboard,
     selection: evaluation.Selection,
     assessed: _Assessed,
+    challenge: challenging.Challenge | None,
     raw_example: pd.DataFrame,
     progress: Progress,
     started: float,
@@ -409,18 +565,21 @@ def _deploy(
     outright leaves `champion` on a run that finished, or where it was.
     """
     final, decision = assessed.final, assessed.decision
-    name, description = _described(config, prepared, selection, assessed)
+    name, description = _described(config, prepared, selection, assessed, challenge)
     tracker.describe(name, description)  # the runs page tells runs apart; each run page says what it chose
     requirements = _requirements(final.manifest["packages"])
     register = config.deployment.register and decision.go
+    challenger = challenge is not None and not challenge.promoted  # registered, not exported: the champion stays
     contract = {deployment.CONTRACT_KEY: final.contract.to_dict()}
     tracker.log_json(final.contract.to_dict(), "contract.json")
     # The example is raw rows, as a file like the training file reads: what the shipped pyfunc loader takes.
     example = raw_example.loc[:, list(final.contract.inputs)]
     logged = tracker.log_model(final.model, example, requirements, contract)
     # The card names the alias, which is this model's once the run commits; the manifest names the version.
-    registered = f"models:/{config.experiment}@{tracking.CHAMPION}" if register else ""
+    alias = tracking.CHALLENGER if challenger else tracking.CHAMPION
+    registered = f"models:/{config.experiment}@{alias}" if register else ""
     target = paths.export_target(config.deployment.out, config.experiment)
+    exported = decision.go and not challenger
     card = deployment.model_card(
         experiment=config.experiment,
         objective=config.business.objective,
@@ -436,8 +595,9 @@ def _deploy(
         candidate_warnings=assessed.chosen.warnings,
         model_uri=logged.uri,
         registered=registered,
-        export_dir=_shown(target) if decision.go else "",  # never the training machine's folders
+        export_dir=_shown(target) if exported else "",  # never the training machine's folders
         hyperparameters=final.manifest["hyperparameters"],
+        challenge=challenge.to_dict() if challenge is not None else None,
     )
     tracker.log_text(card, MODEL_CARD)
     tracker.log_text(reporting.html_report(f"Model card: {config.experiment}", card, assessed.plots), MODEL_CARD_HTML)
@@ -447,6 +607,7 @@ def _deploy(
             "leaderboard": evaluation.annotated_leaderboard(board, selection).to_dict(orient="records"),
             "selection": selection.to_dict(),
             "decision": decision.to_dict(),
+            "challenge": challenge.to_dict() if challenge is not None else None,
             "footprint": {"predict_ms_per_row": assessed.footprint.ms_per_row, "model_mb": assessed.footprint.model_mb},
             "warnings": list(assessed.result.warnings),
             "mlflow": {
@@ -469,8 +630,9 @@ def _deploy(
     def register_version() -> dict[str, Any]:  # once the export's files are written, just before it moves in
         model_description = (
             f"crispml models that predict `{prepared.profile.target}` ({prepared.profile.task}) from experiment "
-            f"`{config.experiment}`, ranked by {prepared.metric}. `champion` is the version deployed; each version's "
-            "description says which candidate it is, why it was chosen, its holdout score, the gate and its data."
+            f"`{config.experiment}`, ranked by {prepared.metric}. `champion` is the version deployed; `challenger` the "
+            "latest that passed its gate but not the comparison with the champion. Each version's description says "
+            "which candidate it is, why it was chosen, its holdout score, the gate, the comparison and its data."
         )
         version = (
             tracker.register(logged, config.experiment, description=description, model_description=model_description).version
@@ -480,6 +642,12 @@ def _deploy(
         entry = {**manifest["mlflow"], "registered_model": config.experiment if register else "", "version": version}
         tracker.log_json({**manifest, "mlflow": entry}, "manifest.json")
         return {"mlflow": entry}
+
+    if challenger:  # registered as `challenger`; the champion's export stays where it is
+        register_version()
+        tracker.commit(_budget_tags(config, started, selection.chosen, progress), alias=tracking.CHALLENGER)
+        progress("deployment", f"model {registered} registered; not exported: the export stays the champion's")
+        return logged, registered, None
 
     def commit() -> None:  # once the new folder is in place; if this fails, the old one goes back
         tags = _budget_tags(config, started, selection.chosen, progress)
@@ -507,12 +675,19 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def _described(config: Config, prepared: _Prepared, selection: evaluation.Selection, assessed: _Assessed) -> tuple[str, str]:
+def _described(
+    config: Config,
+    prepared: _Prepared,
+    selection: evaluation.Selection,
+    assessed: _Assessed,
+    challenge: challenging.Challenge | None,
+) -> tuple[str, str]:
     """The parent run's name and markdown description: what was chosen, how good, the gate, the data."""
     result, decision, metric = assessed.result, assessed.decision, prepared.metric
     score = result.holdout.get(metric, math.nan)
     # Short, most telling first: the runs table cuts a long name at about 20 characters.
-    name = f"{selection.chosen} {score:.4f} {decision.label} {dt.datetime.now():%Y-%m-%d %H:%M}"
+    label = tracking.CHALLENGER if challenge is not None and not challenge.promoted else decision.label
+    name = f"{selection.chosen} {score:.4f} {label} {dt.datetime.now():%Y-%m-%d %H:%M}"
     final = assessed.final.manifest
     lines = [
         f"**Chosen:** `{selection.chosen}` ({final['estimator']}) by `{selection.rule}`: {selection.reason}",
@@ -525,6 +700,8 @@ def _described(config: Config, prepared: _Prepared, selection: evaluation.Select
         f"**Data:** `{Path(prepared.profile.source).name}`, {prepared.profile.n_rows} rows, target "
         f"`{prepared.profile.target}` ({prepared.profile.task}), SHA-256 `{final['data']['sha256']}`",
     ]
+    if challenge is not None:
+        lines += ["", f"**Against the champion:** `{challenge.alias}`: {challenge.reason}"]
     return name, "\n".join(lines)
 
 

@@ -44,6 +44,10 @@ from stages import crispml_pyfunc
 from stages.deployment import CONTRACT_KEY, DataContract, contract_from_signature, sha256_of
 
 CHAMPION = "champion"
+CHALLENGER = "challenger"
+"""The alias of the latest version that passed its gate but not the comparison with `champion`."""
+CHAMPION_RECORD = "challenge/record.npz"
+"""The run artifact that lets a later run compare against this run's model fairly (`stages.challenge`)."""
 MODEL_NAME = "model"
 SKOPS_TRUSTED_TYPES = [
     # Reviewed types, beyond skops' defaults, that crispml's candidates contain. Loading
@@ -509,7 +513,8 @@ class PipelineRun:
         self.committed = False
         self._registering = ""  # the registered model a version of this run is (being) created in
         self._version = ""
-        self._previous: str | None = None  # the champion version before `commit` moved it
+        self._alias = CHAMPION  # the alias `commit` moves
+        self._previous: str | None = None  # the version the alias named before `commit` moved it
         self._ended = ""  # the status the run was ended with
         self._commit_tags: tuple[str, ...] = ()
 
@@ -705,15 +710,50 @@ class PipelineRun:
         return LoggedModel(uri=logged.uri, registered_name=name, version=self._version)
 
     @_store_write
-    def commit(self, tags: Mapping[str, Any] | None = None) -> None:
-        """The run's last step: set its closing tags, end it FINISHED, then point `champion` at its version.
+    def champion(self, name: str) -> Champion | None:
+        """The registered model's current `champion`: its version, its run and the record that run kept.
 
-        `champion` moves only once the run has succeeded, so a process killed at any moment
+        Args:
+            name: The registered model's name.
+
+        Returns:
+            None when the model is not registered or has no `champion`.
+        """
+        try:
+            version = self.client.get_model_version_by_alias(name, CHAMPION)
+        except mlflow.exceptions.MlflowException as exc:
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):  # no such model, or no alias
+                return None
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise TrackingError(
+                f"cannot look up the champion of `{name}` in the registry at {self.tracking_uri} ({first[:200]}); "
+                "the run compares a new model with it before it moves: check the store and run again"
+            ) from None
+        record = None
+        # A missing or unreadable record only makes the comparison cruder (every row scored live): never fatal.
+        with tempfile.TemporaryDirectory(prefix="crispml-") as tmp, contextlib.suppress(Exception):
+            if version.run_id:
+                path = self.client.download_artifacts(version.run_id, CHAMPION_RECORD, tmp)
+                record = Path(path).read_bytes()
+        return Champion(
+            name=name,
+            version=str(version.version),
+            run_id=str(version.run_id or ""),
+            uri=f"models:/{name}/{version.version}",
+            record=record,
+        )
+
+    @_store_write
+    def commit(self, tags: Mapping[str, Any] | None = None, alias: str = CHAMPION) -> None:
+        """The run's last step: set its closing tags, end it FINISHED, then point `alias` at its version.
+
+        The alias moves only once the run has succeeded, so a process killed at any moment
         leaves it on a finished run, or where it was. Calling it again does nothing.
 
         Args:
             tags: Tags that hold only for a run that succeeded (where its export is); removed
                 again if the commit fails.
+            alias: `champion`, or `challenger` for a version that lost the comparison with it.
 
         Raises:
             TrackingError: The store refused a write; the run then ends FAILED (`pipeline_run`).
@@ -727,8 +767,9 @@ class PipelineRun:
             mlflow.end_run("FINISHED")
             self._ended = "FINISHED"
             if self._version:
-                self._previous = _alias_version(self.client, self._registering, CHAMPION)
-                self.client.set_registered_model_alias(self._registering, CHAMPION, self._version)
+                self._alias = alias
+                self._previous = _alias_version(self.client, self._registering, alias)
+                self.client.set_registered_model_alias(self._registering, alias, self._version)
         except mlflow.exceptions.MlflowException as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise TrackingError(
@@ -740,12 +781,13 @@ class PipelineRun:
     def _abandon(self, status: str) -> None:
         """End an uncommitted run FAILED or KILLED and undo what it did to the registry."""
         if self._registering:
+            alias = self._alias
             with contextlib.suppress(Exception):  # undo what can be undone; ending the run comes next
-                if self._version and _alias_version(self.client, self._registering, CHAMPION) == self._version:
+                if self._version and _alias_version(self.client, self._registering, alias) == self._version:
                     if self._previous is None:
-                        self.client.delete_registered_model_alias(self._registering, CHAMPION)
+                        self.client.delete_registered_model_alias(self._registering, alias)
                     else:
-                        self.client.set_registered_model_alias(self._registering, CHAMPION, self._previous)
+                        self.client.set_registered_model_alias(self._registering, alias, self._previous)
             with contextlib.suppress(Exception):
                 for version in self.client.search_model_versions(f"run_id = '{self.run_id}'"):
                     if version.name == self._registering:
@@ -758,6 +800,25 @@ class PipelineRun:
         else:
             mlflow.end_run(status)
         self._ended = status
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The version a registered model's `champion` alias points at.
+
+    Attributes:
+        name: The registered model.
+        version: Its version number.
+        run_id: The run that logged it.
+        uri: `models:/<name>/<version>`: this version, even if the alias moves meanwhile.
+        record: Its run's `challenge/record.npz`, or None (a model logged before records were kept).
+    """
+
+    name: str
+    version: str
+    run_id: str
+    uri: str
+    record: bytes | None
 
 
 def _alias_version(client: Any, name: str, alias: str) -> str | None:

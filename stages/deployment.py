@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import math
 import platform
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -505,6 +506,7 @@ def model_card(
     registered: str,
     export_dir: str,
     hyperparameters: dict[str, Any] | None = None,
+    challenge: Mapping[str, Any] | None = None,
 ) -> str:
     """The model card: what the model is for, what it learnt from, how it was chosen, how good it is, and how to call it.
 
@@ -525,6 +527,7 @@ def model_card(
         registered: `models:/<name>@champion`, or "" when not registered.
         export_dir: The export folder, or "" when not exported.
         hyperparameters: The final estimator's, flattened (`hyperparameters`).
+        challenge: The comparison with the registry's champion (`Challenge.to_dict`), or None.
 
     Returns:
         Markdown. The data file is named by its file name and hash only, never the
@@ -624,6 +627,16 @@ def model_card(
         lines += [f"- `{f}`: {m:.4f} ± {s:.4f}" for f, m, s in list(zip(importance.features, importance.mean, importance.std))[:10]]
         if importance.note:
             lines += ["", f"(Importance {importance.note}.)"]
+    if challenge is not None:
+        lines += ["", "## Against the champion", "", f"Registered as `{challenge['alias']}`: {challenge['reason']}."]
+        if challenge.get("rows"):
+            lines += [
+                "",
+                f"Both models scored on the same {challenge['rows']} holdout rows that neither learnt from "
+                f"({challenge['rows_left_out']} rows the champion learnt from left out), compared row by row: "
+                f"{challenge['metric']} {_num(challenge['new_score'])} (this model) against "
+                f"{_num(challenge['champion_score'])} (champion version {challenge['champion_version']}).",
+            ]
     limitations = [
         *profile.warnings,
         *evaluation.warnings,
@@ -658,7 +671,13 @@ def model_card(
         f"After the data step the model's features are {columns}.",
         "",
     ]
-    if not export_dir:
+    if not export_dir and challenge is not None:
+        lines += [
+            "This model passed its gate but not the comparison with the champion: it is registered as "
+            "`challenger`, not exported; the champion stays deployed.",
+            "",
+        ]
+    elif not export_dir:
         lines += [
             "This model failed the gate: it is logged to its MLflow run only, neither registered as "
             "`champion` nor exported. Load it from the run to inspect it, not to deploy it.",

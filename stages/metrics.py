@@ -40,6 +40,16 @@ class Metric:
         relative_tolerance: Whether a tolerance for practical equivalence is a share of
             the best candidate's |mean score| (the metric's scale depends on the data: rmse,
             mae, log_loss) rather than an amount in the metric's units (see `tolerance`).
+        row_loss: `(y_true, y_pred, proba, classes) -> (losses, weights)`: each row's loss,
+            whose weighted mean is the metric's loss in its own units (`1 - accuracy`, the
+            mean squared error for rmse, ...), so two models' losses on the same rows can be
+            compared row by row (`stages.challenge`). Weights are 1, or balance the classes
+            for class-averaged metrics.
+        squared: The row losses are squared errors of a metric that is their root (rmse):
+            a tolerance in the metric's units is converted (see `loss_tolerance`).
+        se_factor: How much the standard error of the weighted mean of row losses understates
+            the metric's own: 1 for rows that count independently; 2 for ROC AUC, whose
+            positive and negative halves each estimate the whole (DeLong et al., 1988).
     """
 
     name: str
@@ -49,6 +59,9 @@ class Metric:
     score: Callable[[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None], float]
     bounds: tuple[float, float] = (0.0, 1.0)
     relative_tolerance: bool = False
+    row_loss: Callable[[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None], tuple[np.ndarray, np.ndarray]] | None = None
+    squared: bool = False
+    se_factor: float = 1.0
 
     def better(self, a: float, b: float) -> float:
         """How much better score `a` is than score `b`: positive when `a` is better, whatever the direction.
@@ -83,6 +96,104 @@ class Metric:
         return value, f"{relative * 100:.3g}% of the top one's {abs(top_score):.6g} {self.name} = {value:.4g}"
 
 
+    def loss_tolerance(self, tolerance: float, score: float) -> float:
+        """A tolerance in the metric's units as a tolerance on the mean of its row losses.
+
+        Args:
+            tolerance: The largest acceptable loss in the metric's units (0 or more).
+            score: The reference model's score (for a root metric, the loss is squared).
+
+        Returns:
+            The same tolerance in the row losses' units.
+        """
+        if not self.squared:
+            return tolerance
+        return (abs(score) + tolerance) ** 2 - score**2 if math.isfinite(score) else 0.0
+
+
+def _ones(y: np.ndarray) -> np.ndarray:
+    return np.ones(len(y), dtype=float)
+
+
+def _class_weights(y: np.ndarray) -> np.ndarray:
+    """Weights that give each class the same total, with a weighted mean of 1 (as balanced accuracy counts)."""
+    _, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
+    return len(y) / (len(counts) * counts[inverse].astype(float))
+
+
+def _errors(y: np.ndarray, pred: np.ndarray, _proba: np.ndarray | None, _classes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    return (np.asarray(y) != np.asarray(pred)).astype(float), _ones(y)
+
+
+def _balanced_errors(y: np.ndarray, pred: np.ndarray, proba: np.ndarray | None, classes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    # For f1_macro too: F1 does not split into rows; the class-balanced error is its nearest per-row loss.
+    return (np.asarray(y) != np.asarray(pred)).astype(float), _class_weights(np.asarray(y))
+
+
+def _squared_errors(y: np.ndarray, pred: np.ndarray, _proba: np.ndarray | None, _classes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    return (np.asarray(y, dtype=float) - np.asarray(pred, dtype=float)) ** 2, _ones(y)
+
+
+def _r2_losses(y: np.ndarray, pred: np.ndarray, proba: np.ndarray | None, classes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    # r2 = 1 - mean squared error / variance of y: a difference in r2 is a difference in squared error over the variance.
+    errors, weights = _squared_errors(y, pred, proba, classes)
+    variance = float(np.var(np.asarray(y, dtype=float)))
+    return errors / (variance if variance > 0 else 1.0), weights
+
+
+def _absolute_errors(y: np.ndarray, pred: np.ndarray, _proba: np.ndarray | None, _classes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    return np.abs(np.asarray(y, dtype=float) - np.asarray(pred, dtype=float)), _ones(y)
+
+
+def _true_class_proba(y: np.ndarray, proba: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    position = {c: i for i, c in enumerate(classes.tolist())}
+    index = np.array([position.get(v, -1) for v in np.asarray(y).tolist()])
+    p = np.where(index >= 0, proba[np.arange(len(y)), np.maximum(index, 0)], 0.0)
+    return p
+
+
+def _log_losses(y: np.ndarray, pred: np.ndarray, proba: np.ndarray | None, classes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    if proba is None or classes is None:
+        return np.full(len(y), np.nan), _ones(y)
+    p = np.clip(_true_class_proba(y, proba, classes), np.finfo(float).eps, 1.0)  # as sklearn's log_loss clips
+    return -np.log(p), _ones(y)
+
+
+def _rank_losses(positive: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row losses of one binary ROC AUC: their class-balanced mean is 1 - AUC.
+
+    A positive row's loss is the share of negatives scored above it (ties count half); a
+    negative row's, the share of positives scored below it. Each class's mean loss is
+    1 - AUC, so their average with equal weight per class is too.
+    """
+    pos, neg = np.sort(score[positive]), np.sort(score[~positive])
+    loss = np.zeros(len(score))
+    if len(pos) == 0 or len(neg) == 0:
+        return np.full(len(score), np.nan), _ones(score)
+    s_pos, s_neg = score[positive], score[~positive]
+    above = len(neg) - np.searchsorted(neg, s_pos, side="right")
+    ties = np.searchsorted(neg, s_pos, side="right") - np.searchsorted(neg, s_pos, side="left")
+    loss[positive] = (above + 0.5 * ties) / len(neg)
+    below = np.searchsorted(pos, s_neg, side="left")
+    ties = np.searchsorted(pos, s_neg, side="right") - np.searchsorted(pos, s_neg, side="left")
+    loss[~positive] = (below + 0.5 * ties) / len(pos)
+    return loss, _class_weights(positive)
+
+
+def _auc_losses(y: np.ndarray, pred: np.ndarray, proba: np.ndarray | None, classes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    if proba is None or classes is None:
+        return np.full(len(y), np.nan), _ones(y)
+    y = np.asarray(y)
+    if len(classes) == 2:
+        return _rank_losses(y == classes[1], proba[:, 1])
+    # One-vs-rest, macro: the mean over classes of each binary AUC's weighted row losses.
+    total = np.zeros(len(y))
+    for i, c in enumerate(classes):
+        loss, weights = _rank_losses(y == c, proba[:, i])
+        total += loss * weights / len(classes)
+    return total, _ones(y)
+
+
 def _roc_auc(y: np.ndarray, pred: np.ndarray, proba: np.ndarray | None, classes: np.ndarray | None) -> float:
     if proba is None or classes is None:
         return float("nan")
@@ -100,7 +211,8 @@ def _log_loss(y: np.ndarray, pred: np.ndarray, proba: np.ndarray | None, classes
 METRICS: dict[str, Metric] = {
     m.name: m
     for m in (
-        Metric("r2", (REGRESSION,), True, False, lambda y, p, _pr, _c: float(skm.r2_score(y, p)), (-math.inf, 1.0)),
+        Metric("r2", (REGRESSION,), True, False, lambda y, p, _pr, _c: float(skm.r2_score(y, p)), (-math.inf, 1.0),
+               row_loss=_r2_losses),
         Metric(
             "rmse",
             (REGRESSION,),
@@ -109,18 +221,22 @@ METRICS: dict[str, Metric] = {
             lambda y, p, _pr, _c: float(skm.root_mean_squared_error(y, p)),
             (0.0, math.inf),
             relative_tolerance=True,
+            row_loss=_squared_errors,
+            squared=True,
         ),
         Metric(
             "mae", (REGRESSION,), False, False, lambda y, p, _pr, _c: float(skm.mean_absolute_error(y, p)), (0.0, math.inf),
-            relative_tolerance=True,
+            relative_tolerance=True, row_loss=_absolute_errors,
         ),
-        Metric("accuracy", CLASSIFICATION, True, False, lambda y, p, _pr, _c: float(skm.accuracy_score(y, p))),
+        Metric("accuracy", CLASSIFICATION, True, False, lambda y, p, _pr, _c: float(skm.accuracy_score(y, p)),
+               row_loss=_errors),
         Metric(
             "balanced_accuracy",
             CLASSIFICATION,
             True,
             False,
             lambda y, p, _pr, _c: float(skm.balanced_accuracy_score(y, p)),
+            row_loss=_balanced_errors,
         ),
         Metric(
             "f1_macro",
@@ -128,9 +244,10 @@ METRICS: dict[str, Metric] = {
             True,
             False,
             lambda y, p, _pr, c: float(skm.f1_score(y, p, average="macro", labels=c, zero_division=0)),
+            row_loss=_balanced_errors,
         ),
-        Metric("roc_auc", CLASSIFICATION, True, True, _roc_auc),
-        Metric("log_loss", CLASSIFICATION, False, True, _log_loss, (0.0, math.inf), relative_tolerance=True),
+        Metric("roc_auc", CLASSIFICATION, True, True, _roc_auc, row_loss=_auc_losses, se_factor=2.0),
+        Metric("log_loss", CLASSIFICATION, False, True, _log_loss, (0.0, math.inf), relative_tolerance=True, row_loss=_log_losses),
     )
 }
 
