@@ -253,6 +253,7 @@ def _log_understanding(tracker: tracking.PipelineRun, config: Config, prepared: 
     """The config, the business criteria (before any training) and the data profile."""
     profile = prepared.profile
     tracker.set_tags({"crispml.task": profile.task, "crispml.metric": prepared.metric, "crispml.target": profile.target})
+    tracker.mark_primary_metric(prepared.metric)  # the UI's charts lead with the holdout score
     tracker.log_params(_flatten(config.to_dict()))
     tracker.log_json(config.to_dict(), "config.json")
     tracker.log_json(_business(config, profile, prepared.metric), "business.json")
@@ -455,7 +456,7 @@ def _challenge(
         outcome = (
             challenging.unchallenged(challenging.FIRST, f"no champion in `{config.experiment}` yet: this model is the first")
             if champion is None
-            else _against(champion, config, prepared, result, rows.holdout, progress)
+            else _against(champion, config, prepared, result, rows.holdout)
         )
     tracker.log_json(outcome.to_dict(), "challenge.json")
     tracker.set_tags({"crispml.challenge": outcome.outcome, "crispml.challenge_reason": outcome.reason[:_TAG_MAX]})
@@ -472,7 +473,6 @@ def _against(
     prepared: _Prepared,
     result: evaluation.Evaluation,
     holdout: pd.DataFrame,
-    progress: Progress,
 ) -> challenging.Challenge:
     """Score the champion on the new holdout's rows it never learnt from, and compare."""
     version = champion.version
@@ -492,19 +492,18 @@ def _against(
     classes = getattr(loaded.model, "classes_", None)
     if (classes is None) != (result.classes is None):
         return not_compared(f"is a {'regression' if classes is None else 'classification'} model, this run's task is {prepared.profile.task}")
-    record = None
-    if champion.record is not None:
-        try:
-            record = challenging.ChampionRecord.from_bytes(champion.record)
-        except ValueError as exc:
-            progress(WARNING, f"champion version {version}'s {tracking.CHAMPION_RECORD} is unreadable ({exc}); scoring every holdout row")
-    else:
-        progress(WARNING, f"champion version {version} has no {tracking.CHAMPION_RECORD}: it may have learnt from some holdout rows")
-    needed = [*contract.inputs, *(record.columns if record else ())]
-    missing = sorted({c for c in needed if c not in holdout.columns}, key=str)
+    # Without its record nothing says which of these rows the champion learnt from: scored on
+    # them it would look better than it is, and no later run could ever replace it.
+    if champion.record is None:
+        return not_compared(f"has no {tracking.CHAMPION_RECORD} of the rows it learnt from (logged by an older crispml?)")
+    try:
+        record = challenging.ChampionRecord.from_bytes(champion.record)
+    except ValueError as exc:
+        return not_compared(f"has an unusable {tracking.CHAMPION_RECORD} ({exc})")
+    missing = sorted({c for c in (*contract.inputs, *record.columns) if c not in holdout.columns}, key=str)
     if missing:
         return not_compared(f"needs column(s) the new data lacks: {', '.join(map(str, missing))}")
-    keys = challenging.row_fingerprints(holdout, record.columns) if record else np.zeros(len(holdout), dtype=np.uint64)
+    keys = challenging.row_fingerprints(holdout, record.columns)
     sources = challenging.fair_rows(record, keys)
     parts, positions = [], []
     if len(sources.live):
@@ -514,14 +513,14 @@ def _against(
             return not_compared(f"cannot score the new holdout ({_first_line(exc)})")
         parts.append(challenging.scored_predictions(scored.frame, classes))
         positions.append(sources.live)
-    if record is not None and len(sources.recorded):
+    if len(sources.recorded):
         parts.append(challenging.recorded_predictions(record, sources.record_index))
         positions.append(sources.recorded)
     at = np.concatenate(positions) if positions else np.array([], dtype=int)
     new = challenging.Predictions(
         result.y_pred[at],
         None if result.proba is None else result.proba[at],
-        None if result.classes is None else tuple(str(c) for c in result.classes),
+        None if result.classes is None else tuple(result.classes.tolist()),
     )
     e = config.evaluation
     return challenging.compare(

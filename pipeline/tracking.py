@@ -191,6 +191,8 @@ NOTE_TAG = "mlflow.note.content"
 """The run page's description (markdown)."""
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
+PRIMARY_METRIC_TAG = "mlflow.experiment.primaryMetric.name"
+"""The experiment tag the MLflow UI charts first: crispml sets it to `holdout_<metric>` unless the user chose another."""
 """MLflow 3's UI opens an experiment of this kind in its model-training view, not the GenAI one."""
 
 PREWARMED = ("skops.io", "mlflow.pyfunc", "mlflow.models.signature")
@@ -529,6 +531,17 @@ class PipelineRun:
         """Set tags on the parent run."""
 
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    @_store_write
+    def mark_primary_metric(self, metric: str) -> None:
+        """Tell the MLflow UI the experiment's primary metric (`holdout_<metric>`), unless the user set another.
+
+        Args:
+            metric: The run's primary metric.
+        """
+        current = (self.client.get_experiment(self.experiment_id).tags or {}).get(PRIMARY_METRIC_TAG, "")
+        if not current or current.startswith("holdout_"):
+            self.client.set_experiment_tag(self.experiment_id, PRIMARY_METRIC_TAG, f"holdout_{metric}")
 
     @_store_write
     def describe(self, name: str, description: str) -> None:
@@ -1255,10 +1268,24 @@ def experiment_id(tracking_uri: str, name: str) -> str | None:
     Returns:
         Its id, or None when the store has no live experiment of that name.
     """
+    found = _live_experiment(tracking_uri, name)
+    return None if found is None else str(found.experiment_id)
+
+
+def primary_metric(tracking_uri: str, name: str) -> str:
+    """The experiment's primary metric as the MLflow UI knows it (`holdout_<metric>`), or "".
+
+    Args:
+        tracking_uri: The tracking URI; the store must pass `check_store`.
+        name: The experiment's name.
+    """
+    found = _live_experiment(tracking_uri, name)
+    return "" if found is None else str((found.tags or {}).get(PRIMARY_METRIC_TAG, ""))
+
+
+def _live_experiment(tracking_uri: str, name: str) -> Any:
     found = MlflowClient(for_mlflow(tracking_uri)).get_experiment_by_name(name)
-    if found is None or found.lifecycle_stage == "deleted":
-        return None
-    return str(found.experiment_id)
+    return None if found is None or found.lifecycle_stage == "deleted" else found
 
 
 @dataclass(frozen=True)

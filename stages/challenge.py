@@ -46,6 +46,8 @@ NOT_COMPARED = "not_compared"
 NOT_CHALLENGED = "not_challenged"
 """The comparison was switched off (`--no-challenge`): the new model takes `champion`."""
 OUTCOMES = (FIRST, PROMOTED, CHALLENGER, NOT_COMPARED, NOT_CHALLENGED)
+FINGERPRINT_SCHEME = 1
+"""How `row_fingerprints` reads cells; a record made another way cannot be matched and is not used."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class ChampionRecord:
         """The record as a compressed `.npz` file (plain arrays: it loads without pickle)."""
         buffer = io.BytesIO()
         arrays: dict[str, Any] = {
+            "scheme": np.array(FINGERPRINT_SCHEME),
             "columns": np.array(self.columns, dtype=str),
             "trained": self.trained,
             "holdout": self.holdout,
@@ -92,6 +95,11 @@ class ChampionRecord:
         """
         try:
             with np.load(io.BytesIO(content), allow_pickle=False) as f:
+                scheme = int(f["scheme"]) if "scheme" in f else 0
+                if scheme != FINGERPRINT_SCHEME:
+                    raise ValueError(
+                        f"its rows were fingerprinted by scheme {scheme}, this crispml's is {FINGERPRINT_SCHEME}"
+                    )
                 classes = tuple(str(c) for c in f["classes"]) if "classes" in f else None
                 record = cls(
                     columns=tuple(str(c) for c in f["columns"]),

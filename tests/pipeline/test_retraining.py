@@ -152,3 +152,16 @@ def test_no_challenge_lets_a_worse_model_take_champion(tmp_path):
     )
     assert worse.challenge.outcome == challenge.NOT_CHALLENGED and worse.export_dir is not None
     assert alias(registry(config_for(tmp_path)), "champion") == "2"
+
+
+@pytest.mark.slow
+def test_a_champion_without_its_record_is_replaced_uncompared_rather_than_judged_on_rows_it_learnt(tmp_path):
+    config = config_for(tmp_path, **FAST)
+    first = run(config)
+    records = list((tmp_path / "mlruns").rglob("record.npz"))
+    assert len(records) == 1 and first.run_id in str(records[0])
+    records[0].unlink()  # as a champion logged before records were kept
+    again = run(config)
+    assert again.challenge.outcome == challenge.NOT_COMPARED and again.challenge.promoted
+    assert "champion version 1 has no challenge/record.npz of the rows it learnt from" in again.challenge.reason
+    assert alias(registry(config), "champion") == "2"

@@ -229,3 +229,12 @@ def test_the_standard_error_of_the_paired_difference_matches_its_spread(name):
         diffs.append(mean)
         ses.append(se)
     assert 0.8 < np.mean(ses) / np.std(diffs) < 1.25
+
+
+def test_a_record_fingerprinted_another_way_is_not_matched(monkeypatch):
+    record = ChampionRecord(("x",), np.array([1], dtype=np.uint64), np.array([1], dtype=np.uint64), np.array(["a"]), None, CLASSES)
+    monkeypatch.setattr(challenge, "FINGERPRINT_SCHEME", 2)
+    content = record.to_bytes()
+    monkeypatch.setattr(challenge, "FINGERPRINT_SCHEME", 1)
+    with pytest.raises(ValueError, match="fingerprinted by scheme 2, this crispml's is 1"):
+        ChampionRecord.from_bytes(content)
