@@ -463,7 +463,7 @@ def _challenge(
     tracker.log_metrics(
         {"champion_holdout_score": outcome.champion_score, "challenger_holdout_score": outcome.new_score, "challenge_p_worse": outcome.p_worse}
     )
-    progress("evaluation" if outcome.promoted else WARNING, f"{'champion' if outcome.promoted else 'challenger'}: {outcome.reason}")
+    progress("evaluation", f"{'champion' if outcome.promoted else 'challenger'}: {outcome.reason}")
     return outcome
 
 

@@ -25,13 +25,12 @@ import urllib.request
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlparse
+from urllib.parse import urlparse
 
 from pipeline import payloads, tracking
 from pipeline.errors import EXIT_OK, DataError, TrackingError, UsageError
 from pipeline.files import verify_export
 from stages import deployment
-from stages.metrics import METRICS
 
 HOST = "127.0.0.1"
 UI_PORT = 5000
@@ -125,26 +124,22 @@ def ui_command(tracking_uri: str, port: int) -> list[str]:
     return command + ["--host", HOST, "--port", str(port), "--workers", "1"]
 
 
-def runs_page(port: int, experiment_id: str | None, order_by: str = "") -> str:
+def runs_page(port: int, experiment_id: str | None) -> str:
     """The UI's address: an experiment's runs page, or the experiment list.
+
+    The runs page opens newest first, each parent run with its candidates nested under it
+    (MLflow's UI lists them flat once sorted by a metric); a parent's name carries the chosen
+    model, its holdout score and the decision.
 
     Args:
         port: The UI's port on 127.0.0.1.
         experiment_id: The experiment, or None for the list of experiments.
-        order_by: A metric to sort the runs by, best first (`holdout_balanced_accuracy`); "" for newest first.
 
     Returns:
         The URL.
     """
     base = f"http://{HOST}:{port}/"
-    if not experiment_id:
-        return base
-    page = f"{base}#/experiments/{experiment_id}/runs"
-    metric = METRICS.get(order_by.removeprefix("holdout_")) if order_by.startswith("holdout_") else None
-    if metric is None:
-        return page
-    ascending = "false" if metric.greater_is_better else "true"
-    return f"{page}?orderByKey={quote(f'metrics.`{order_by}`', safe='')}&orderByAsc={ascending}"
+    return f"{base}#/experiments/{experiment_id}/runs" if experiment_id else base
 
 
 def run_ui(tracking_uri: str, experiment: str, port: int, announce: Announce, timeout: float = READY_TIMEOUT) -> int:
@@ -178,7 +173,7 @@ def run_ui(tracking_uri: str, experiment: str, port: int, announce: Announce, ti
         )
     check_port(port)
     tracking.check_store(tracking_uri)
-    url = runs_page(port, tracking.experiment_id(tracking_uri, experiment), tracking.primary_metric(tracking_uri, experiment))
+    url = runs_page(port, tracking.experiment_id(tracking_uri, experiment))
     executable = bin_dir() / "mlflow"
     if not executable.is_file():
         raise TrackingError(f"no mlflow program at {executable}; reinstall crispml (pip install -e .)")

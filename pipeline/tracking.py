@@ -1272,17 +1272,6 @@ def experiment_id(tracking_uri: str, name: str) -> str | None:
     return None if found is None else str(found.experiment_id)
 
 
-def primary_metric(tracking_uri: str, name: str) -> str:
-    """The experiment's primary metric as the MLflow UI knows it (`holdout_<metric>`), or "".
-
-    Args:
-        tracking_uri: The tracking URI; the store must pass `check_store`.
-        name: The experiment's name.
-    """
-    found = _live_experiment(tracking_uri, name)
-    return "" if found is None else str((found.tags or {}).get(PRIMARY_METRIC_TAG, ""))
-
-
 def _live_experiment(tracking_uri: str, name: str) -> Any:
     found = MlflowClient(for_mlflow(tracking_uri)).get_experiment_by_name(name)
     return None if found is None or found.lifecycle_stage == "deleted" else found

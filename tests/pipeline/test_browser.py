@@ -178,3 +178,32 @@ def test_the_data_understanding_page_shows_its_plots_in_the_artifact_viewer(ui: 
     screenshot = tmp_path / "mlflow-ui-profile.png"
     page.screenshot(path=str(screenshot), full_page=True)
     print(f"\nscreenshot of understanding/profile.html: {screenshot}")
+
+
+def test_a_parent_run_page_names_what_it_chose_and_says_why(ui: UI, penguins_run, page, tmp_path: Path) -> None:
+    result = penguins_run.result
+    page.goto(f"{ui.base}#/experiments/{ui.experiment_id}/runs/{ui.parent_id}")
+    page.get_by_text("Chosen:", exact=False).first.wait_for(timeout=WAIT_MS)  # the run's description
+    title = page.get_by_role("heading").filter(has_text=result.selection.chosen).first
+    title.wait_for(timeout=WAIT_MS)
+    heading = title.inner_text()
+    # The name a person tells runs apart by: the chosen model, its holdout score, the decision.
+    score = result.evaluation.holdout[result.evaluation.metric]
+    assert heading.startswith(f"{result.selection.chosen} {score:.4f} go "), heading
+    assert page.get_by_text(f"Holdout {result.evaluation.metric}:", exact=False).count() >= 1
+    _close_assistant(page)
+    screenshot = tmp_path / "mlflow-ui-parent-run.png"
+    page.screenshot(path=str(screenshot), full_page=True)
+    print(f"\nscreenshot of the parent run: {screenshot}")
+
+
+def test_the_registered_model_page_shows_its_description_and_the_champion(ui: UI, penguins_run, page, tmp_path: Path) -> None:
+    name = penguins_run.result.experiment
+    page.goto(f"{ui.base}#/models/{name}")
+    page.get_by_text("crispml models that predict", exact=False).first.wait_for(timeout=WAIT_MS)
+    page.get_by_text("@ champion", exact=False).first.wait_for(timeout=WAIT_MS)  # the alias on its version's row
+    assert page.get_by_text("Chosen:", exact=False).count() >= 1  # the version's own description
+    _close_assistant(page)
+    screenshot = tmp_path / "mlflow-ui-registered-model.png"
+    page.screenshot(path=str(screenshot), full_page=True)
+    print(f"\nscreenshot of the registered model: {screenshot}")

@@ -257,3 +257,16 @@ def test_the_ui_can_tell_runs_apart_and_the_registry_says_what_each_version_is(p
     version = client.get_model_version_by_alias("penguins", "champion")
     assert version.description == note
     assert "predict `species` (multiclass)" in client.get_registered_model("penguins").description
+
+
+def test_the_experiment_names_its_primary_metric_for_the_ui_and_keeps_a_users_own(penguins_run):
+    client = MlflowClient(penguins_run.tracking_uri)
+    experiment = client.get_experiment_by_name(penguins_run.result.experiment)
+    assert experiment.tags["mlflow.experiment.primaryMetric.name"] == "holdout_balanced_accuracy"
+    from pipeline import tracking
+
+    run = tracking.PipelineRun(client, experiment.experiment_id, penguins_run.result.run_id, penguins_run.tracking_uri)
+    client.set_experiment_tag(experiment.experiment_id, "mlflow.experiment.primaryMetric.name", "my_metric")
+    run.mark_primary_metric("accuracy")  # a later run leaves the user's choice alone
+    assert client.get_experiment(experiment.experiment_id).tags["mlflow.experiment.primaryMetric.name"] == "my_metric"
+    client.set_experiment_tag(experiment.experiment_id, "mlflow.experiment.primaryMetric.name", "holdout_balanced_accuracy")
