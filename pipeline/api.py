@@ -112,7 +112,8 @@ class Result:
         where = self.registered or (str(self.export_dir) if self.export_dir else self.model_uri)
         return (
             f"<crispml.Result {self.chosen!r} chosen, holdout {self.evaluation.metric} "
-            f"{self.evaluation.holdout.get(self.evaluation.metric, math.nan):.4f}, {self.decision.label}; "
+            f"{self.evaluation.holdout.get(self.evaluation.metric, math.nan):.4f}, "
+            f"{'challenger' if self.challenger else self.decision.label}; "
             f"run {self.run_id} in {self.experiment!r}; model {where}>"
         )
 

@@ -207,3 +207,18 @@ def test_the_registered_model_page_shows_its_description_and_the_champion(ui: UI
     screenshot = tmp_path / "mlflow-ui-registered-model.png"
     page.screenshot(path=str(screenshot), full_page=True)
     print(f"\nscreenshot of the registered model: {screenshot}")
+
+
+def test_the_model_card_shows_its_plots_in_the_artifact_viewer(ui: UI, page, tmp_path: Path) -> None:
+    page.goto(f"{ui.base}#/experiments/{ui.experiment_id}/runs/{ui.parent_id}/artifacts/model_card.html")
+    frame = page.frame_locator("iframe").first
+    frame.get_by_text("How the model was chosen").first.wait_for(timeout=WAIT_MS)
+    images = frame.locator('img[src^="data:image/png"]')
+    assert images.count() >= 4  # the CV box plot, importance, the confusion matrix, the ROC curves...
+    for i in range(images.count()):
+        images.nth(i).evaluate("img => img.decode()")
+        assert images.nth(i).evaluate("img => img.naturalWidth") > 100
+    _close_assistant(page)
+    screenshot = tmp_path / "mlflow-ui-model-card.png"
+    page.screenshot(path=str(screenshot), full_page=True)
+    print(f"\nscreenshot of model_card.html: {screenshot}")
