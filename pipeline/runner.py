@@ -448,7 +448,7 @@ def _challenge(
         return None
     result = assessed.result
     record = challenging.champion_record(rows.columns, rows.trained, rows.holdout, result.y_pred, result.proba, result.classes)
-    tracker.log_files({Path(tracking.CHAMPION_RECORD).name: record.to_bytes()}, str(Path(tracking.CHAMPION_RECORD).parent))
+    tracker.log_champion_record(record.to_bytes())
     if not config.deployment.challenge:
         outcome = challenging.unchallenged(challenging.NOT_CHALLENGED, "the comparison with the champion is off (--no-challenge)")
     else:
@@ -494,6 +494,8 @@ def _against(
         return not_compared(f"is a {'regression' if classes is None else 'classification'} model, this run's task is {prepared.profile.task}")
     # Without its record nothing says which of these rows the champion learnt from: scored on
     # them it would look better than it is, and no later run could ever replace it.
+    if champion.record_problem:
+        return not_compared(f"has a {tracking.CHAMPION_RECORD} that {champion.record_problem}")
     if champion.record is None:
         return not_compared(f"has no {tracking.CHAMPION_RECORD} of the rows it learnt from (logged by an older crispml?)")
     try:

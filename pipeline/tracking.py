@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import importlib
 import io
 import json
@@ -48,6 +49,8 @@ CHALLENGER = "challenger"
 """The alias of the latest version that passed its gate but not the comparison with `champion`."""
 CHAMPION_RECORD = "challenge/record.npz"
 """The run artifact that lets a later run compare against this run's model fairly (`stages.challenge`)."""
+CHAMPION_RECORD_TAG = "crispml.challenge_record_sha256"
+"""The record's SHA-256, a tag of its run: a record edited in the store is not used."""
 MODEL_NAME = "model"
 SKOPS_TRUSTED_TYPES = [
     # Reviewed types, beyond skops' defaults, that crispml's candidates contain. Loading
@@ -533,6 +536,15 @@ class PipelineRun:
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     @_store_write
+    def log_champion_record(self, content: bytes) -> None:
+        """Save this run's champion record (`CHAMPION_RECORD`) with its SHA-256 as a tag, so an edit is noticed."""
+        with tempfile.TemporaryDirectory(prefix="crispml-") as tmp:
+            path = Path(tmp) / Path(CHAMPION_RECORD).name
+            path.write_bytes(content)
+            self.client.log_artifact(self.run_id, str(path), str(Path(CHAMPION_RECORD).parent))
+        self.client.set_tag(self.run_id, CHAMPION_RECORD_TAG, hashlib.sha256(content).hexdigest())
+
+    @_store_write
     def mark_primary_metric(self, metric: str) -> None:
         """Tell the MLflow UI the experiment's primary metric (`holdout_<metric>`), unless the user set another.
 
@@ -742,18 +754,22 @@ class PipelineRun:
                 f"cannot look up the champion of `{name}` in the registry at {self.tracking_uri} ({first[:200]}); "
                 "the run compares a new model with it before it moves: check the store and run again"
             ) from None
-        record = None
-        # A missing or unreadable record only makes the comparison cruder (every row scored live): never fatal.
+        record, problem = None, ""
+        # A missing or unreadable record means no fair comparison (the caller says so): never fatal here.
         with tempfile.TemporaryDirectory(prefix="crispml-") as tmp, contextlib.suppress(Exception):
             if version.run_id:
                 path = self.client.download_artifacts(version.run_id, CHAMPION_RECORD, tmp)
                 record = Path(path).read_bytes()
+                expected = self.client.get_run(version.run_id).data.tags.get(CHAMPION_RECORD_TAG)
+                if expected != hashlib.sha256(record).hexdigest():
+                    record, problem = None, f"does not match the SHA-256 its run recorded ({CHAMPION_RECORD_TAG}): it changed in the store"
         return Champion(
             name=name,
             version=str(version.version),
             run_id=str(version.run_id or ""),
             uri=f"models:/{name}/{version.version}",
             record=record,
+            record_problem=problem,
         )
 
     @_store_write
@@ -824,7 +840,9 @@ class Champion:
         version: Its version number.
         run_id: The run that logged it.
         uri: `models:/<name>/<version>`: this version, even if the alias moves meanwhile.
-        record: Its run's `challenge/record.npz`, or None (a model logged before records were kept).
+        record: Its run's `challenge/record.npz`, or None (a model logged before records were kept,
+            or a record that fails its check).
+        record_problem: Why a record that is there is not used ("" when it is, or there is none).
     """
 
     name: str
@@ -832,6 +850,7 @@ class Champion:
     run_id: str
     uri: str
     record: bytes | None
+    record_problem: str = ""
 
 
 def _alias_version(client: Any, name: str, alias: str) -> str | None:

@@ -165,3 +165,14 @@ def test_a_champion_without_its_record_is_replaced_uncompared_rather_than_judged
     assert again.challenge.outcome == challenge.NOT_COMPARED and again.challenge.promoted
     assert "champion version 1 has no challenge/record.npz of the rows it learnt from" in again.challenge.reason
     assert alias(registry(config), "champion") == "2"
+
+
+@pytest.mark.slow
+def test_a_champion_record_edited_in_the_store_is_not_used(tmp_path):
+    config = config_for(tmp_path, **FAST)
+    run(config)
+    record = next((tmp_path / "mlruns").rglob("record.npz"))
+    record.write_bytes(record.read_bytes() + b"\0")  # any change to the file
+    again = run(config)
+    assert again.challenge.outcome == challenge.NOT_COMPARED
+    assert "has a challenge/record.npz that does not match the SHA-256 its run recorded" in again.challenge.reason
