@@ -463,7 +463,9 @@ def _challenge(
     tracker.log_metrics(
         {"champion_holdout_score": outcome.champion_score, "challenger_holdout_score": outcome.new_score, "challenge_p_worse": outcome.p_worse}
     )
-    progress("evaluation", f"{'champion' if outcome.promoted else 'challenger'}: {outcome.reason}")
+    # Uncompared is worth a warning; a challenger's reason is the run's last line on stderr (the command line prints it).
+    stage = WARNING if outcome.outcome == challenging.NOT_COMPARED else "evaluation"
+    progress(stage, f"{'champion' if outcome.promoted else 'challenger'}: {outcome.reason}")
     return outcome
 
 

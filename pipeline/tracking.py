@@ -755,14 +755,27 @@ class PipelineRun:
                 "the run compares a new model with it before it moves: check the store and run again"
             ) from None
         record, problem = None, ""
-        # A missing or unreadable record means no fair comparison (the caller says so): never fatal here.
-        with tempfile.TemporaryDirectory(prefix="crispml-") as tmp, contextlib.suppress(Exception):
-            if version.run_id:
-                path = self.client.download_artifacts(version.run_id, CHAMPION_RECORD, tmp)
-                record = Path(path).read_bytes()
+        try:
+            folder = str(Path(CHAMPION_RECORD).parent)
+            listed = {info.path for info in self.client.list_artifacts(version.run_id, folder)} if version.run_id else set()
+            content = b""
+            if CHAMPION_RECORD in listed:  # a record that is there but cannot be read is the store's failure, not "none"
+                with tempfile.TemporaryDirectory(prefix="crispml-") as tmp:
+                    content = Path(self.client.download_artifacts(version.run_id, CHAMPION_RECORD, tmp)).read_bytes()
                 expected = self.client.get_run(version.run_id).data.tags.get(CHAMPION_RECORD_TAG)
-                if expected != hashlib.sha256(record).hexdigest():
-                    record, problem = None, f"does not match the SHA-256 its run recorded ({CHAMPION_RECORD_TAG}): it changed in the store"
+        except (mlflow.exceptions.MlflowException, OSError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise TrackingError(
+                f"cannot read the record of champion version {version.version} of `{name}` from {self.tracking_uri} "
+                f"({first[:200]}); the run compares a new model with it before it moves: check the store and run again"
+            ) from None
+        if CHAMPION_RECORD in listed:
+            if expected is None:
+                problem = f"was never sealed (its run has no {CHAMPION_RECORD_TAG} tag)"
+            elif expected != hashlib.sha256(content).hexdigest():
+                problem = f"does not match the SHA-256 its run recorded ({CHAMPION_RECORD_TAG}): it changed in the store"
+            else:
+                record = content
         return Champion(
             name=name,
             version=str(version.version),

@@ -46,7 +46,7 @@ NOT_COMPARED = "not_compared"
 NOT_CHALLENGED = "not_challenged"
 """The comparison was switched off (`--no-challenge`): the new model takes `champion`."""
 OUTCOMES = (FIRST, PROMOTED, CHALLENGER, NOT_COMPARED, NOT_CHALLENGED)
-FINGERPRINT_SCHEME = 1
+FINGERPRINT_SCHEME = 2
 """How `row_fingerprints` reads cells; a record made another way cannot be matched and is not used."""
 
 
@@ -80,9 +80,10 @@ class ChampionRecord:
             "holdout": self.holdout,
             "predictions": self.predictions if self.classes is None else self.predictions.astype(str),
         }
+        if self.classes is not None:  # a classifier's record, with or without probabilities
+            arrays["classes"] = np.array(self.classes, dtype=str)
         if self.proba is not None and self.classes is not None:
             arrays["proba"] = self.proba
-            arrays["classes"] = np.array(self.classes, dtype=str)
         np.savez_compressed(buffer, **arrays)
         return buffer.getvalue()
 
@@ -154,9 +155,15 @@ def _cells(col: pd.Series) -> tuple[np.ndarray, pd.Categorical]:
     The text is a `Categorical` (its hashes are its values'), built from each distinct value once.
     """
     n = len(col)
-    if pd.api.types.is_bool_dtype(col) or pd.api.types.is_numeric_dtype(col):
+    if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
         return pd.to_numeric(col, errors="coerce").to_numpy(dtype="float64"), pd.Categorical.from_codes(np.zeros(n, dtype=int), [""])
-    codes, uniques = pd.factorize(col, use_na_sentinel=True)  # each distinct value read once
+    if pd.api.types.is_datetime64_any_dtype(col):  # as a CSV writes it: the date alone when every time is midnight
+        times = col.dt.tz_localize(None) if getattr(col.dt, "tz", None) is not None else col
+        midnight = bool((times.dropna() == times.dropna().dt.normalize()).all())
+        col = times.dt.strftime("%Y-%m-%d" if midnight else "%Y-%m-%d %H:%M:%S")
+    # As text first: factorize takes True and 1 for one value, and a bool column with a gap is text anyway.
+    # (A missing cell becomes "nan" or "None", both missing markers.)
+    codes, uniques = pd.factorize(col.astype(str), use_na_sentinel=True)  # each distinct value read once
     text = pd.Series(uniques, dtype=object).astype(str).str.strip()
     missing = text.str.lower().isin(MISSING_MARKERS).to_numpy()
     number = np.where(missing, np.nan, pd.to_numeric(text, errors="coerce").to_numpy(dtype="float64"))
@@ -302,9 +309,11 @@ class Challenge:
         metric: The primary metric.
         champion_score: The champion's score on the compared rows (NaN when not compared).
         new_score: The new model's score on the same rows.
-        expected_loss: The new model's mean row-loss excess over the champion's, in the
-            row losses' units (positive: worse).
-        tolerance: The tolerance, in the same units.
+        expected_loss: The new model's mean row-loss excess over the champion's, in the row
+            losses' units (positive: worse): the metric's own for accuracy, balanced accuracy,
+            r2, mae, log loss and ROC AUC; squared error for rmse; the class-balanced error for f1_macro.
+        tolerance: The selection tolerance, in the metric's units.
+        loss_tolerance: The same in the row losses' units (for rmse, `(score + t)^2 - score^2`).
         p_worse: The chance that the new model loses more than the tolerance.
         alpha: The largest accepted `p_worse`.
     """
@@ -320,6 +329,7 @@ class Challenge:
     new_score: float = math.nan
     expected_loss: float = math.nan
     tolerance: float = math.nan
+    loss_tolerance: float = math.nan
     p_worse: float = math.nan
     alpha: float = math.nan
 
@@ -415,17 +425,17 @@ def compare(
     new_values, new_proba = _aligned(new, classes)
     champ_values, champ_proba = _aligned(champion, classes)
     base = dict(champion_version=champion_version, rows=len(truth), rows_left_out=rows_left_out, metric=metric, alpha=alpha)
-    if m.needs_proba and champ_proba is None:  # it cannot be judged by this metric at all: not a reason to keep it
-        return Challenge(
-            NOT_COMPARED, True,
-            f"champion version {champion_version} gives no class probabilities, which {metric} needs: "
-            "the new model takes its place uncompared", **base,
-        )
     if len(truth) < 2:
         return Challenge(
             CHALLENGER, False,
             f"only {len(truth)} holdout row(s) are new to the champion ({rows_left_out} it learnt from are left out), "
             "too few to show the new model is as good; it stays champion", **base,
+        )
+    if m.needs_proba and champ_proba is None:  # it cannot be judged by this metric at all: not a reason to keep it
+        return Challenge(
+            NOT_COMPARED, True,
+            f"champion version {champion_version} gives no class probabilities, which {metric} needs: "
+            "the new model takes its place uncompared", **base,
         )
     if m.row_loss is None:
         raise ValueError(f"metric {metric} has no row_loss in the registry; add one to compare models row by row")
@@ -461,7 +471,7 @@ def compare(
     return Challenge(
         PROMOTED if promoted else CHALLENGER, promoted, reason,
         champion_score=champ_score, new_score=new_score, expected_loss=expected,
-        tolerance=loss_tol, p_worse=p_worse, **base,
+        tolerance=absolute, loss_tolerance=loss_tol, p_worse=p_worse, **base,
     )
 
 

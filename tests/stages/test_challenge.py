@@ -121,7 +121,8 @@ def test_regression_compares_squared_errors_against_a_relative_rmse_tolerance():
     worse = y + rng.normal(0, 8, 500)
     same = _compare("rmse", y, Predictions(slightly), Predictions(champ))
     assert same.promoted and same.new_score == pytest.approx(same.champion_score, rel=1e-3)
-    assert same.tolerance == pytest.approx((same.champion_score * 1.01) ** 2 - same.champion_score**2)
+    assert same.tolerance == pytest.approx(same.champion_score * 0.01)  # in rmse, as the reason shows it
+    assert same.loss_tolerance == pytest.approx((same.champion_score * 1.01) ** 2 - same.champion_score**2)
     bad = _compare("rmse", y, Predictions(worse), Predictions(champ))
     assert not bad.promoted and bad.new_score > bad.champion_score * 1.3
 
@@ -238,3 +239,29 @@ def test_a_record_fingerprinted_another_way_is_not_matched(monkeypatch):
     monkeypatch.setattr(challenge, "FINGERPRINT_SCHEME", 1)
     with pytest.raises(ValueError, match="fingerprinted by scheme 2, this crispml's is 1"):
         ChampionRecord.from_bytes(content)
+
+
+def test_fingerprints_tell_true_from_one_and_read_bools_and_dates_as_a_csv_writes_them():
+    mixed = pd.DataFrame({"x": pd.Series([True, 1, 1], dtype=object)})
+    assert row_fingerprints(mixed, ["x"])[1] == row_fingerprints(mixed.iloc[[1]], ["x"])[0]  # order does not matter
+    assert row_fingerprints(mixed, ["x"])[0] != row_fingerprints(mixed, ["x"])[1]  # True is not 1
+    bools = pd.DataFrame({"b": [True, False, True]})
+    gappy = pd.DataFrame({"b": pd.Series([True, False, None], dtype=object)})  # one gap: read as text
+    assert (row_fingerprints(bools, ["b"])[:2] == row_fingerprints(gappy, ["b"])[:2]).all()
+    dates = pd.DataFrame({"d": pd.to_datetime(["2020-01-01", "2020-02-03"])})  # as Parquet keeps them
+    text = pd.DataFrame({"d": ["2020-01-01", "2020-02-03"]})  # as a CSV holds them
+    assert (row_fingerprints(dates, ["d"]) == row_fingerprints(text, ["d"])).all()
+    empty = pd.DataFrame({"x": pd.Series([], dtype=object)})
+    assert len(row_fingerprints(empty, ["x"])) == 0
+
+
+def test_a_classifiers_record_without_probabilities_stays_a_classifiers():
+    record = ChampionRecord(("x",), np.array([1], dtype=np.uint64), np.array([1], dtype=np.uint64), np.array(["a"]), None, CLASSES)
+    back = ChampionRecord.from_bytes(record.to_bytes())
+    assert back.classes == CLASSES and back.proba is None
+
+
+def test_no_rows_to_compare_keep_the_champion_whatever_the_metric():
+    empty = Predictions(np.array([]), None, CLASSES)
+    result = _compare("roc_auc", np.array([]), Predictions(np.array([]), np.zeros((0, 2)), CLASSES), empty, rows_left_out=40)
+    assert result.outcome == challenge.CHALLENGER and "only 0 holdout row(s)" in result.reason
