@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from pipeline import interrupts
-from pipeline.errors import EXIT_BUG, EXIT_CHALLENGER, EXIT_INTERRUPTED, EXIT_NO_GO, EXIT_OK, EXIT_USAGE, CrispmlError, UsageError
+from pipeline.errors import EXIT_BUG, EXIT_CHALLENGER, EXIT_INTERRUPTED, EXIT_NO_GO, EXIT_OK, EXIT_USAGE, CrispmlError, UsageError, first_line
 
 EXIT_BROKEN_PIPE = 141
 """stdout was closed by its reader (128 + SIGPIPE, as for `cat`); the run itself completed."""
@@ -207,7 +207,7 @@ def _store_lost(exc: BaseException) -> str:
     cause: BaseException | None = exc
     while cause is not None and not isinstance(cause, network):
         cause = cause.__cause__ or cause.__context__
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = first_line(exc)
     if cause is None and not (type(exc).__name__ == "MlflowException" and text.startswith("API request to")):
         return ""
     return (

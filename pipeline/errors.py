@@ -19,6 +19,12 @@ from stages.errors import (  # noqa: F401  (re-exported: the wiring imports them
     did_you_mean,
 )
 
+def first_line(exc: BaseException) -> str:
+    """An exception's message, first line only (its type's name when it has none): for one-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 EXIT_OK = 0
 """The run finished and, where there is a gate, the model passed it."""
 EXIT_BUG = 1

@@ -16,7 +16,7 @@ import pandas as pd
 
 from pipeline import paths, tracking, workers
 from pipeline.config import Config, check_outputs, min_score_problem
-from pipeline.errors import ConfigError, DataError, Interrupted
+from pipeline.errors import ConfigError, DataError, Interrupted, first_line
 from pipeline.files import check_scored_output, export_model_dir, read_table, verify_export, write_table
 from stages import challenge as challenging
 from stages import cleaning, deployment, evaluation, modeling, preparation, racing, reporting, tuning, understanding
@@ -487,7 +487,7 @@ def _against(
     try:
         loaded = tracking.load_model(champion.uri, config.tracking_uri)
     except Exception as exc:  # noqa: BLE001  (whatever keeps the champion from loading, it cannot be compared)
-        return not_compared(f"cannot be loaded ({_first_line(exc)})")
+        return not_compared(f"cannot be loaded ({first_line(exc)[:300]})")
     contract = loaded.contract
     if contract.target and contract.target != prepared.profile.target:
         return not_compared(f"predicts `{contract.target}`, this run `{prepared.profile.target}`")
@@ -514,7 +514,7 @@ def _against(
         try:
             scored = deployment.score(loaded.model, holdout.iloc[sources.live][list(contract.inputs)].reset_index(drop=True), contract)
         except Exception as exc:  # noqa: BLE001  (a contract error, or a model this environment cannot run)
-            return not_compared(f"cannot score the new holdout ({_first_line(exc)})")
+            return not_compared(f"cannot score the new holdout ({first_line(exc)[:300]})")
         parts.append(challenging.scored_predictions(scored.frame, classes))
         positions.append(sources.live)
     if len(sources.recorded):
@@ -538,11 +538,6 @@ def _against(
         champion_version=version,
         rows_left_out=sources.left_out,
     )
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
 def _deploy(

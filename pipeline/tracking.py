@@ -39,7 +39,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.models import Model, ModelSignature, infer_signature
 
 from pipeline import interrupts
-from pipeline.errors import CrispmlError, ModelLoadError, TrackingError, did_you_mean
+from pipeline.errors import CrispmlError, ModelLoadError, TrackingError, did_you_mean, first_line
 from pipeline.files import is_bytecode_cache
 from stages import crispml_pyfunc
 from stages.deployment import CONTRACT_KEY, DataContract, contract_from_signature, sha256_of
@@ -274,7 +274,7 @@ def check_store(tracking_uri: str, timeout: float | None = None, writable: bool 
                     "(MLFLOW_HTTP_REQUEST_TIMEOUT, MLFLOW_HTTP_REQUEST_MAX_RETRIES); check that the server is not stuck "
                     "or overloaded, set MLFLOW_HTTP_REQUEST_TIMEOUT higher to wait longer, or pass another --tracking-uri"
                 ) from None
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise TrackingError(
                 f"cannot use the MLflow tracking store {tracking_uri} ({first[:200]}); "
                 "check the URI, that a server is running there, and that the folder is writable"
@@ -749,7 +749,7 @@ class PipelineRun:
         except mlflow.exceptions.MlflowException as exc:
             if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):  # no such model, or no alias
                 return None
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise TrackingError(
                 f"cannot look up the champion of `{name}` in the registry at {self.tracking_uri} ({first[:200]}); "
                 "the run compares a new model with it before it moves: check the store and run again"
@@ -764,7 +764,7 @@ class PipelineRun:
                     content = Path(self.client.download_artifacts(version.run_id, CHAMPION_RECORD, tmp)).read_bytes()
                 expected = self.client.get_run(version.run_id).data.tags.get(CHAMPION_RECORD_TAG)
         except (mlflow.exceptions.MlflowException, OSError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise TrackingError(
                 f"cannot read the record of champion version {version.version} of `{name}` from {self.tracking_uri} "
                 f"({first[:200]}); the run compares a new model with it before it moves: check the store and run again"
@@ -813,7 +813,7 @@ class PipelineRun:
                 self._previous = _alias_version(self.client, self._registering, alias)
                 self.client.set_registered_model_alias(self._registering, alias, self._version)
         except mlflow.exceptions.MlflowException as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise TrackingError(
                 f"cannot record the end of run {self.run_id} in the tracking store {self.tracking_uri} ({first[:200]}); "
                 "the registry and the export are left as they were: check the store and run again"
@@ -985,7 +985,7 @@ def _loading(source: str, tracking_uri: str) -> Iterator[None]:
     except CrispmlError:
         raise
     except Exception as exc:  # MLflow raises many types for a missing model
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ModelLoadError(
             f"cannot load the model {source} ({first[:200]}); check the path or URI and --tracking-uri"
         ) from None

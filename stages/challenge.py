@@ -236,20 +236,17 @@ class Sources:
     left_out: int
 
 
-def fair_rows(record: ChampionRecord | None, holdout: np.ndarray) -> Sources:
+def fair_rows(record: ChampionRecord, holdout: np.ndarray) -> Sources:
     """Sort the new holdout's rows by where the champion's fair prediction of each comes from.
 
     Args:
-        record: The champion's record, or None when it has none (a model logged before
-            records were kept): every row is then scored live, which may flatter it.
+        record: The champion's record.
         holdout: Fingerprints of the new holdout's rows over the record's columns.
 
     Returns:
         Positions in the new holdout: scored live, taken from the record, and how many are left out.
     """
     everything = np.arange(len(holdout))
-    if record is None:
-        return Sources(everything, np.array([], dtype=int), np.array([], dtype=int), 0)
     first: dict[int, int] = {}
     for i, key in enumerate(record.holdout.tolist()):
         first.setdefault(key, i)
