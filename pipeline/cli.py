@@ -220,11 +220,11 @@ def _run(args: argparse.Namespace) -> int:
     # The time budget, the progress clock and "Done in" count from here, imports included,
     # so they agree with the wall time a scheduler measures.
     started = time.monotonic()
-    from pipeline import workers
+    from pipeline.backends import local_pool
 
     # The worker processes' fork server imports scikit-learn and pandas in its own process
     # while this one imports MLflow and reads the data: two cores, both busy from the start.
-    workers.prestart()
+    local_pool.prestart()
     from pipeline import runner
     from pipeline.config import apply_overrides, load_config
 

@@ -20,10 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline import paths
+from pipeline import backends, paths
 from pipeline.errors import ConfigError, did_you_mean
 from pipeline.files import file_problem
-from pipeline.workers import BACKENDS
 from stages.evaluation import DEPRECATED_RULES, SELECTION_RULES, SIMPLEST_EQUIVALENT
 from stages.metrics import DEFAULT_RELATIVE_TOLERANCE, DEFAULT_TOLERANCE, METRICS
 from stages.modeling import MODELS
@@ -138,7 +137,7 @@ class ModelingConfig:
             chosen (`stages.racing`): it is then a `raced_out` row of the leaderboard with the
             folds it finished. False cross-validates every candidate on every fold.
         backend: Where the fits run: `local` (worker processes on this machine) or `dask`
-            (the workers of a Dask distributed cluster, one future per fit; see `pipeline.dask_backend`).
+            (the workers of a Dask distributed cluster, one future per fit; see `pipeline.backends.dask_cluster`).
         scheduler: The Dask scheduler's address (`tcp://host:8786`) for `backend = "dask"`;
             empty starts a local cluster.
     """
@@ -483,8 +482,9 @@ def validate(config: Config) -> Config:
         )
     if not (math.isfinite(m.time_budget) and m.time_budget >= 0):
         problems.append(f"modeling.time_budget must be 0 (no budget) or a number of seconds, got {m.time_budget}")
-    if m.backend not in BACKENDS:
-        problems.append(f"modeling.backend '{m.backend}' is unknown{did_you_mean(m.backend, BACKENDS)}; use {' or '.join(BACKENDS)}")
+    if m.backend not in backends.names():
+        known = backends.names()
+        problems.append(f"modeling.backend '{m.backend}' is unknown{did_you_mean(m.backend, known)}; use {' or '.join(known)}")
     elif m.scheduler and m.backend != "dask":
         problems.append(f"modeling.scheduler '{m.scheduler}' needs backend 'dask'; add --backend dask or drop the scheduler")
     if not m.mlp_hidden_layers or any(u < 1 for u in m.mlp_hidden_layers):

@@ -14,7 +14,8 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from pipeline import paths, tracking, workers
+from pipeline import backends, paths, tracking
+from pipeline.backends import local_pool
 from pipeline.config import Config, check_outputs, min_score_problem
 from pipeline.errors import ConfigError, DataError, Interrupted, first_line
 from pipeline.files import check_scored_output, export_model_dir, read_table, verify_export, write_table
@@ -145,12 +146,8 @@ def run(
     # Every check on the data is done; the store is checked (and created) before any training,
     # while the worker processes' fork server starts up.
     memory_mb = _memory_mb(config, len(prepared.candidates) * len(prepared.folds))
-    if memory_mb is not None and config.modeling.backend == "local":
-        workers.prestart()
-    if config.modeling.backend == "dask":  # the package and a scheduler address, checked before the store
-        from pipeline.dask_backend import check_cluster
-
-        check_cluster(config.modeling.scheduler)
+    if memory_mb is not None or config.modeling.backend != "local":  # local fits without limits run here
+        backends.preflight(config.modeling.backend, config.modeling.scheduler)  # a Dask scheduler, before the store
     tracking.check_store(config.tracking_uri, writable=True)
 
     run_name = f"{prepared.profile.target} {dt.datetime.now():%Y-%m-%d %H:%M:%S}"
@@ -244,7 +241,7 @@ def _understand_and_prepare(config: Config, data: pd.DataFrame, source: str, pro
     settings = modeling.ModelSettings(profile.task, config.seed, config.modeling.mlp_hidden_layers, len(split.y_train))
     candidates = modeling.build_candidates(config.modeling.models, preprocessor, settings)
     if config.modeling.tune:  # `<name>:tuned` variants, cross-validated on the same folds as the defaults
-        candidates |= tuning.tuned_candidates(candidates, profile.task, metric, config.seed)
+        candidates |= tuning.tuned_candidates(candidates, profile.task, metric, config.seed, modeling.search_spaces())
     progress("preparation", f"{len(split.y_train)} training rows, {len(split.y_test)} holdout rows, {len(folds)} folds")
     return _Prepared(profile, metric, X, y, split, folds, preprocessor, settings, candidates, labelled)
 
@@ -289,13 +286,12 @@ def _model(
     try:
         board = modeling.compare_models(
             candidates, prepared.split.X_train, prepared.split.y_train, folds, prepared.profile.task, metric,
-            config.modeling.n_jobs,
+            backends.executor(config.modeling.backend, config.modeling.n_jobs, config.modeling.scheduler),
             timeout=config.modeling.candidate_timeout or None,
             memory_mb=memory_mb,
             on_candidate=lambda row: _report_candidate(row, metric, progress),
             on_fit=lambda finished, total: progress(FIT, f"{finished}/{total} fits", finished / total),
             deadline=deadline,
-            backend=workers.Backend(config.modeling.backend, config.modeling.scheduler),
             race=race,
         )
     except Interrupted as stop:  # log what finished; the run then ends KILLED
@@ -572,7 +568,7 @@ def _deploy(
     tracker.log_json(final.contract.to_dict(), "contract.json")
     # The example is raw rows, as a file like the training file reads: what the shipped pyfunc loader takes.
     example = raw_example.loc[:, list(final.contract.inputs)]
-    logged = tracker.log_model(final.model, example, requirements, contract)
+    logged = tracker.log_model(final.model, example, requirements, modeling.trusted_types(), contract)
     # The card names the alias, which is this model's once the run commits; the manifest names the version.
     alias = tracking.CHALLENGER if challenger else tracking.CHAMPION
     registered = f"models:/{config.experiment}@{alias}" if register else ""
@@ -794,7 +790,7 @@ def _describe(profile: understanding.DataProfile, metric: str) -> str:
 
 def _run_side_by_side(calls: dict[str, Any], config: Config, memory_mb: int | None) -> dict[str, Any]:
     """Run independent fits in parallel worker processes; any failure stops the run with its reason."""
-    outcomes = workers.run_calls(calls, config.modeling.n_jobs, memory_mb * 2**20 if memory_mb else None)
+    outcomes = local_pool.run_calls(calls, config.modeling.n_jobs, memory_mb * 2**20 if memory_mb else None)
     failed = [f"{name}: {o.error}" for name, o in outcomes.items() if o.error]
     if failed:
         raise DataError(
@@ -815,7 +811,7 @@ def _memory_mb(config: Config, n_tasks: int) -> int | None:
         return m.candidate_memory_mb
     if m.n_jobs == 1 and not m.candidate_timeout:
         return None
-    return workers.auto_memory_limit(workers.worker_count(m.n_jobs, n_tasks)) >> 20
+    return local_pool.auto_memory_limit(local_pool.worker_count(m.n_jobs, n_tasks)) >> 20
 
 
 def _candidate_line(row: modeling.CandidateResult, metric: str) -> str:

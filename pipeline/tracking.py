@@ -23,7 +23,7 @@ import threading
 import time
 import types
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata as package_metadata
@@ -52,18 +52,6 @@ CHAMPION_RECORD = "challenge/record.npz"
 CHAMPION_RECORD_TAG = "crispml.challenge_record_sha256"
 """The record's SHA-256, a tag of its run: a record edited in the store is not used."""
 MODEL_NAME = "model"
-SKOPS_TRUSTED_TYPES = [
-    # Reviewed types, beyond skops' defaults, that crispml's candidates contain. Loading
-    # them runs no user code. Anything else stays untrusted and fails to save or load.
-    "numpy.dtype",
-    "sklearn.tree._tree.Tree",
-    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
-    "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
-    "sklearn.calibration._CalibratedClassifier",
-    "sklearn.calibration._SigmoidCalibration",
-    # Each tree of a fitted HistGradientBoosting model: arrays of nodes and category bitsets.
-    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
-]
 _PARAM_MAX = 6000
 STORE_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks", "file", "")
 """URI schemes MLflow can track to (`file` and bare paths are refused by MLflow 3 itself)."""
@@ -672,6 +660,7 @@ class PipelineRun:
         model: Any,
         input_example: pd.DataFrame,
         requirements: list[str],
+        trusted_types: Sequence[str],
         metadata: Mapping[str, Any] | None = None,
     ) -> LoggedModel:
         """Log the model to the parent run, unregistered (`register` and `commit` do that).
@@ -683,6 +672,8 @@ class PipelineRun:
             model: The fitted pipeline.
             input_example: A few input rows, for the signature and the UI.
             requirements: pip requirements (given, so MLflow does not infer them).
+            trusted_types: The types beyond skops' defaults the model may hold
+                (`stages.modeling.trusted_types`); anything else fails to save or load.
             metadata: Stored in the model's `MLmodel` file (the data contract travels there),
                 each value as one JSON string: MLflow parses that file (pure-Python YAML)
                 several times while logging, and on 3,000 columns a YAML tree of the
@@ -701,7 +692,7 @@ class PipelineRun:
             input_example=input_example,
             pip_requirements=requirements,
             serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
-            skops_trusted_types=SKOPS_TRUSTED_TYPES,
+            skops_trusted_types=list(trusted_types),
             code_paths=[str(PYFUNC_LOADER)] if contract is not None else None,
             metadata={k: json.dumps(v, separators=(",", ":")) for k, v in metadata.items()} if metadata else None,
         )

@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 import numpy as np
 from sklearn import metrics as skm
@@ -50,6 +52,8 @@ class Metric:
         se_factor: How much the standard error of the weighted mean of row losses understates
             the metric's own: 1 for rows that count independently; 2 for ROC AUC, whose
             positive and negative halves each estimate the whole (DeLong et al., 1988).
+        scorer: `task -> scikit-learn scorer` that scores as `score` does (greater is better,
+            losses negated), for searches that take one (`--tune`); None: no search ranks by it.
     """
 
     name: str
@@ -62,6 +66,7 @@ class Metric:
     row_loss: Callable[[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None], tuple[np.ndarray, np.ndarray]] | None = None
     squared: bool = False
     se_factor: float = 1.0
+    scorer: Callable[[str], Any] | None = None
 
     def better(self, a: float, b: float) -> float:
         """How much better score `a` is than score `b`: positive when `a` is better, whatever the direction.
@@ -202,6 +207,20 @@ def _roc_auc(y: np.ndarray, pred: np.ndarray, proba: np.ndarray | None, classes:
     return float(skm.roc_auc_score(y, proba, multi_class="ovr", labels=classes))
 
 
+def _named_scorer(name: str, _task: str) -> Any:
+    return skm.get_scorer(name)
+
+
+def _auc_scorer(task: str) -> Any:
+    return skm.get_scorer("roc_auc" if task == BINARY else "roc_auc_ovr")
+
+
+def _f1_scorer(_task: str) -> Any:
+    # As `score`: a class never predicted scores 0, without a warning; pos_label=None because
+    # macro averaging uses no positive class (the default, 1, fails on text labels).
+    return skm.make_scorer(skm.f1_score, average="macro", zero_division=0, pos_label=None)
+
+
 def _log_loss(y: np.ndarray, pred: np.ndarray, proba: np.ndarray | None, classes: np.ndarray | None) -> float:
     if proba is None or classes is None:
         return float("nan")
@@ -212,7 +231,7 @@ METRICS: dict[str, Metric] = {
     m.name: m
     for m in (
         Metric("r2", (REGRESSION,), True, False, lambda y, p, _pr, _c: float(skm.r2_score(y, p)), (-math.inf, 1.0),
-               row_loss=_r2_losses),
+               row_loss=_r2_losses, scorer=partial(_named_scorer, "r2")),
         Metric(
             "rmse",
             (REGRESSION,),
@@ -223,13 +242,14 @@ METRICS: dict[str, Metric] = {
             relative_tolerance=True,
             row_loss=_squared_errors,
             squared=True,
+            scorer=partial(_named_scorer, "neg_root_mean_squared_error"),
         ),
         Metric(
             "mae", (REGRESSION,), False, False, lambda y, p, _pr, _c: float(skm.mean_absolute_error(y, p)), (0.0, math.inf),
-            relative_tolerance=True, row_loss=_absolute_errors,
+            relative_tolerance=True, row_loss=_absolute_errors, scorer=partial(_named_scorer, "neg_mean_absolute_error"),
         ),
         Metric("accuracy", CLASSIFICATION, True, False, lambda y, p, _pr, _c: float(skm.accuracy_score(y, p)),
-               row_loss=_errors),
+               row_loss=_errors, scorer=partial(_named_scorer, "accuracy")),
         Metric(
             "balanced_accuracy",
             CLASSIFICATION,
@@ -237,6 +257,7 @@ METRICS: dict[str, Metric] = {
             False,
             lambda y, p, _pr, _c: float(skm.balanced_accuracy_score(y, p)),
             row_loss=_balanced_errors,
+            scorer=partial(_named_scorer, "balanced_accuracy"),
         ),
         Metric(
             "f1_macro",
@@ -245,9 +266,11 @@ METRICS: dict[str, Metric] = {
             False,
             lambda y, p, _pr, c: float(skm.f1_score(y, p, average="macro", labels=c, zero_division=0)),
             row_loss=_balanced_errors,
+            scorer=_f1_scorer,
         ),
-        Metric("roc_auc", CLASSIFICATION, True, True, _roc_auc, row_loss=_auc_losses, se_factor=2.0),
-        Metric("log_loss", CLASSIFICATION, False, True, _log_loss, (0.0, math.inf), relative_tolerance=True, row_loss=_log_losses),
+        Metric("roc_auc", CLASSIFICATION, True, True, _roc_auc, row_loss=_auc_losses, se_factor=2.0, scorer=_auc_scorer),
+        Metric("log_loss", CLASSIFICATION, False, True, _log_loss, (0.0, math.inf), relative_tolerance=True, row_loss=_log_losses,
+               scorer=partial(_named_scorer, "neg_log_loss")),
     )
 }
 

@@ -1,8 +1,8 @@
 """CRISP-DM phase 4, modeling: the candidates, compared by cross-validation on the same folds.
 
 `MODELS` maps a short name to one factory per task family; adding a model is one entry.
-`compare_models` fits every (candidate, fold) pair in one pool of worker processes
-(`pipeline.workers`), scores each fold with every metric of the task, and turns a
+`compare_models` hands every (candidate, fold) fit to one executor (`stages.fitting`: the
+wiring's pool of worker processes or Dask cluster), scores each fold with every metric of the task, and turns a
 candidate that fails, hangs past its time limit or runs out of memory into a leaderboard
 row with the reason instead of stopping the run.
 """
@@ -18,13 +18,14 @@ import time
 import uuid
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import joblib
 import numpy as np
 import pandas as pd
+from scipy.stats import loguniform
 from sklearn.base import BaseEstimator, clone
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.compose import TransformedTargetRegressor
@@ -46,15 +47,12 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, SVR, LinearSVC, LinearSVR
 
 from stages.errors import DataError, Interrupted
-from pipeline.workers import LOCAL, NOT_IN_BUDGET, Backend, Outcome, Task, run_tasks
 from stages.early_stopping import EarlyStoppingClassifier
+from stages.fitting import IN_PROCESS, NOT_IN_BUDGET, Executor, Outcome, Task
 from stages.metrics import METRICS, Metric, metrics_for, score_all
 from stages.subsample import RowSubsample
 from stages.tuning import default_name, is_tuned
 from stages.understanding import CLASSIFICATION, REGRESSION
-
-if TYPE_CHECKING:
-    from stages.racing import Race
 
 Folds = tuple[tuple[np.ndarray, np.ndarray], ...]
 
@@ -66,6 +64,31 @@ RACED_OUT = "raced_out"
 """Stopped before its last fold because its folds so far showed it could not be chosen (`stages.racing`)."""
 RACED_OUT_PREFIX = "raced out"
 """How the reason of a raced-out candidate, and the error of each fold it skipped, begins."""
+
+
+class Race(Protocol):
+    """What `compare_models` asks of a race (`stages.racing.Race`), fed each fold's score as it comes in."""
+
+    out: Mapping[str, str]
+    """`{name: reason}` of the candidates raced out."""
+    kept: Mapping[str, int]
+    """`{name: m}`: a raced-out candidate's row holds its folds `0..m-1`."""
+
+    def record(self, name: str, fold: int, score: float) -> Mapping[str, str]:
+        """Take one fold's primary score; return `{name: reason}` of the candidates raced out by it."""
+        ...
+
+    def pick(self, waiting: Sequence[tuple[str, int]]) -> int:
+        """Which waiting (candidate, fold) a free worker should start (a position in `waiting`)."""
+        ...
+
+    def orphans(self, finished: Collection[str]) -> list[str]:
+        """The raced-out candidates whose verdict rested on a rival that did not finish."""
+        ...
+
+    def reinstate(self, names: Collection[str]) -> None:
+        """Take those candidates back into the field."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -227,19 +250,28 @@ def describe_strategy(estimator: BaseEstimator) -> str:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One candidate family: how to build it for regression and for classification.
+    """One candidate family, everything about it: adding a model is one entry of `MODELS`.
 
     Attributes:
-        regression: Factory of the regression estimator.
+        regression: Factory of the regression estimator. A factory makes its own
+            size-dependent choices from `ModelSettings.n_rows` (subsampling, kernel
+            approximation, early stopping); `describe_strategy` reads them off the estimator.
         classification: Factory of the classification estimator.
         complexity: Rank from simplest (0, the baseline) up: how hard the fitted model is
             to read and how much it costs to keep and run. The default selection rule
             picks the lowest among the candidates practically as good as the best.
+        space: Its search space for `--tune` (`stages.tuning`), on base parameter names
+            (`C`, `max_depth`): scipy.stats distributions or lists. Empty: no tuned variant.
+        trusted_types: Types its fitted estimator holds beyond skops' defaults, reviewed as
+            safe to load (loading them runs no user code): without them the model fails to
+            save in skops format, at the end of a run.
     """
 
     regression: Callable[[ModelSettings], BaseEstimator]
     classification: Callable[[ModelSettings], BaseEstimator]
     complexity: int = 99
+    space: Mapping[str, Any] = field(default_factory=dict)
+    trusted_types: tuple[str, ...] = ()
 
     def build(self, settings: ModelSettings) -> BaseEstimator:
         """A new, unfitted estimator for the settings' task."""
@@ -247,31 +279,49 @@ class ModelSpec:
         return factory(settings)
 
 
+COMMON_TRUSTED_TYPES = ("numpy.dtype",)
+"""Types beyond skops' defaults that any fitted pipeline may hold (a column's dtype)."""
+_TREE = "sklearn.tree._tree.Tree"
+"""The nodes of a fitted decision tree (forests and AdaBoost are made of them)."""
+
+
 MODELS: dict[str, ModelSpec] = {
     "baseline": ModelSpec(
         regression=lambda s: DummyRegressor(strategy="mean"),
         classification=lambda s: DummyClassifier(strategy="prior"),
-        complexity=0,
+        complexity=0,  # the floor is never tuned
     ),
     "linear": ModelSpec(
         regression=lambda s: LinearRegression(),
         classification=lambda s: LogisticRegression(max_iter=1000, random_state=s.seed),
         complexity=1,  # one coefficient per feature column
+        # LogisticRegression's inverse regularisation; LinearRegression has no hyperparameter
+        # worth searching, so regression gets no `linear:tuned`.
+        space={"C": loguniform(1e-3, 1e3)},
     ),
     "svm": ModelSpec(
         regression=_svm_regression,
         classification=_svm_classification,
         complexity=5,  # a kernel over stored support vectors: predict cost grows with training rows
+        # The RBF kernel's C and gamma (the features are standardised: the default gamma,
+        # 'scale', is about 1 / number of features); epsilon only for SVR, on the
+        # standardised target. A kernel approximation has its gamma on the approximation.
+        space={"C": loguniform(1e-2, 1e3), "gamma": loguniform(1e-3, 1e1), "epsilon": loguniform(1e-3, 1.0)},
+        trusted_types=("sklearn.calibration._CalibratedClassifier", "sklearn.calibration._SigmoidCalibration"),
     ),
     "random_forest": ModelSpec(
         regression=lambda s: _forest(s, RandomForestRegressor),
         classification=lambda s: _forest(s, RandomForestClassifier),
         complexity=4,  # 100 deep trees: nodes grow with the training rows
+        space={"max_depth": [None, 4, 8, 16], "min_samples_leaf": [1, 2, 5, 10], "max_features": ["sqrt", 0.5, 1.0]},
+        trusted_types=(_TREE,),
     ),
     "adaboost": ModelSpec(
         regression=lambda s: _capped(AdaBoostRegressor(random_state=s.seed), s, BOOSTING_MAX_ROWS),
         classification=lambda s: _capped(AdaBoostClassifier(random_state=s.seed), s, BOOSTING_MAX_ROWS),
         complexity=2,  # 50 shallow trees (stumps for classification)
+        space={"n_estimators": [25, 50, 100, 200], "learning_rate": loguniform(1e-2, 2.0)},
+        trusted_types=(_TREE,),
     ),
     "mlp": ModelSpec(
         # ReLU hidden units; identity output with squared error for regression, logistic or
@@ -281,6 +331,11 @@ MODELS: dict[str, ModelSpec] = {
         regression=_mlp_regression,
         classification=_mlp_classification,
         complexity=6,  # thousands of weights, the least readable
+        space={"alpha": loguniform(1e-6, 1e-1), "learning_rate_init": loguniform(1e-4, 1e-2)},
+        trusted_types=(
+            "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+            "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
+        ),
     ),
     "gradient_boosting": ModelSpec(
         # Histogram-based gradient boosting (LightGBM's algorithm): squared error for
@@ -290,9 +345,29 @@ MODELS: dict[str, ModelSpec] = {
         # Up to 100 trees of at most 31 leaves: more than AdaBoost's 50 shallow trees, far
         # fewer nodes than a forest's 100 fully grown trees (whose size grows with the rows).
         complexity=3,
+        # The step size, the size of each tree and two regularisers, around scikit-learn's
+        # defaults (0.1, 31 leaves, 20 rows a leaf, no L2 penalty); at most 100 iterations.
+        space={
+            "learning_rate": loguniform(0.03, 0.3),
+            "max_leaf_nodes": [7, 15, 31, 63],
+            "min_samples_leaf": [5, 10, 20, 50],
+            "l2_regularization": [0.0, 0.1, 1.0, 10.0],
+        },
+        # Each tree of a fitted HistGradientBoosting model: arrays of nodes and category bitsets.
+        trusted_types=("sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",),
     ),
 }
 """Candidates by short name. `baseline` is the floor every model must beat."""
+
+
+def search_spaces() -> dict[str, Mapping[str, Any]]:
+    """Every family's search space for `--tune` (`stages.tuning.tuned_candidates`), by name."""
+    return {name: spec.space for name, spec in MODELS.items()}
+
+
+def trusted_types() -> list[str]:
+    """The types beyond skops' defaults that a fitted candidate may hold, for saving and loading the model."""
+    return sorted({*COMMON_TRUSTED_TYPES, *(t for spec in MODELS.values() for t in spec.trusted_types)})
 
 
 def _mlp_params(s: ModelSettings) -> dict[str, Any]:
@@ -473,22 +548,20 @@ def compare_models(
     folds: Folds,
     task: str,
     metric: str,
-    n_jobs: int = -1,
+    executor: Executor = IN_PROCESS,
     timeout: float | None = None,
     memory_mb: int | None = None,
     on_candidate: Callable[[CandidateResult], None] | None = None,
     on_fit: Callable[[int, int], None] | None = None,
     deadline: float | None = None,
-    backend: Backend = LOCAL,
     race: Race | None = None,
 ) -> Leaderboard:
     """Cross-validate every candidate on the same folds and rank them.
 
-    All (candidate, fold) fits go into one pool of worker processes (`pipeline.workers`),
-    so a slow candidate does not leave cores idle while the others wait. A candidate that
-    raises, runs past `timeout`, runs out of memory or kills its worker becomes a `failed`
-    row with the reason; the others go on. With `n_jobs=1` and no limits the fits run
-    in this process instead.
+    All (candidate, fold) fits go to one executor (`stages.fitting`; the wiring hands it a
+    pool of worker processes or a Dask cluster), so a slow candidate does not leave cores
+    idle while the others wait. A candidate that raises, runs past `timeout`, runs out of
+    memory or kills its worker becomes a `failed` row with the reason; the others go on.
 
     Args:
         candidates: Unfitted pipelines by name; each fold fits a clone.
@@ -497,14 +570,14 @@ def compare_models(
         folds: From `make_folds`.
         task: The task.
         metric: The primary metric, which ranks the candidates.
-        n_jobs: Parallel fits (-1: every core).
+        executor: Runs the fits; the default runs them one after another in this process,
+            which enforces no limit (so `timeout`, `memory_mb` and `deadline` need another).
         timeout: Seconds a candidate's fits may take in total (all folds); None for no limit.
         memory_mb: Address-space limit of each worker process in MiB; None for no limit.
         on_candidate: Called with each candidate's result as soon as all its folds are done.
         on_fit: Called with (fits finished, fits in all) after each (candidate, fold) fit.
         deadline: `time.monotonic()` value by which every fit must be done; fits not done
             by then fail with `NOT_IN_BUDGET`. None for no deadline.
-        backend: Where the fits run (`pipeline.workers.Backend`).
         race: Fed each fold's primary score as it comes in; a candidate it races out
             starts no more folds and is a `raced_out` row with the folds it was judged on
             (`stages.racing`). It also chooses which fit a free worker starts, so that few
@@ -556,16 +629,13 @@ def compare_models(
         return race.record(name, fold, value.scores.get(metric, math.nan) if value else math.nan)  # type: ignore[union-attr]
 
     try:
-        ordered = run_tasks(
-            _run_fold, shared, tasks, n_jobs, timeout, memory_mb * 2**20 if memory_mb else None, report, on_fit,
-            deadline=deadline, backend=backend, judge=judge if race is not None else None,
-            pick=pick if race is not None else None,
+        limits = {"group_seconds": timeout, "memory_bytes": memory_mb * 2**20 if memory_mb else None, "deadline": deadline}
+        ordered = executor.run(
+            _run_fold, shared, tasks, **limits, on_group_done=report, on_task_done=on_fit,
+            judge=judge if race is not None else None, pick=pick if race is not None else None,
         )
         if race is not None:  # a verdict that rested on a rival which then failed: finish those folds after all
-            ordered = _revive(race, tasks, ordered, lambda again: run_tasks(
-                _run_fold, shared, again, n_jobs, timeout, memory_mb * 2**20 if memory_mb else None, None, None,
-                deadline=deadline, backend=backend,
-            ))
+            ordered = _revive(race, tasks, ordered, lambda again: executor.run(_run_fold, shared, again, **limits))
     except Interrupted as stop:
         unfinished = Outcome(error="interrupted before it finished")
         so_far = stop.partial if isinstance(stop.partial, list) else [None] * len(tasks)  # None: stopped before any
@@ -606,8 +676,7 @@ def _revive(
     orphans = race.orphans({t.group for t in tasks} - failed - raced - set(race.out))
     if not orphans:
         return outcomes
-    for name in orphans:
-        del race.out[name], race.kept[name], race.rival[name]
+    race.reinstate(orphans)
     again = [
         i for i, (t, o) in enumerate(zip(tasks, outcomes, strict=True))
         if t.group in orphans and o.error.startswith(RACED_OUT_PREFIX)  # skipped; a fold that failed stays failed

@@ -154,6 +154,11 @@ class Race:
 
         return [name for name in self.out if not stands(name)]
 
+    def reinstate(self, names: Collection[str]) -> None:
+        """Take the candidates back into the field (their verdicts no longer stand): they finish their folds."""
+        for name in names:
+            del self.out[name], self.kept[name], self.rival[name]
+
     def pick(self, waiting: Sequence[tuple[str, int]]) -> int:
         """Which waiting fit a free worker should start, so that few fits are spent on candidates about to go.
 

@@ -1,6 +1,6 @@
 """Tuning (`--tune`): a tuned variant of each candidate, searched by successive halving.
 
-Each candidate family has a small search space in `SPACES`, written on base parameter
+Each candidate family has a small search space (its `stages.modeling.ModelSpec.space`), written on base parameter
 names (`C`, `max_depth`, ...). The registry's estimators are wrapped, and how depends on
 the task and the data size: `CalibratedClassifierCV(SVC)`, `TransformedTargetRegressor(SVR)`,
 and so on. So each base name is mapped onto the one nested parameter of the estimator
@@ -25,41 +25,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.stats import loguniform
 from sklearn.base import BaseEstimator, clone
 from sklearn.experimental import enable_halving_search_cv  # noqa: F401  (HalvingRandomSearchCV is experimental)
-from sklearn.metrics import f1_score, get_scorer, make_scorer
 from sklearn.model_selection import HalvingRandomSearchCV, KFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 
 from stages.metrics import METRICS
-from stages.understanding import BINARY, CLASSIFICATION
+from stages.understanding import CLASSIFICATION
 
 TUNED_SUFFIX = ":tuned"
 """Appended to a candidate's name for its tuned variant: `svm` -> `svm:tuned`."""
-
-SPACES: dict[str, dict[str, Any]] = {
-    "baseline": {},  # the floor is never tuned
-    # LogisticRegression's inverse regularisation; LinearRegression has no hyperparameter
-    # worth searching, so regression gets no `linear:tuned`.
-    "linear": {"C": loguniform(1e-3, 1e3)},
-    # The RBF kernel's C and gamma (the features are standardised: the default gamma,
-    # 'scale', is about 1 / number of features); epsilon only for SVR, on the
-    # standardised target. A kernel approximation has its gamma on the approximation.
-    "svm": {"C": loguniform(1e-2, 1e3), "gamma": loguniform(1e-3, 1e1), "epsilon": loguniform(1e-3, 1.0)},
-    "random_forest": {"max_depth": [None, 4, 8, 16], "min_samples_leaf": [1, 2, 5, 10], "max_features": ["sqrt", 0.5, 1.0]},
-    "adaboost": {"n_estimators": [25, 50, 100, 200], "learning_rate": loguniform(1e-2, 2.0)},
-    "mlp": {"alpha": loguniform(1e-6, 1e-1), "learning_rate_init": loguniform(1e-4, 1e-2)},
-    # The step size, the size of each tree and two regularisers, around scikit-learn's
-    # defaults (0.1, 31 leaves, 20 rows a leaf, no L2 penalty); at most 100 iterations.
-    "gradient_boosting": {
-        "learning_rate": loguniform(0.03, 0.3),
-        "max_leaf_nodes": [7, 15, 31, 63],
-        "min_samples_leaf": [5, 10, 20, 50],
-        "l2_regularization": [0.0, 0.1, 1.0, 10.0],
-    },
-}
-"""Search space per candidate family, on base parameter names: scipy.stats distributions or lists."""
 
 N_CANDIDATES = 12
 """Parameter settings drawn per search. With `FACTOR` 3 the search runs three rounds:
@@ -71,16 +46,6 @@ FACTOR = 3
 """Successive halving keeps the best third of the settings each round and triples their rows."""
 INNER_FOLDS = 3
 """Cross-validation folds of the search inside each outer training fold."""
-_SCORING = {
-    "r2": "r2",
-    "rmse": "neg_root_mean_squared_error",
-    "mae": "neg_mean_absolute_error",
-    "accuracy": "accuracy",
-    "balanced_accuracy": "balanced_accuracy",
-    "log_loss": "neg_log_loss",
-}
-
-
 def tuned_name(name: str) -> str:
     """The name of a candidate's tuned variant (`svm` -> `svm:tuned`)."""
     return f"{name}{TUNED_SUFFIX}"
@@ -111,22 +76,19 @@ def scorer(metric: str, task: str) -> Any:
     """
     if metric not in METRICS or task not in METRICS[metric].tasks:
         raise ValueError(f"metric '{metric}' does not apply to a {task} task; there is no scorer to tune it with")
-    if metric == "roc_auc":
-        return get_scorer("roc_auc" if task == BINARY else "roc_auc_ovr")
-    if metric == "f1_macro":  # as stages.metrics: a class never predicted scores 0, without a warning
-        # pos_label=None: macro averaging uses no positive class; the default (1) fails on text labels.
-        return make_scorer(f1_score, average="macro", zero_division=0, pos_label=None)
-    if metric not in _SCORING:
-        raise ValueError(f"metric '{metric}' has no scikit-learn scorer in stages.tuning; add it to _SCORING")
-    return get_scorer(_SCORING[metric])
+    make = METRICS[metric].scorer
+    if make is None:
+        raise ValueError(f"metric '{metric}' has no scikit-learn scorer; give its METRICS entry one")
+    return make(task)
 
 
-def search_space(family: str, estimator: BaseEstimator) -> dict[str, Any]:
+def search_space(family: str, estimator: BaseEstimator, base: Mapping[str, Any]) -> dict[str, Any]:
     """A family's search space on the parameter names of the estimator actually built.
 
     Args:
-        family: The candidate's short name (`svm`).
+        family: The candidate's short name (`svm`), for the error.
         estimator: Its unfitted model step, possibly wrapped.
+        base: The family's space on base parameter names (`ModelSpec.space`).
 
     Returns:
         `{nested parameter name: distribution or list}`; base names the estimator does not
@@ -137,19 +99,21 @@ def search_space(family: str, estimator: BaseEstimator) -> dict[str, Any]:
     """
     params = estimator.get_params(deep=True)
     space = {}
-    for base, values in SPACES.get(family, {}).items():
-        matches = [p for p in params if p == base or p.endswith(f"__{base}")]
+    for name, values in base.items():
+        matches = [p for p in params if p == name or p.endswith(f"__{name}")]
         if len(matches) > 1:
             raise ValueError(
-                f"the search space of '{family}' names '{base}', which matches {len(matches)} parameters of "
-                f"{type(estimator).__name__} ({', '.join(matches)}); write it as a longer suffix in stages.tuning.SPACES"
+                f"the search space of '{family}' names '{name}', which matches {len(matches)} parameters of "
+                f"{type(estimator).__name__} ({', '.join(matches)}); write it as a longer suffix in its ModelSpec.space"
             )
         if matches:
             space[matches[0]] = values
     return space
 
 
-def tuned_candidates(candidates: Mapping[str, Pipeline], task: str, metric: str, seed: int) -> dict[str, Pipeline]:
+def tuned_candidates(
+    candidates: Mapping[str, Pipeline], task: str, metric: str, seed: int, spaces: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Pipeline]:
     """A tuned variant of every candidate that has a search space.
 
     Args:
@@ -158,6 +122,7 @@ def tuned_candidates(candidates: Mapping[str, Pipeline], task: str, metric: str,
         task: The task.
         metric: The primary metric, which the search maximises (minimises, for a loss).
         seed: Random seed of the draws, the inner folds and the row subsamples.
+        spaces: Each family's space on base parameter names (`stages.modeling.search_spaces`).
 
     Returns:
         `{"<name>:tuned": pipeline}`: the same steps, cloned, with the model step replaced by
@@ -178,7 +143,7 @@ def tuned_candidates(candidates: Mapping[str, Pipeline], task: str, metric: str,
     tuned = {}
     for name, pipeline in candidates.items():
         *steps, (model_step, model) = pipeline.steps
-        space = search_space(name, model)
+        space = search_space(name, model, spaces.get(name, {}))
         if not space:
             continue
         search = HalvingRandomSearchCV(

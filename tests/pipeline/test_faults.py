@@ -28,12 +28,15 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
 from conftest import config_for, sqlite_uri
-from pipeline import cli, tracking, workers
+from pipeline import cli, tracking
+from pipeline.backends import local_pool
+from pipeline.backends.local_pool import LocalPool
 from pipeline.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, ConfigError, Interrupted, ModelLoadError, TrackingError
 from pipeline.files import JOBLIB_MODEL, MANIFEST, export_model_dir, sealed_manifest, verify_export
 from pipeline.runner import run
 from stages import modeling
 from stages.deployment import sha256_of
+from stages.fitting import NOT_IN_BUDGET, Task
 from stages.modeling import FAILED, OK, compare_models, make_folds
 
 CRISPML = Path(sys.executable).parent / "crispml"
@@ -94,8 +97,8 @@ def test_a_hanging_candidate_is_stopped_at_its_time_limit_and_the_others_finish(
     X, y = classification_data()
     start = time.monotonic()
     # The limit counts a candidate's fits from when each one begins on its worker, not the
-    # worker's start-up (tests/pipeline/test_workers.py); 8 s is far above linear's fits.
-    board = compare_models(with_good_ones(sleepy=Sleepy()), X, y, make_folds(y, "binary", 3, 0), "binary", "accuracy", n_jobs=2, timeout=8)
+    # worker's start-up (tests/pipeline/backends/test_local_pool.py); 8 s is far above linear's fits.
+    board = compare_models(with_good_ones(sleepy=Sleepy()), X, y, make_folds(y, "binary", 3, 0), "binary", "accuracy", LocalPool(2), timeout=8)
     elapsed = time.monotonic() - start
     rows = by_name(board)
     assert rows["sleepy"].status == FAILED
@@ -108,7 +111,7 @@ def test_a_hanging_candidate_is_stopped_at_its_time_limit_and_the_others_finish(
 
 def test_a_memory_hungry_candidate_fails_with_a_memory_error_and_the_others_finish():
     X, y = classification_data()
-    board = compare_models(with_good_ones(hungry=Hungry()), X, y, make_folds(y, "binary", 3, 0), "binary", "accuracy", n_jobs=2, memory_mb=1200)
+    board = compare_models(with_good_ones(hungry=Hungry()), X, y, make_folds(y, "binary", 3, 0), "binary", "accuracy", LocalPool(2), memory_mb=1200)
     rows = by_name(board)
     assert rows["hungry"].status == FAILED and "out of memory (MemoryError" in rows["hungry"].error
     assert rows["linear"].status == OK and rows["baseline"].status == OK
@@ -123,7 +126,7 @@ def test_a_memory_hungry_candidate_fails_with_a_memory_error_and_the_others_fini
 )
 def test_a_candidate_whose_process_dies_fails_alone(how, reason):
     X, y = classification_data()
-    board = compare_models(with_good_ones(doomed=Doomed(how)), X, y, make_folds(y, "binary", 3, 0), "binary", "accuracy", n_jobs=2, timeout=60)
+    board = compare_models(with_good_ones(doomed=Doomed(how)), X, y, make_folds(y, "binary", 3, 0), "binary", "accuracy", LocalPool(2), timeout=60)
     rows = by_name(board)
     assert rows["doomed"].status == FAILED and reason in rows["doomed"].error
     assert rows["linear"].status == OK and rows["baseline"].status == OK
@@ -132,8 +135,8 @@ def test_a_candidate_whose_process_dies_fails_alone(how, reason):
 def test_worker_processes_give_the_same_scores_as_fitting_in_process():
     X, y = classification_data()
     folds = make_folds(y, "binary", 4, 0)
-    here = compare_models(with_good_ones(), X, y, folds, "binary", "roc_auc", n_jobs=1)
-    pooled = compare_models(with_good_ones(), X, y, folds, "binary", "roc_auc", n_jobs=2, timeout=60, memory_mb=4096)
+    here = compare_models(with_good_ones(), X, y, folds, "binary", "roc_auc")
+    pooled = compare_models(with_good_ones(), X, y, folds, "binary", "roc_auc", LocalPool(2), timeout=60, memory_mb=4096)
     assert [r.name for r in here.rows] == [r.name for r in pooled.rows]
     for a, b in zip(here.rows, pooled.rows):
         assert a.fold_scores == b.fold_scores
@@ -151,7 +154,7 @@ def test_an_interrupted_comparison_carries_the_partial_leaderboard_and_leaves_no
 
     candidates = with_good_ones(sleepy=Sleepy())
     with pytest.raises(Interrupted) as caught:
-        compare_models(candidates, X, y, make_folds(y, "binary", 3, 0), "binary", "accuracy", n_jobs=2, timeout=60, on_candidate=stop_after_first)
+        compare_models(candidates, X, y, make_folds(y, "binary", 3, 0), "binary", "accuracy", LocalPool(2), timeout=60, on_candidate=stop_after_first)
     assert caught.value.exit_code == EXIT_TERMINATED
     partial = caught.value.partial
     assert isinstance(partial, modeling.Leaderboard)
@@ -162,8 +165,8 @@ def test_an_interrupted_comparison_carries_the_partial_leaderboard_and_leaves_no
 
 
 def test_the_automatic_memory_limit_shares_the_machine_out():
-    assert workers.auto_memory_limit(1) >= workers.auto_memory_limit(2) >= workers.MIN_AUTO_MEMORY
-    assert workers.worker_count(-1, 100) == (os.cpu_count() or 1) and workers.worker_count(8, 3) == 3
+    assert local_pool.auto_memory_limit(1) >= local_pool.auto_memory_limit(2) >= local_pool.MIN_AUTO_MEMORY
+    assert local_pool.worker_count(-1, 100) == (os.cpu_count() or 1) and local_pool.worker_count(8, 3) == 3
 
 
 # --- the whole run ----------------------------------------------------------------------------
@@ -529,12 +532,12 @@ def test_a_deadline_stops_running_tasks_and_skips_the_rest():
         time.sleep(seconds)
         return seconds
 
-    tasks = [workers.Task("quick", 0.1), workers.Task("slow", 30.0), workers.Task("slow", 30.0), workers.Task("late", 0.1)]
+    tasks = [Task("quick", 0.1), Task("slow", 30.0), Task("slow", 30.0), Task("late", 0.1)]
     start = time.monotonic()
-    outcomes = workers.run_tasks(nap, None, tasks, n_jobs=1, deadline=start + 3.0)
+    outcomes = LocalPool(1).run(nap, None, tasks, deadline=start + 3.0)
     assert time.monotonic() - start < 20.0  # the 30 s naps were stopped; slack for a busy machine
     assert outcomes[0].value == 0.1
-    assert [o.error for o in outcomes[1:]] == [workers.NOT_IN_BUDGET] * 3
+    assert [o.error for o in outcomes[1:]] == [NOT_IN_BUDGET] * 3
 
 
 @pytest.mark.slow

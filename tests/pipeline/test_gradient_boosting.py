@@ -21,7 +21,13 @@ from pipeline import tracking
 from pipeline.config import DEFAULT_DATA
 from pipeline.files import MANIFEST
 from pipeline.runner import run
-from stages.modeling import GRADIENT_BOOSTING_EARLY_STOPPING_MIN_ROWS, MLP_EARLY_STOPPING_MIN_ROWS, ModelSettings, build_candidates
+from stages.modeling import (
+    GRADIENT_BOOSTING_EARLY_STOPPING_MIN_ROWS,
+    MLP_EARLY_STOPPING_MIN_ROWS,
+    ModelSettings,
+    build_candidates,
+    trusted_types,
+)
 from stages.preparation import build_preprocessor, features_and_target
 from stages.subsample import unwrap
 from stages.understanding import profile_data
@@ -56,8 +62,8 @@ def test_a_fitted_gradient_boosting_pipeline_round_trips_through_skops_with_the_
     model, X = _fitted("gradient_boosting", task, n_rows)
     assert type(model.steps[-1][1]) is (HistGradientBoostingRegressor if task == "regression" else HistGradientBoostingClassifier)
     blob = sio.dumps(model)
-    assert set(sio.get_untrusted_types(data=blob)) <= set(tracking.SKOPS_TRUSTED_TYPES)
-    loaded = sio.loads(blob, trusted=tracking.SKOPS_TRUSTED_TYPES)
+    assert set(sio.get_untrusted_types(data=blob)) <= set(trusted_types())
+    loaded = sio.loads(blob, trusted=trusted_types())
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
     if task != "regression":
         np.testing.assert_allclose(loaded.predict_proba(X), model.predict_proba(X))
@@ -75,7 +81,7 @@ def test_the_exported_mlp_holds_only_plain_scikit_learn_estimators(task):
     else:
         assert type(final) is MLPClassifier  # the early stopping wrapper is gone
     assert all(type(step).__module__.startswith("sklearn.") for _, step in model.steps)
-    loaded = sio.loads(sio.dumps(model), trusted=tracking.SKOPS_TRUSTED_TYPES)
+    loaded = sio.loads(sio.dumps(model), trusted=trusted_types())
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
 
 

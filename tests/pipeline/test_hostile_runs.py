@@ -29,7 +29,8 @@ from mlflow.exceptions import MlflowException
 
 from conftest import sqlite_uri
 from hostile import RUN, Hostile, both, csv, labelled, raw, run_case
-from pipeline import cli, files, interrupts, tracking, workers
+from pipeline import cli, files, interrupts, tracking
+from pipeline.backends import local_pool
 from pipeline.errors import EXIT_TERMINATED, EXIT_USAGE
 from pipeline.files import MANIFEST, STAGING_MARKER, export_model_dir, remove_stale_staging, verify_export
 from stages.deployment import sha256_of
@@ -193,7 +194,7 @@ def _disk_full(mp):
 
 
 def _last_candidate(mp):  # every fit is in; the pool is stopping its workers
-    mp.setattr(workers, "_stop", before(workers._stop, once(sigterm)))
+    mp.setattr(local_pool, "_stop", before(local_pool._stop, once(sigterm)))
 
 
 def _child_run(mp):  # a candidate's child run was just created

@@ -128,7 +128,7 @@ def card_inputs(mixed_frame):
     X, y = features_and_target(mixed_frame, profile)
     split = split_holdout(X, y, profile.task, 0.25, seed=0)
     candidates = build_candidates(["baseline", "linear"], build_preprocessor(profile, 0.01, 20), ModelSettings("binary", 0))
-    board = compare_models(candidates, split.X_train, split.y_train, make_folds(split.y_train, "binary", 3, 0), "binary", "roc_auc", 1)
+    board = compare_models(candidates, split.X_train, split.y_train, make_folds(split.y_train, "binary", 3, 0), "binary", "roc_auc")
     selection = select_model(board, "simplest_within_noise", 0.05, 30, 15)
     chosen = next(r for r in board.rows if r.name == selection.chosen)
     result = evaluate_holdout(chosen, candidates[chosen.name], split, "binary", "roc_auc")

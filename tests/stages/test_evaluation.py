@@ -43,7 +43,7 @@ def test_holdout_scores_the_best_candidate_on_rows_it_never_saw(mixed_frame):
     X, y = features_and_target(mixed_frame, profile)
     split = split_holdout(X, y, profile.task, 0.25, seed=0)
     candidates = build_candidates(["baseline", "linear"], build_preprocessor(profile, 0.01, 20), ModelSettings("binary", 0))
-    board = compare_models(candidates, split.X_train, split.y_train, make_folds(split.y_train, "binary", 3, 0), "binary", "balanced_accuracy", 1)
+    board = compare_models(candidates, split.X_train, split.y_train, make_folds(split.y_train, "binary", 3, 0), "binary", "balanced_accuracy")
     best = board.best
     result = evaluate_holdout(best, candidates[best.name], split, "binary", "balanced_accuracy")
     assert result.model == "linear"
@@ -301,7 +301,7 @@ def test_holdout_evaluation_carries_the_flag(mixed_frame):
     split = split_holdout(X, y, profile.task, 0.25, seed=0)
     candidates = build_candidates(["linear"], build_preprocessor(profile, 0.01, 20), ModelSettings("binary", 0))
     folds = make_folds(split.y_train, "binary", 3, 0)
-    row = compare_models(candidates, split.X_train, split.y_train, folds, "binary", "balanced_accuracy", 1).rows[0]
+    row = compare_models(candidates, split.X_train, split.y_train, folds, "binary", "balanced_accuracy").rows[0]
     # Pretend the folds scored far worse than the holdout will: the evaluation must say so.
     pessimistic = CandidateResult("linear", "LogisticRegression", {}, OK, fold_scores={"balanced_accuracy": (0.30, 0.32, 0.31)})
     assert evaluate_holdout(row, candidates["linear"], split, "binary", "balanced_accuracy").warnings == ()

@@ -3,6 +3,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+import skops.io as sio
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone
 from sklearn.compose import ColumnTransformer
 from sklearn.compose import TransformedTargetRegressor
@@ -13,11 +14,13 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
-from pipeline.errors import DataError
-from stages.metrics import METRICS
+from pipeline.backends.local_pool import LocalPool
 from stages.early_stopping import EarlyStoppingClassifier
+from stages.errors import DataError
+from stages.metrics import METRICS
 from stages.modeling import (
-    FAILED, MODELS, OK, CandidateResult, ModelSettings, build_candidates, compare_models, hyperparameters, make_folds, rank,
+    COMMON_TRUSTED_TYPES, FAILED, MODELS, OK, CandidateResult, ModelSettings, build_candidates, compare_models, hyperparameters,
+    make_folds, rank,
 )
 from stages.preparation import build_preprocessor, features_and_target
 from stages.understanding import profile_data
@@ -114,7 +117,7 @@ def test_the_mlp_on_imbalanced_classes_scores_well_above_the_dummy():
     folds = make_folds(y, "binary", 3, 0)
     settings = ModelSettings("binary", 0, n_rows=len(y))
     candidates = build_candidates(["baseline", "mlp"], StandardScaler().set_output(transform="pandas"), settings)
-    board = compare_models(candidates, X, y, folds, "binary", "roc_auc", n_jobs=1)
+    board = compare_models(candidates, X, y, folds, "binary", "roc_auc")
     rows = {r.name: r for r in board.rows}
     assert rows["baseline"].mean("roc_auc") == 0.5
     assert rows["mlp"].mean("roc_auc") > 0.75, rows["mlp"].error
@@ -156,7 +159,7 @@ def test_a_failing_candidate_is_reported_and_the_others_go_on(mixed_frame):
     pre = build_preprocessor(profile, 0.01, 20)
     candidates = build_candidates(["baseline", "linear"], pre, ModelSettings("binary", 0))
     candidates["exploding"] = Pipeline([("prepare", clone(pre)), ("model", ExplodingClassifier())])
-    board = compare_models(candidates, X, y, make_folds(y, "binary", 3, 0), "binary", "roc_auc", n_jobs=1)
+    board = compare_models(candidates, X, y, make_folds(y, "binary", 3, 0), "binary", "roc_auc")
     rows = {r.name: r for r in board.rows}
     assert rows["exploding"].status == FAILED
     assert "RuntimeError: boom on purpose" in rows["exploding"].error
@@ -172,13 +175,13 @@ def test_preprocessing_is_fitted_inside_each_fold(regression_data):
     folds = make_folds(y, "regression", 5, seed=0)
     scaler = ColumnTransformer([("scale", StandardScaler(), ["a", "b"])])
     inside = {"probe": Pipeline([("prepare", scaler), ("model", CentredInputProbe())])}
-    board = compare_models(inside, X, y, folds, "regression", "r2", n_jobs=1)
+    board = compare_models(inside, X, y, folds, "regression", "r2")
     assert board.rows[0].status == OK, board.rows[0].error
 
     # Control: the same probe catches a scaler fitted on all rows before cross-validation.
     leaked = StandardScaler().fit(X)
     outside = {"probe": Pipeline([("prepare", FunctionTransformer(leaked.transform)), ("model", CentredInputProbe())])}
-    board = compare_models(outside, X, y, folds, "regression", "r2", n_jobs=1)
+    board = compare_models(outside, X, y, folds, "regression", "r2")
     assert board.rows[0].status == FAILED and "preprocessing saw other rows" in board.rows[0].error
 
 
@@ -188,7 +191,7 @@ def test_every_candidate_sees_the_same_folds(regression_data):
     candidates = {
         name: Pipeline([("model", DummyRegressor(strategy=strategy))]) for name, strategy in [("mean", "mean"), ("median", "median")]
     }
-    board = compare_models(candidates, X, y, folds, "regression", "rmse", n_jobs=2)
+    board = compare_models(candidates, X, y, folds, "regression", "rmse", LocalPool(2))
     # A mean-predictor's per-fold RMSE is fully determined by the fold: recompute it.
     expected = [float(np.sqrt(np.mean((y.iloc[te] - y.iloc[tr].mean()) ** 2))) for tr, te in folds]
     rows = {r.name: r for r in board.rows}
@@ -213,7 +216,7 @@ def test_all_candidates_run_for_each_task(task):
     pre = build_preprocessor(profile, 0.01, 20)
     candidates = build_candidates(list(MODELS), pre, ModelSettings(task, 0))
     metric = {"regression": "r2", "binary": "roc_auc", "multiclass": "balanced_accuracy"}[task]
-    board = compare_models(candidates, X, y, make_folds(y, task, 3, 0), task, metric, n_jobs=2)
+    board = compare_models(candidates, X, y, make_folds(y, task, 3, 0), task, metric, LocalPool(2))
     assert all(r.status == OK for r in board.rows), [r.error for r in board.rows]
     assert board.best.name != "baseline"
     baseline = next(r for r in board.rows if r.name == "baseline")
@@ -237,7 +240,7 @@ def test_svr_learns_a_target_far_from_unit_scale():
     X = pd.DataFrame({"a": rng.normal(size=200)})
     y = pd.Series(4000 + 800 * X["a"] + rng.normal(scale=50, size=200), name="grams")
     candidates = {"svm": Pipeline([("prepare", StandardScaler()), ("model", MODELS["svm"].build(ModelSettings("regression", 0)))])}
-    board = compare_models(candidates, X, y, make_folds(y, "regression", 3, 0), "regression", "r2", n_jobs=1)
+    board = compare_models(candidates, X, y, make_folds(y, "regression", 3, 0), "regression", "r2")
     assert board.rows[0].mean("r2") > 0.9, board.rows[0].error
 
 
@@ -292,3 +295,14 @@ def test_hyperparameters_are_flat_plain_and_without_deprecated_placeholders():
     assert list(flat) == sorted(flat)
     assert LogisticRegression().get_params()["penalty"] == "deprecated" and "penalty" not in hyperparameters(LogisticRegression())
     assert hyperparameters(MLPClassifier(hidden_layer_sizes=(8, 4)))["hidden_layer_sizes"] == [8, 4]
+
+
+@pytest.mark.parametrize("task", ["regression", "binary", "multiclass"])
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_each_entry_declares_the_types_its_fitted_model_needs_skops_to_trust(name, task):
+    """Without them the model fails to save at the end of a run: the entry, not a list elsewhere, names them."""
+    X, y = make_classification(n_samples=120, n_features=4, n_informative=3, n_redundant=0, n_classes=3 if task == "multiclass" else 2, random_state=0)
+    target = X[:, 0] * 3 + X[:, 1] if task == "regression" else y
+    model = MODELS[name].build(ModelSettings(task=task, seed=0, n_rows=len(target))).fit(X, target)
+    untrusted = set(sio.get_untrusted_types(data=sio.dumps(model)))
+    assert untrusted <= {*COMMON_TRUSTED_TYPES, *MODELS[name].trusted_types}

@@ -11,6 +11,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
+from pipeline.backends.local_pool import LocalPool
 from stages.modeling import OK, RACED_OUT, compare_models, make_folds
 from stages.racing import MIN_FOLDS, Race, RaceRule
 from stages.selection import loss_posterior, select_model
@@ -159,7 +160,7 @@ def test_compare_models_races_out_a_clearly_worse_candidate_which_is_then_never_
     X, y = classification
     folds = make_folds(y, "binary", N_FOLDS, 0)
     race = Race(RaceRule("balanced_accuracy", 0.05, n_train=320, n_test=80), ["baseline", "linear", "coin"], N_FOLDS)
-    board = compare_models(_candidates(), X, y, folds, "binary", "balanced_accuracy", n_jobs=n_jobs, race=race)
+    board = compare_models(_candidates(), X, y, folds, "binary", "balanced_accuracy", LocalPool(n_jobs), race=race)
     rows = {r.name: r for r in board.rows}
     coin = rows["coin"]
     assert coin.status == RACED_OUT and coin.error.startswith("raced out after")
@@ -175,7 +176,7 @@ def test_compare_models_races_out_a_clearly_worse_candidate_which_is_then_never_
 def test_without_a_race_every_candidate_runs_every_fold(classification):
     X, y = classification
     folds = make_folds(y, "binary", N_FOLDS, 0)
-    board = compare_models(_candidates(), X, y, folds, "binary", "balanced_accuracy", n_jobs=1)
+    board = compare_models(_candidates(), X, y, folds, "binary", "balanced_accuracy")
     assert all(r.status == OK and len(r.fold_scores["balanced_accuracy"]) == N_FOLDS for r in board.rows)
 
 
@@ -262,7 +263,7 @@ def test_a_candidate_raced_out_by_a_rival_that_later_fails_finishes_its_folds_an
         "coin": Pipeline([("prepare", same), ("model", DummyClassifier(strategy="uniform", random_state=0))]),
     }
     race = Race(RaceRule("balanced_accuracy", 0.05, n_train=320, n_test=80), list(candidates), N_FOLDS)
-    board = compare_models(candidates, X, y, folds, "binary", "balanced_accuracy", n_jobs=1, race=race)
+    board = compare_models(candidates, X, y, folds, "binary", "balanced_accuracy", race=race)
     rows = {r.name: r for r in board.rows}
     assert rows["strong"].status == "failed" and "on purpose" in rows["strong"].error
     assert rows["coin"].status == OK and len(rows["coin"].fold_scores["balanced_accuracy"]) == N_FOLDS  # revived
@@ -276,6 +277,6 @@ def test_racing_is_off_under_a_time_budget_whose_schedule_runs_candidate_by_cand
     X, y = classification
     folds = make_folds(y, "binary", N_FOLDS, 0)
     race = Race(RaceRule("balanced_accuracy", 0.05, n_train=320, n_test=80), list(_candidates()), N_FOLDS)
-    board = compare_models(_candidates(), X, y, folds, "binary", "balanced_accuracy", n_jobs=2,
+    board = compare_models(_candidates(), X, y, folds, "binary", "balanced_accuracy", LocalPool(2),
                            deadline=time.monotonic() + 600, race=race)
     assert all(r.status == OK and len(r.fold_scores["balanced_accuracy"]) == N_FOLDS for r in board.rows)

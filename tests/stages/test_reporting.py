@@ -96,7 +96,7 @@ def test_evaluation_plots_cover_the_task(mixed_frame):
     split = split_holdout(X, y, profile.task, 0.25, seed=0)
     candidates = build_candidates(["baseline", "linear"], build_preprocessor(profile, 0.01, 20), ModelSettings("binary", 0))
     folds = make_folds(split.y_train, "binary", 3, 0)
-    board = compare_models(candidates, split.X_train, split.y_train, folds, "binary", "roc_auc", 1)
+    board = compare_models(candidates, split.X_train, split.y_train, folds, "binary", "roc_auc")
     selection = select_model(board, "simplest_within_noise", 0.05, 30, 15)
     result = evaluate_holdout(board.best, candidates[selection.chosen], split, "binary", "roc_auc")
     importance = permutation_importances(result.fitted, split.X_test, split.y_test, "roc_auc", result.classes, 0)

@@ -40,13 +40,14 @@ from stages.modeling import (
     make_folds,
     predict_with_proba,
     rank,
+    search_spaces,
+    trusted_types,
 )
 from stages.preparation import build_preprocessor, features_and_target, split_holdout
 from stages.tuning import (
     FACTOR,
     INNER_FOLDS,
     N_CANDIDATES,
-    SPACES,
     default_name,
     scorer,
     search_space,
@@ -73,6 +74,9 @@ def frame():
     return pd.DataFrame({"x1": x1, "x2": x2, "colour": colour, "label": np.where(signal > 0.3, "yes", "no")})
 
 
+SPACES = search_spaces()
+
+
 def test_every_family_declares_a_space():
     assert set(SPACES) == set(MODELS)
     assert SPACES["baseline"] == {}
@@ -83,7 +87,7 @@ def test_every_family_declares_a_space():
 def test_the_spaces_map_onto_every_registry_estimator(task, n_rows):
     settings = ModelSettings(task=task, seed=0, n_rows=n_rows)
     candidates = build_candidates(list(MODELS), StandardScaler(), settings)
-    tuned = tuned_candidates(candidates, task, DEFAULT_METRIC[task], seed=0)
+    tuned = tuned_candidates(candidates, task, DEFAULT_METRIC[task], seed=0, spaces=SPACES)
     assert set(tuned) == {tuned_name(n) for n in MODELS if (n, task) not in UNTUNED}
     rng = np.random.RandomState(0)
     for name, pipeline in tuned.items():
@@ -102,7 +106,7 @@ def test_every_base_name_maps_onto_some_variant():
         for n_rows in SIZES:
             for family in MODELS:
                 model = MODELS[family].build(ModelSettings(task=task, seed=0, n_rows=n_rows))
-                space = search_space(family, model)
+                space = search_space(family, model, SPACES[family])
                 used[family] |= {base for base in SPACES[family] if any(p.split("__")[-1] == base for p in space)}
     assert used == {family: set(space) for family, space in SPACES.items()}
 
@@ -120,16 +124,15 @@ def test_every_base_name_maps_onto_some_variant():
 )
 def test_space_names_follow_the_wrappers_of_each_size(family, task, n_rows, names):
     model = MODELS[family].build(ModelSettings(task=task, seed=0, n_rows=n_rows))
-    space = search_space(family, model)
+    space = search_space(family, model, SPACES[family])
     assert set(space) == names
     model.set_params(**{name: np.asarray(values).flat[0] if isinstance(values, list) else values.rvs(random_state=0) for name, values in space.items()})
 
 
-def test_a_base_name_matching_two_parameters_is_an_error(monkeypatch):
-    monkeypatch.setitem(SPACES, "two", {"C": [1.0, 10.0]})
+def test_a_base_name_matching_two_parameters_is_an_error():
     both = Pipeline([("logistic", LogisticRegression()), ("svc", SVC())])
     with pytest.raises(ValueError, match=r"space of 'two' names 'C', which matches 2 parameters of Pipeline \(logistic__C, svc__C\)"):
-        search_space("two", both)
+        search_space("two", both, {"C": [1.0, 10.0]})
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -158,7 +161,7 @@ def test_a_tuned_candidate_searches_several_settings_and_unwraps_to_plain_estima
     profile = profile_data(frame, "label")
     X, y = features_and_target(frame, profile)
     candidates = build_candidates(["random_forest"], build_preprocessor(profile, 0.01, 20), ModelSettings("binary", 0, n_rows=len(y)))
-    tuned = tuned_candidates(candidates, "binary", "roc_auc", seed=0)["random_forest:tuned"]
+    tuned = tuned_candidates(candidates, "binary", "roc_auc", seed=0, spaces=SPACES)["random_forest:tuned"]
     fitted = clone(tuned).fit(X, y)
     search = fitted.steps[-1][1]
     assert search.n_candidates_[0] == N_CANDIDATES and len(search.n_candidates_) >= 2  # several rounds of halving
@@ -217,9 +220,9 @@ def test_nested_search_on_the_outer_folds_then_refit_and_save_without_trusting_t
     X, y = features_and_target(frame, profile)
     split = split_holdout(X, y, "binary", 0.25, seed=0)
     candidates = build_candidates(["linear"], build_preprocessor(profile, 0.01, 20), ModelSettings("binary", 0, n_rows=len(split.y_train)))
-    candidates |= tuned_candidates(candidates, "binary", "roc_auc", seed=0)
+    candidates |= tuned_candidates(candidates, "binary", "roc_auc", seed=0, spaces=SPACES)
     folds = make_folds(split.y_train, "binary", 3, 0)
-    board = compare_models(candidates, split.X_train, split.y_train, folds, "binary", "roc_auc", n_jobs=1)
+    board = compare_models(candidates, split.X_train, split.y_train, folds, "binary", "roc_auc")
     assert {r.name: r.status for r in board.rows} == {"linear": OK, "linear:tuned": OK}
     tuned_row = next(r for r in board.rows if r.name == "linear:tuned")
     assert len(tuned_row.fold_scores["roc_auc"]) == 3 and tuned_row.estimator == "HalvingRandomSearchCV"
@@ -233,7 +236,7 @@ def test_nested_search_on_the_outer_folds_then_refit_and_save_without_trusting_t
     uri = sqlite_uri(tmp_path / "mlruns")
     tracking.check_store(uri, writable=True)
     with tracking.pipeline_run(uri, "tuned", "save") as tracker:
-        logged = tracker.log_model(final.model, final.input_example, [])
+        logged = tracker.log_model(final.model, final.input_example, [], trusted_types())
     tracking.copy_logged_model(logged.uri, tmp_path / "model", uri)
     loaded = tracking.load_model(str(tmp_path / "model"), uri)
     assert (loaded.model.predict(X) == final.model.predict(X)).all()

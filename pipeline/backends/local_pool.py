@@ -1,6 +1,6 @@
-"""Worker processes that run tasks under a time and a memory limit, so one bad task cannot stop the rest.
+"""The `local` backend: worker processes that run tasks under a time and a memory limit, so one bad task cannot stop the rest.
 
-`run_tasks` runs every task in one shared pool of worker processes. Each task belongs to a
+`LocalPool.run` runs every task in one shared pool of worker processes. Each task belongs to a
 group (a candidate model) with a time budget: the wall time of all the group's tasks
 added up. When a group overruns it, its running tasks' workers are killed and replaced,
 and its remaining tasks are not started. A worker's address space is capped, so a task
@@ -33,79 +33,18 @@ from typing import Any
 import cloudpickle
 
 from pipeline import interrupts
+from pipeline.backends.base import group_time, next_check, register, run_task, timed_out_error
 from pipeline.errors import Interrupted
+from stages.fitting import IN_PROCESS, NOT_IN_BUDGET, GroupDone, Judge, Outcome, Pick, Task, TaskDone, report_group
 
-BACKENDS = ("local", "dask")
-"""Where tasks run: `local` worker processes (this module's pool), or a Dask cluster's workers."""
 PRELOAD = ("numpy", "pandas", "sklearn", "stages.modeling", "stages.evaluation")
 """Imported once by the fork server, so that each worker starts without importing them."""
-NOT_IN_BUDGET = "not finished within the run's time budget (--time-budget / modeling.time_budget)"
-"""The error of a task that the run's deadline stopped or never started."""
-POLL_SECONDS = 1.0
-"""Longest wait between two checks of the time budgets."""
 WATCHDOG_SECONDS = 1.0
 """How often a worker checks that the process that started it is still there."""
 MIN_AUTO_MEMORY = 2 << 30
 """The automatic memory limit per worker is never below 2 GiB of address space."""
 _BEGUN = "begun"
 """A worker's first message about a task: it has begun it (after its own start-up), so its time counts from now."""
-
-
-GroupDone = Callable[[str, list["Outcome"]], None]
-TaskDone = Callable[[int, int], None]
-"""Called with (tasks finished, tasks in all) after each task, for progress displays."""
-Judge = Callable[[int, "Outcome"], Mapping[str, str]]
-"""Called with each task's index and outcome as it comes in (failures and tasks never started
-included); returns `{group: reason}` of the groups whose tasks not yet started are not to start
-(each gets `Outcome(error=reason)`); running ones finish."""
-Pick = Callable[[Sequence[int]], int]
-"""Called with the indices of the tasks waiting to start, in task order, when a worker is free;
-returns the one to start (a position in that list). Without one, tasks start in task order."""
-
-
-@dataclass(frozen=True)
-class Backend:
-    """Where the tasks run.
-
-    Attributes:
-        kind: One of `BACKENDS`.
-        scheduler: For `dask`, the scheduler's address; empty starts a local cluster.
-    """
-
-    kind: str = "local"
-    scheduler: str = ""
-
-
-LOCAL = Backend()
-
-
-@dataclass(frozen=True)
-class Task:
-    """One unit of work.
-
-    Attributes:
-        group: The budget it counts against (a candidate's name).
-        args: Passed to the function after the shared value.
-    """
-
-    group: str
-    args: Any
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What became of a task.
-
-    Attributes:
-        value: The function's return value, when it returned.
-        error: Why there is no value (time limit, worker killed, exception), else "".
-        retries: How many times it was started again after the worker running it died
-            (Dask does so on another worker; the local pool fails the task instead).
-    """
-
-    value: Any = None
-    error: str = ""
-    retries: int = 0
 
 
 def auto_memory_limit(n_workers: int) -> int:
@@ -147,68 +86,53 @@ def prestart() -> None:
         forkserver.ensure_running()
 
 
-def run_tasks(
-    fn: Callable[[Any, Any], Any],
-    shared: Any,
-    tasks: Sequence[Task],
-    n_jobs: int,
-    group_seconds: float | None = None,
-    memory_bytes: int | None = None,
-    on_group_done: GroupDone | None = None,
-    on_task_done: TaskDone | None = None,
-    deadline: float | None = None,
-    backend: Backend = LOCAL,
-    judge: Judge | None = None,
-    pick: Pick | None = None,
-) -> list[Outcome]:
-    """Run `fn(shared, task.args)` for every task, each group within its time budget.
+@register("local", preflight=lambda _scheduler: prestart())
+@dataclass(frozen=True)
+class LocalPool:
+    """The `local` backend: this machine's worker processes (`stages.fitting.Executor`).
 
-    With `n_jobs == 1` and neither limit, the tasks run one after another in this process
-    (nothing can be enforced there). Otherwise they run in worker processes, which also
-    keeps a crash in native code from taking this process down.
+    With `n_jobs == 1` and no limit, the tasks run one after another in this process
+    (nothing could be enforced there). Otherwise they run in worker processes, which also
+    keeps a crash in native code from taking this process down. The deadline stops a
+    running task too; `pick` chooses which waiting task a free worker starts.
 
-    Args:
-        fn: A picklable function (cloudpickle: test-local classes are fine).
-        shared: Sent once to each worker: the data every task reads.
-        tasks: The tasks, started in this order.
+    Attributes:
         n_jobs: Workers at once; -1 uses every core.
-        group_seconds: Wall-clock seconds a group's tasks may take in total; None for no limit.
-        memory_bytes: Address-space limit of each worker; None for no limit.
-        on_group_done: Called with a group's name and its tasks' outcomes (in task order)
-            once all of them are in.
-        on_task_done: Called with (finished, total) after each task.
-        deadline: `time.monotonic()` value by which every task must be done; a task not
-            started by then is not started, a running one is stopped, and both get
-            `NOT_IN_BUDGET` as their error. None for no deadline.
-        backend: Where the tasks run. On `dask` the cluster's workers decide how many tasks
-            run at once and how much memory they may use, so `n_jobs` and `memory_bytes`
-            are not used (see `pipeline.dask_backend`).
-        judge: Called with each outcome as it comes in; the groups it names start no more
-            tasks (see `Judge`). None runs every task.
-        pick: Chooses which waiting task a free worker starts (see `Pick`); None keeps task
-            order. Not used on `dask`, whose scheduler decides.
-
-    Returns:
-        One outcome per task, in task order.
-
-    Raises:
-        Interrupted: Ctrl-C or SIGTERM; `partial` holds the outcomes so far (None for tasks
-            that had not finished). Every worker is stopped first.
+        scheduler: Not used (the registry's factories all take one).
     """
-    if not tasks:
-        return []
-    if backend.kind == "dask":
-        from pipeline.dask_backend import run_on_dask
 
-        return run_on_dask(
-            fn, shared, tasks, backend.scheduler, group_seconds, deadline, on_group_done, on_task_done, judge
-        )
-    if n_jobs == 1 and group_seconds is None and memory_bytes is None and deadline is None:
-        return _run_here(fn, shared, tasks, on_group_done, on_task_done, judge, pick)
-    return _Pool(
-        fn, shared, tasks, worker_count(n_jobs, len(tasks)), group_seconds, memory_bytes, on_group_done, on_task_done,
-        deadline, judge, pick,
-    ).run()
+    n_jobs: int = -1
+    scheduler: str = ""
+
+    def run(
+        self,
+        fn: Callable[[Any, Any], Any],
+        shared: Any,
+        tasks: Sequence[Task],
+        *,
+        group_seconds: float | None = None,
+        memory_bytes: int | None = None,
+        on_group_done: GroupDone | None = None,
+        on_task_done: TaskDone | None = None,
+        deadline: float | None = None,
+        judge: Judge | None = None,
+        pick: Pick | None = None,
+    ) -> list[Outcome]:
+        """See `stages.fitting.Executor.run`; `memory_bytes` caps each worker's address space.
+
+        Raises:
+            Interrupted: Ctrl-C or SIGTERM, once every worker is stopped.
+        """
+        if not tasks:
+            return []
+        if self.n_jobs == 1 and group_seconds is None and memory_bytes is None and deadline is None:
+            return IN_PROCESS.run(
+                fn, shared, tasks, on_group_done=on_group_done, on_task_done=on_task_done, judge=judge, pick=pick
+            )
+        return _Pool(
+            fn, shared, tasks, worker_count(self.n_jobs, len(tasks)), group_seconds, memory_bytes, on_group_done,
+            on_task_done, deadline, judge, pick,
+        ).run()
 
 
 def run_calls(
@@ -229,102 +153,12 @@ def run_calls(
         Interrupted: Ctrl-C or SIGTERM.
     """
     names = list(calls)
-    outcomes = run_tasks(_call, None, [Task(name, calls[name]) for name in names], n_jobs, None, memory_bytes)
+    outcomes = LocalPool(n_jobs).run(_call, None, [Task(name, calls[name]) for name in names], memory_bytes=memory_bytes)
     return dict(zip(names, outcomes, strict=True))
 
 
 def _call(shared: Any, call: Callable[[], Any]) -> Any:
     return call()
-
-
-# The pieces of a pool that `pipeline.dask_backend` shares: the time-out message, a group's
-# clock, when to look at the clocks next, and a task's failure as an outcome.
-
-
-def timed_out_error(group_seconds: float) -> str:
-    """The error of every unfinished task of a group that ran out of its time budget."""
-    return (
-        f"timed out: its fits ran for more than {group_seconds:g} s in total "
-        "(modeling.candidate_timeout); raise the limit or leave the model out"
-    )
-
-
-def group_time(
-    group: str, tasks: Sequence[Task], spent: Mapping[str, float], running: Mapping[int, float], now: float
-) -> tuple[float, int]:
-    """Seconds a group's tasks have run (finished ones, plus the running ones so far) and how many run now.
-
-    Args:
-        group: The group.
-        tasks: All tasks.
-        spent: Seconds each group's finished tasks ran.
-        running: `{task index: time.monotonic() when it started}` of the running tasks.
-        now: `time.monotonic()`.
-    """
-    times = [now - t for i, t in running.items() if tasks[i].group == group]
-    return spent.get(group, 0.0) + sum(times), len(times)
-
-
-def next_check(
-    tasks: Sequence[Task],
-    spent: Mapping[str, float],
-    running: Mapping[int, float],
-    group_seconds: float | None,
-    deadline: float | None,
-) -> float:
-    """Seconds until a running group may overrun its budget or the deadline passes (at most `POLL_SECONDS`)."""
-    now = time.monotonic()
-    waits = [POLL_SECONDS]
-    if deadline is not None:
-        waits.append(deadline - now + 0.01)
-    if group_seconds is not None:
-        for group in {tasks[i].group for i in running}:
-            used, n_running = group_time(group, tasks, spent, running, now)
-            waits.append((group_seconds - used) / n_running + 0.01)
-    return max(0.01, min(waits))
-
-
-def run_task(fn: Callable[[Any, Any], Any], shared: Any, args: Any) -> tuple[bool, Any]:
-    """`(True, fn(shared, args))`, or `(False, error text)`: in a worker, a task's failure is an outcome."""
-    try:
-        return True, fn(shared, args)
-    except MemoryError as exc:
-        return False, f"out of memory (MemoryError: {exc})"
-    except BaseException as exc:  # a task's failure is an outcome
-        return False, f"{type(exc).__name__}: {exc}"
-
-
-def _run_here(
-    fn: Callable[[Any, Any], Any],
-    shared: Any,
-    tasks: Sequence[Task],
-    on_group_done: GroupDone | None,
-    on_task_done: TaskDone | None,
-    judge: Judge | None = None,
-    pick: Pick | None = None,
-) -> list[Outcome]:
-    outcomes: list[Outcome | None] = [None] * len(tasks)
-    dropped: dict[str, str] = {}
-    waiting = list(range(len(tasks)))
-    try:
-        while waiting:
-            i = waiting.pop(pick(waiting) if pick is not None else 0)
-            task = tasks[i]
-            if task.group in dropped:
-                outcomes[i] = Outcome(error=dropped[task.group])
-            else:
-                try:
-                    outcomes[i] = Outcome(value=fn(shared, task.args))
-                except Exception as exc:  # a task's failure is an outcome
-                    outcomes[i] = Outcome(error=f"{type(exc).__name__}: {exc}")
-            if judge is not None:
-                dropped.update(judge(i, outcomes[i]))  # type: ignore[arg-type]
-            report_group(task.group, tasks, outcomes, on_group_done)
-            if on_task_done is not None:
-                on_task_done(len(tasks) - len(waiting), len(tasks))
-    except KeyboardInterrupt as exc:
-        raise Interrupted.carrying(exc, outcomes) from None
-    return outcomes  # type: ignore[return-value]
 
 
 @dataclass
@@ -503,17 +337,6 @@ class _Pool:
     def _discard(self, worker: _Worker) -> None:
         _stop(worker, graceful=False)
         self.workers.remove(worker)
-
-
-def report_group(
-    group: str, tasks: Sequence[Task], outcomes: Sequence[Outcome | None], on_group_done: GroupDone | None
-) -> None:
-    """Call `on_group_done` once every task of `group` has an outcome (call it after each outcome)."""
-    if on_group_done is None:
-        return
-    mine = [outcomes[i] for i, t in enumerate(tasks) if t.group == group]
-    if all(o is not None for o in mine):
-        on_group_done(group, mine)  # type: ignore[arg-type]
 
 
 @contextlib.contextmanager

@@ -22,11 +22,11 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from conftest import config_for
-from pipeline import dask_backend
-from pipeline.dask_backend import check_cluster, run_on_dask
+from pipeline.backends import dask_cluster
+from pipeline.backends.dask_cluster import DaskCluster, check_cluster, run_on_dask
 from pipeline.errors import ClusterError, ConfigError, Interrupted
 from pipeline.runner import RunResult, run
-from pipeline.workers import NOT_IN_BUDGET, Backend, Outcome, Task, run_tasks
+from stages.fitting import NOT_IN_BUDGET, Outcome, Task
 from stages.modeling import ModelSettings, build_candidates, compare_models, make_folds
 
 MODELS = {"modeling.models": ("baseline", "linear", "random_forest", "svm")}
@@ -109,7 +109,7 @@ def test_without_distributed_the_error_says_how_to_install_it(monkeypatch):
     with pytest.raises(ClusterError, match=expected):
         check_cluster("")
     with pytest.raises(ClusterError, match=expected):
-        run_tasks(_touch_and_sleep, "", [Task("a", ("a", 0, 0.0))], 1, backend=Backend("dask"))
+        DaskCluster().run(_touch_and_sleep, "", [Task("a", ("a", 0, 0.0))])
 
 
 @pytest.mark.parametrize(
@@ -138,7 +138,7 @@ def test_a_scheduler_that_does_not_answer_is_named():
 
 
 def test_a_port_where_no_dask_scheduler_talks_is_named(monkeypatch):
-    monkeypatch.setattr(dask_backend, "CONNECT_SECONDS", 1.0)
+    monkeypatch.setattr(dask_cluster, "CONNECT_SECONDS", 1.0)
     with socket.socket() as mute:  # accepts connections (the kernel does) but never speaks Dask
         mute.bind(("127.0.0.1", 0))
         mute.listen()
@@ -150,7 +150,7 @@ def test_a_port_where_no_dask_scheduler_talks_is_named(monkeypatch):
 
 @pytest.mark.slow
 def test_a_scheduler_without_workers_is_named(monkeypatch):
-    monkeypatch.setattr(dask_backend, "WORKER_WAIT_SECONDS", 1.0)
+    monkeypatch.setattr(dask_cluster, "WORKER_WAIT_SECONDS", 1.0)
     with LocalCluster(n_workers=0, processes=True, dashboard_address=None) as empty:
         address = empty.scheduler_address
         expected = rf"^the Dask scheduler at {re.escape(address)} has no workers \(waited 1 s\); start some"
@@ -339,7 +339,7 @@ def test_the_leaderboard_is_the_local_runs(runs):
 def test_a_second_comparison_on_the_same_workers_does_not_reuse_the_first_ones_prepared_folds(cluster):
     # A cluster of your own keeps its workers, and each worker's cache of prepared folds,
     # from one comparison to the next; two data sets prepared the same way must not mix.
-    scheduler = Backend("dask", cluster[0].scheduler_address)
+    scheduler = DaskCluster(scheduler=cluster[0].scheduler_address)
     candidates = build_candidates(["linear", "random_forest"], StandardScaler(), ModelSettings("regression", 0))
     # The reference: each candidate prepares its own folds (an extra step turns the sharing off).
     unshared = {name: Pipeline([p.steps[0], ("same", "passthrough"), p.steps[-1]]) for name, p in candidates.items()}
@@ -348,8 +348,8 @@ def test_a_second_comparison_on_the_same_workers_does_not_reuse_the_first_ones_p
         X = pd.DataFrame(rng.normal(size=(200, 3)), columns=["a", "b", "c"])
         y = X["a"] * (1 if seed == 0 else -3) + rng.normal(scale=0.1, size=200)
         folds = make_folds(y, "regression", 3, 0)
-        on_dask = compare_models(candidates, X, y, folds, "regression", "r2", backend=scheduler)
-        here = compare_models(unshared, X, y, folds, "regression", "r2", n_jobs=1)
+        on_dask = compare_models(candidates, X, y, folds, "regression", "r2", scheduler)
+        here = compare_models(unshared, X, y, folds, "regression", "r2")
         assert [(r.name, r.fold_scores) for r in on_dask.rows] == [(r.name, r.fold_scores) for r in here.rows]
 
 

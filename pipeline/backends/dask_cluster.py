@@ -1,6 +1,6 @@
-"""Run tasks on the workers of a Dask distributed cluster.
+"""The `dask` backend: run tasks on the workers of a Dask distributed cluster.
 
-`run_on_dask` is `pipeline.workers.run_tasks` for `--backend dask`: the same tasks, one
+`DaskCluster` is the `local` backend's `LocalPool` for `--backend dask`: the same tasks, one
 outcome per task in task order, the same callbacks. The shared value (the data) goes
 once to every worker (a task whose result is replicated to all of them, so that Dask can
 compute it again if the workers holding it die), and each task is one Dask future
@@ -49,20 +49,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.backends.base import group_time, next_check, register, run_task, timed_out_error
 from pipeline.errors import ClusterError, ConfigError, Interrupted
-from pipeline.workers import (
-    NOT_IN_BUDGET,
-    GroupDone,
-    Judge,
-    Outcome,
-    Task,
-    TaskDone,
-    group_time,
-    next_check,
-    report_group,
-    run_task,
-    timed_out_error,
-)
+from stages.fitting import NOT_IN_BUDGET, GroupDone, Judge, Outcome, Pick, Task, TaskDone, report_group
 
 INSTALL_HINT = "--backend dask needs the 'distributed' package: pip install 'crispml[distributed]'"
 """The error when `distributed` is not installed."""
@@ -95,7 +84,7 @@ def run_on_dask(
         on_group_done: Called with a group's name and its outcomes (in task order) once all are in.
         on_task_done: Called with (finished, total) after each task.
         judge: Called with each outcome as it comes in; the queued tasks of the groups it
-            names are cancelled (see `pipeline.workers.Judge`); running ones finish.
+            names are cancelled (see `stages.fitting.Judge`); running ones finish.
 
     Returns:
         One outcome per task, in task order.
@@ -118,6 +107,41 @@ def run_on_dask(
     except KeyboardInterrupt as exc:
         raise Interrupted.carrying(exc, list(run.outcomes)) from None
     return run.outcomes  # type: ignore[return-value]
+
+
+@register("dask", preflight=lambda scheduler: check_cluster(scheduler))
+@dataclass(frozen=True)
+class DaskCluster:
+    """The `dask` backend (`stages.fitting.Executor`): a Dask cluster's workers decide how many
+    tasks run at once and how much memory they may use, so `n_jobs` and `memory_bytes` are not
+    used, and neither is `pick` (the scheduler decides).
+
+    Attributes:
+        n_jobs: Not used (the registry's factories all take one).
+        scheduler: The scheduler's address (`tcp://host:8786`); empty starts a local cluster.
+    """
+
+    n_jobs: int = -1
+    scheduler: str = ""
+
+    def run(
+        self,
+        fn: Callable[[Any, Any], Any],
+        shared: Any,
+        tasks: Sequence[Task],
+        *,
+        group_seconds: float | None = None,
+        memory_bytes: int | None = None,
+        on_group_done: GroupDone | None = None,
+        on_task_done: TaskDone | None = None,
+        deadline: float | None = None,
+        judge: Judge | None = None,
+        pick: Pick | None = None,
+    ) -> list[Outcome]:
+        """See `stages.fitting.Executor.run` and `run_on_dask`."""
+        if not tasks:
+            return []
+        return run_on_dask(fn, shared, tasks, self.scheduler, group_seconds, deadline, on_group_done, on_task_done, judge)
 
 
 def check_cluster(scheduler: str) -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.workers import Task, run_tasks
+from pipeline.backends.local_pool import LocalPool
+from stages.fitting import Task
 
 
 class SlowToUnpickle:
@@ -57,7 +58,7 @@ def test_a_slow_worker_start_up_is_not_charged_to_the_fits(both_cores_busy):
     # Each fresh worker takes 4 s to start (unpickling the shared data), far over the 1.5 s
     # limit; the fits themselves take microseconds. Charging start-up would time them out.
     tasks = [Task(group, i) for group in ("a", "b") for i in range(3)]
-    outcomes = run_tasks(_quick, SlowToUnpickle(4.0), tasks, n_jobs=2, group_seconds=1.5)
+    outcomes = LocalPool(2).run(_quick, SlowToUnpickle(4.0), tasks, group_seconds=1.5)
     assert [o.error for o in outcomes] == [""] * len(tasks)
     assert [o.value for o in outcomes] == [t.args * 2 for t in tasks]
 
@@ -65,7 +66,7 @@ def test_a_slow_worker_start_up_is_not_charged_to_the_fits(both_cores_busy):
 def test_a_group_over_its_limit_still_times_out_and_the_others_finish(both_cores_busy):
     tasks = [Task("slow", 30.0), Task("quick", 0.1), Task("quick", 0.2)]
     start = time.monotonic()
-    outcomes = run_tasks(_sleep, None, tasks, n_jobs=2, group_seconds=2.0)
+    outcomes = LocalPool(2).run(_sleep, None, tasks, group_seconds=2.0)
     assert "timed out: its fits ran for more than 2 s in total" in outcomes[0].error
     assert [o.value for o in outcomes[1:]] == [0.1, 0.2]
     assert time.monotonic() - start < 25  # stopped long before its 30 s sleep, with room for a loaded machine
@@ -88,7 +89,7 @@ def test_a_group_the_judge_stops_starts_no_more_tasks_and_the_others_run_on(tmp_
         seen.append(index)
         return {"loser": "stopped by the judge"} if tasks[index].group == "loser" else {}
 
-    outcomes = run_tasks(_touch, str(tmp_path), tasks, n_jobs, judge=judge, **limit)
+    outcomes = LocalPool(n_jobs).run(_touch, str(tmp_path), tasks, judge=judge, **limit)
     ran = [o for o in outcomes[:4] if not o.error]
     stopped = [o for o in outcomes[:4] if o.error]
     assert 1 <= len(ran) <= n_jobs  # what had started when the judge spoke finished
