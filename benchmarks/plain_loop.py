@@ -28,7 +28,7 @@ from sklearn.model_selection import KFold, StratifiedKFold, cross_validate, trai
 from sklearn.pipeline import Pipeline  # noqa: E402
 from sklearn.preprocessing import OneHotEncoder, StandardScaler  # noqa: E402
 
-from stages.modeling import MODELS, ModelSettings  # noqa: E402  (the same estimators)
+from stages.model_registry import MODELS, ModelSettings
 
 SCORING = {
     "regression": ["r2", "neg_root_mean_squared_error", "neg_mean_absolute_error"],

@@ -34,9 +34,11 @@ from pipeline import interrupts, runner, tracking
 from pipeline.config import Config, apply_overrides, load_config
 from pipeline.errors import DataError, UsageError, did_you_mean
 from pipeline.files import bytes_as_text, read_table, verify_export
-from stages import deployment
+from stages import contract
 from stages.challenge import Challenge
-from stages.evaluation import Decision, Evaluation, annotated_leaderboard
+from stages.evaluation import Evaluation
+from stages.selection import annotated_leaderboard
+from stages.gate import Decision
 from stages.selection import Selection
 
 DATAFRAME_SOURCE = "a pandas DataFrame"
@@ -221,7 +223,7 @@ def predict(
         rows = read_table(Path(data))
     else:
         raise UsageError(f"data must be a file path or a pandas DataFrame, not {type(data).__name__}")
-    scored = deployment.score(loaded.model, rows, loaded.contract)
+    scored = contract.score(loaded.model, rows, loaded.contract)
     for warning in (*loaded.warnings, *scored.warnings):
         print(f"crispml: warning: {warning}", file=sys.stderr)
     frame = scored.frame

@@ -442,7 +442,7 @@ def _summary(result: Any, elapsed: float) -> dict[str, Any]:
 
 
 def _print_summary(result: Any, elapsed: float) -> None:
-    from stages.evaluation import annotated_leaderboard
+    from stages.selection import annotated_leaderboard
 
     board = result.leaderboard
     selection = result.selection

@@ -23,9 +23,9 @@ from typing import Any
 from pipeline import backends, paths
 from pipeline.errors import ConfigError, did_you_mean
 from pipeline.files import file_problem
-from stages.evaluation import DEPRECATED_RULES, SELECTION_RULES, SIMPLEST_EQUIVALENT
+from stages.selection import DEPRECATED_RULES, SELECTION_RULES, SIMPLEST_EQUIVALENT
 from stages.metrics import DEFAULT_RELATIVE_TOLERANCE, DEFAULT_TOLERANCE, METRICS
-from stages.modeling import MODELS
+from stages.model_registry import MODELS
 from stages.understanding import TASKS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

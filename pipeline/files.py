@@ -32,7 +32,6 @@ import pandas as pd
 
 from pipeline import interrupts, paths
 from pipeline.errors import ConfigError, DataError, ModelLoadError, UsageError, did_you_mean
-from stages.deployment import sha256_of
 
 try:
     import fcntl
@@ -64,6 +63,22 @@ _DECIMAL_COMMA = r"\s*[+-]?(?:[0-9]+|[0-9]{1,3}(?:\.[0-9]{3})+),[0-9]+\s*"
 _SEPARATOR_NAMES = {",": "','", ";": "';'", "\t": "tab", "|": "'|'"}
 MANIFEST = "manifest.json"
 JOBLIB_MODEL = "model.joblib"
+
+
+def sha256_of(path: Path) -> str:
+    """The SHA-256 of a file, read in chunks.
+
+    Args:
+        path: The file.
+
+    Returns:
+        The hex digest.
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def file_problem(path: Path, flag: str) -> str:

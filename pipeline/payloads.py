@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.errors import DataError, did_you_mean
-from stages.deployment import DataContract
+from stages.contract import DataContract
 
 CSV = "text/csv"
 JSON = "application/json"

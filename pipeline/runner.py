@@ -18,10 +18,13 @@ from pipeline import backends, paths, tracking
 from pipeline.backends import local_pool
 from pipeline.config import Config, check_outputs, min_score_problem
 from pipeline.errors import ConfigError, DataError, Interrupted, first_line
-from pipeline.files import check_scored_output, export_model_dir, read_table, verify_export, write_table
+from pipeline.files import check_scored_output, export_model_dir, read_table, sha256_of, verify_export, write_table
 from stages import challenge as challenging
-from stages import cleaning, deployment, evaluation, modeling, preparation, racing, reporting, tuning, understanding
+from stages import cleaning, contract, deployment, evaluation, gate, modeling, preparation, racing, reporting, tuning, understanding
+from stages import model_registry
+from stages import selection as selecting
 from stages.metrics import DEFAULT_METRIC, METRICS
+from stages.model_card import model_card
 
 
 class Progress(Protocol):
@@ -79,8 +82,8 @@ class RunResult:
     model_uri: str
     registered: str
     export_dir: Path | None
-    selection: evaluation.Selection
-    decision: evaluation.Decision
+    selection: selecting.Selection
+    decision: gate.Decision
     footprint: evaluation.Footprint
     model: Any = None
     challenge: challenging.Challenge | None = None
@@ -136,7 +139,7 @@ def run(
     deadline = started + CV_SHARE_OF_BUDGET * budget if budget else None
     if table is None:
         data_path = Path(config.data.path)
-        table = Table(read_table(data_path), str(data_path), deployment.sha256_of(data_path))
+        table = Table(read_table(data_path), str(data_path), sha256_of(data_path))
     data_sha256 = table.sha256
     raw_example = table.frame.head(deployment.INPUT_EXAMPLE_ROWS).copy()  # the model's example: rows as read, not cleaned
     prepared = _understand_and_prepare(config, table.frame, table.source, progress)  # phases 1 and 2
@@ -188,7 +191,7 @@ class _Prepared:
     split: preparation.Split
     folds: modeling.Folds
     preprocessor: Any
-    settings: modeling.ModelSettings
+    settings: model_registry.ModelSettings
     candidates: dict[str, Any]
     labelled: np.ndarray  # positions, in the data as read, of the rows with a target (X's and y's rows)
 
@@ -202,7 +205,7 @@ class _Assessed:
     importance: Any
     final: deployment.Deployment
     footprint: evaluation.Footprint
-    decision: evaluation.Decision
+    decision: gate.Decision
     plots: dict[str, bytes]
 
 
@@ -238,10 +241,10 @@ def _understand_and_prepare(config: Config, data: pd.DataFrame, source: str, pro
     preprocessor = preparation.build_preprocessor(
         profile, config.preparation.rare_category_share, config.preparation.max_categories
     )
-    settings = modeling.ModelSettings(profile.task, config.seed, config.modeling.mlp_hidden_layers, len(split.y_train))
-    candidates = modeling.build_candidates(config.modeling.models, preprocessor, settings)
+    settings = model_registry.ModelSettings(profile.task, config.seed, config.modeling.mlp_hidden_layers, len(split.y_train))
+    candidates = model_registry.build_candidates(config.modeling.models, preprocessor, settings)
     if config.modeling.tune:  # `<name>:tuned` variants, cross-validated on the same folds as the defaults
-        candidates |= tuning.tuned_candidates(candidates, profile.task, metric, config.seed, modeling.search_spaces())
+        candidates |= tuning.tuned_candidates(candidates, profile.task, metric, config.seed, model_registry.search_spaces())
     progress("preparation", f"{len(split.y_train)} training rows, {len(split.y_test)} holdout rows, {len(folds)} folds")
     return _Prepared(profile, metric, X, y, split, folds, preprocessor, settings, candidates, labelled)
 
@@ -270,7 +273,7 @@ def _model(
     memory_mb: int | None,
     deadline: float | None,
     progress: Progress,
-) -> tuple[modeling.Leaderboard, evaluation.Selection]:
+) -> tuple[modeling.Leaderboard, selecting.Selection]:
     """Modeling: every candidate on the same folds, then the selection rule picks one."""
     metric, candidates, folds = prepared.metric, prepared.candidates, prepared.folds
     e = config.evaluation
@@ -309,10 +312,10 @@ def _model(
     if best is None:
         errors = "; ".join(f"{r.name}: {r.error}" for r in board.rows)
         raise DataError(f"every candidate failed to fit ({errors}); check the data or the model list")
-    selection = evaluation.select_model(
+    selection = selecting.select_model(
         board, e.selection, e.alpha, *_fold_sizes(folds), tolerance=e.tolerance, relative_tolerance=e.relative_tolerance
     )
-    tracker.log_frame(evaluation.annotated_leaderboard(board, selection), "leaderboard.csv")
+    tracker.log_frame(selecting.annotated_leaderboard(board, selection), "leaderboard.csv")
     tracker.set_tags(
         {
             "crispml.chosen_model": selection.chosen,
@@ -330,7 +333,7 @@ def _evaluate(
     config: Config,
     prepared: _Prepared,
     board: modeling.Leaderboard,
-    selection: evaluation.Selection,
+    selection: selecting.Selection,
     data_sha256: str,
     memory_mb: int | None,
     progress: Progress,
@@ -339,9 +342,9 @@ def _evaluate(
     metric, split, candidates = prepared.metric, prepared.split, prepared.candidates
     chosen = next(r for r in board.rows if r.name == selection.chosen)
     floor = (  # the margin is measured against the dummy even when it was not a candidate
-        candidates[evaluation.BASELINE]
-        if evaluation.BASELINE in candidates
-        else modeling.build_candidates([evaluation.BASELINE], prepared.preprocessor, prepared.settings)[evaluation.BASELINE]
+        candidates[selecting.BASELINE]
+        if selecting.BASELINE in candidates
+        else model_registry.build_candidates([selecting.BASELINE], prepared.preprocessor, prepared.settings)[selecting.BASELINE]
     )
     # Three independent fits, side by side in worker processes: the chosen model on the
     # training part (then scored on the holdout), on every row (the model to deploy), and the baseline.
@@ -377,7 +380,7 @@ def _evaluate(
     )
     footprint = evaluation.measure_footprint(final.model, split.X_test)
     b = config.business
-    decision = evaluation.decide(
+    decision = gate.decide(
         metric,
         result.holdout[metric],
         baseline_holdout[metric],
@@ -484,9 +487,9 @@ def _against(
         loaded = tracking.load_model(champion.uri, config.tracking_uri)
     except Exception as exc:  # noqa: BLE001  (whatever keeps the champion from loading, it cannot be compared)
         return not_compared(f"cannot be loaded ({first_line(exc)[:300]})")
-    contract = loaded.contract
-    if contract.target and contract.target != prepared.profile.target:
-        return not_compared(f"predicts `{contract.target}`, this run `{prepared.profile.target}`")
+    theirs = loaded.contract
+    if theirs.target and theirs.target != prepared.profile.target:
+        return not_compared(f"predicts `{theirs.target}`, this run `{prepared.profile.target}`")
     classes = getattr(loaded.model, "classes_", None)
     if (classes is None) != (result.classes is None):
         return not_compared(f"is a {'regression' if classes is None else 'classification'} model, this run's task is {prepared.profile.task}")
@@ -500,7 +503,7 @@ def _against(
         record = challenging.ChampionRecord.from_bytes(champion.record)
     except ValueError as exc:
         return not_compared(f"has an unusable {tracking.CHAMPION_RECORD} ({exc})")
-    missing = sorted({c for c in (*contract.inputs, *record.columns) if c not in holdout.columns}, key=str)
+    missing = sorted({c for c in (*theirs.inputs, *record.columns) if c not in holdout.columns}, key=str)
     if missing:
         return not_compared(f"needs column(s) the new data lacks: {', '.join(map(str, missing))}")
     keys = challenging.row_fingerprints(holdout, record.columns)
@@ -508,7 +511,7 @@ def _against(
     parts, positions = [], []
     if len(sources.live):
         try:
-            scored = deployment.score(loaded.model, holdout.iloc[sources.live][list(contract.inputs)].reset_index(drop=True), contract)
+            scored = contract.score(loaded.model, holdout.iloc[sources.live][list(theirs.inputs)].reset_index(drop=True), theirs)
         except Exception as exc:  # noqa: BLE001  (a contract error, or a model this environment cannot run)
             return not_compared(f"cannot score the new holdout ({first_line(exc)[:300]})")
         parts.append(challenging.scored_predictions(scored.frame, classes))
@@ -541,7 +544,7 @@ def _deploy(
     config: Config,
     prepared: _Prepared,
     board: modeling.Leaderboard,
-    selection: evaluation.Selection,
+    selection: selecting.Selection,
     assessed: _Assessed,
     challenge: challenging.Challenge | None,
     raw_example: pd.DataFrame,
@@ -564,17 +567,17 @@ def _deploy(
     requirements = _requirements(final.manifest["packages"])
     register = config.deployment.register and decision.go
     challenger = challenge is not None and not challenge.promoted  # registered, not exported: the champion stays
-    contract = {deployment.CONTRACT_KEY: final.contract.to_dict()}
+    metadata = {contract.CONTRACT_KEY: final.contract.to_dict()}
     tracker.log_json(final.contract.to_dict(), "contract.json")
     # The example is raw rows, as a file like the training file reads: what the shipped pyfunc loader takes.
     example = raw_example.loc[:, list(final.contract.inputs)]
-    logged = tracker.log_model(final.model, example, requirements, modeling.trusted_types(), contract)
+    logged = tracker.log_model(final.model, example, requirements, model_registry.trusted_types(), metadata)
     # The card names the alias, which is this model's once the run commits; the manifest names the version.
     alias = tracking.CHALLENGER if challenger else tracking.CHAMPION
     registered = f"models:/{config.experiment}@{alias}" if register else ""
     target = paths.export_target(config.deployment.out, config.experiment)
     exported = decision.go and not challenger
-    card = deployment.model_card(
+    card = model_card(
         experiment=config.experiment,
         objective=config.business.objective,
         profile=prepared.profile,
@@ -598,7 +601,7 @@ def _deploy(
     manifest = _json_safe(
         {
             **final.manifest,
-            "leaderboard": evaluation.annotated_leaderboard(board, selection).to_dict(orient="records"),
+            "leaderboard": selecting.annotated_leaderboard(board, selection).to_dict(orient="records"),
             "selection": selection.to_dict(),
             "decision": decision.to_dict(),
             "challenge": challenge.to_dict() if challenge is not None else None,
@@ -672,7 +675,7 @@ def _shown(path: Path) -> str:
 def _described(
     config: Config,
     prepared: _Prepared,
-    selection: evaluation.Selection,
+    selection: selecting.Selection,
     assessed: _Assessed,
     challenge: challenging.Challenge | None,
 ) -> tuple[str, str]:
@@ -722,7 +725,7 @@ class Prediction:
 
     rows: int
     warnings: tuple[str, ...]
-    check: deployment.ContractCheck
+    check: contract.ContractCheck
 
 
 def predict(model: str, data_path: Path, out_path: Path, tracking_uri: str, overwrite: bool) -> Prediction:
@@ -753,7 +756,7 @@ def predict(model: str, data_path: Path, out_path: Path, tracking_uri: str, over
         verify_export(Path(model))
     loaded = tracking.load_model(model, tracking_uri)
     data = read_table(Path(data_path))
-    scored = deployment.score(loaded.model, data, loaded.contract)
+    scored = contract.score(loaded.model, data, loaded.contract)
     write_table(scored.frame, Path(out_path), overwrite)
     return Prediction(rows=len(scored.frame), warnings=(*loaded.warnings, *scored.warnings), check=scored.check)
 

@@ -4,7 +4,7 @@
 lightly: one worker and no job runners. `crispml serve` runs MLflow's scoring server for a
 saved model in this process, behind a gate that reads each request in whichever layout
 MLflow accepts (`pipeline.payloads`) and checks its rows against the data contract saved
-with the model first (`stages.deployment.check_rows`, as batch scoring does), so that a
+with the model first (`stages.contract.check_rows`, as batch scoring does), so that a
 bad request gets a 4xx with one line naming the problem. Both bind 127.0.0.1 only.
 """
 
@@ -30,7 +30,7 @@ from urllib.parse import urlparse
 from pipeline import payloads, tracking
 from pipeline.errors import EXIT_OK, DataError, TrackingError, UsageError
 from pipeline.files import verify_export
-from stages import deployment
+from stages.contract import DataContract, check_rows
 
 HOST = "127.0.0.1"
 UI_PORT = 5000
@@ -307,7 +307,7 @@ class ContractGate:
     Every request MLflow's scoring server accepts (CSV, Parquet, or JSON in the
     `dataframe_split`, `dataframe_records`, `instances` or `inputs` layout) is read into
     its rows by `pipeline.payloads`, and those rows meet batch scoring's check
-    (`deployment.check_rows`): a request that is not a table of named columns gets a 400
+    (`contract.check_rows`): a request that is not a table of named columns gets a 400
     (415 for a content type the server does not read, 413 for a body over `max_bytes`), and
     rows that break the contract get a 400 with its message, each as
     `{"error_code": ..., "message": ...}` with a one-line message (a bug in crispml gets a
@@ -328,7 +328,7 @@ class ContractGate:
     """
 
     def __init__(
-        self, app: Any, contract: deployment.DataContract, max_bytes: int = MAX_REQUEST_BYTES, raw_rows: bool = False
+        self, app: Any, contract: DataContract, max_bytes: int = MAX_REQUEST_BYTES, raw_rows: bool = False
     ) -> None:
         self.app = app
         self.contract = contract
@@ -374,7 +374,7 @@ class ContractGate:
         request = payloads.read_request(
             body, headers.get(b"content-type"), self.contract, content_encoding=headers.get(b"content-encoding")
         )
-        check = deployment.check_rows(request.frame, self.contract, what="the request")
+        check = check_rows(request.frame, self.contract, what="the request")
         for warning in check.warnings:
             _log.warning("crispml: warning: %s", warning)
         if self.raw_rows:  # crispml's pyfunc loader reads raw rows as `crispml predict` does: the input columns as sent

@@ -42,7 +42,8 @@ from pipeline import interrupts
 from pipeline.errors import CrispmlError, ModelLoadError, TrackingError, did_you_mean, first_line
 from pipeline.files import is_bytecode_cache
 from stages import crispml_pyfunc
-from stages.deployment import CONTRACT_KEY, DataContract, contract_from_signature, sha256_of
+from pipeline.files import sha256_of
+from stages.contract import CONTRACT_KEY, DataContract, contract_from_signature
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"

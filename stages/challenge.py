@@ -32,7 +32,7 @@ import pandas as pd
 from scipy import stats
 
 from stages.cleaning import MISSING_MARKERS
-from stages.deployment import PREDICTION, PROBA_PREFIX
+from stages.contract import PREDICTION, PROBA_PREFIX
 from stages.metrics import METRICS
 
 FIRST = "first"
@@ -258,7 +258,7 @@ def fair_rows(record: ChampionRecord, holdout: np.ndarray) -> Sources:
 
 
 def scored_predictions(scored: pd.DataFrame, classes: np.ndarray | None) -> Predictions:
-    """A scored frame's `prediction` and `proba_<class>` columns (`deployment.score`) as predictions."""
+    """A scored frame's `prediction` and `proba_<class>` columns (`contract.score`) as predictions."""
     if classes is None:
         return Predictions(scored[PREDICTION].to_numpy())
     names = [f"{PROBA_PREFIX}{c}" for c in classes]

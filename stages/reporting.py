@@ -20,7 +20,9 @@ from matplotlib.figure import Figure
 from sklearn.calibration import CalibrationDisplay
 from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, PredictionErrorDisplay, RocCurveDisplay
 
-from stages.evaluation import Evaluation, Importance, Selection
+from stages.evaluation import Evaluation
+from stages.selection import Selection
+from stages.importance import Importance
 from stages.selection import BASELINE
 from stages.modeling import OK, Leaderboard
 from stages.understanding import CLASSIFICATION, DataProfile
@@ -259,7 +261,7 @@ def importance_plot(importance: Importance) -> bytes:
     """Horizontal bars of permutation importance, most important on top.
 
     Args:
-        importance: From `stages.evaluation.permutation_importances`.
+        importance: From `stages.importance.permutation_importances`.
 
     Returns:
         PNG bytes.

@@ -24,7 +24,7 @@ from scipy import stats
 
 from stages.metrics import DEFAULT_RELATIVE_TOLERANCE, DEFAULT_TOLERANCE, METRICS
 from stages.modeling import OK, CandidateResult, Leaderboard
-from stages.modeling import complexity as complexity_of
+from stages.model_registry import complexity as complexity_of
 from stages.tuning import default_name, is_tuned
 
 SIMPLEST_EQUIVALENT = "simplest_equivalent"

@@ -12,8 +12,8 @@ import pytest
 
 from pipeline.config import DEFAULT_DATA, Config, apply_overrides
 from pipeline.runner import RunResult, run
-from stages.deployment import build_contract
-from stages.modeling import ModelSettings, build_candidates
+from stages.contract import build_contract
+from stages.model_registry import ModelSettings, build_candidates
 from stages.preparation import build_preprocessor, features_and_target
 from stages.understanding import profile_data
 

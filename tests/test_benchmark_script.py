@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import ModelingConfig
-from stages.modeling import MODELS
+from stages.model_registry import MODELS
 
 _PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "run_benchmark.py"
 _spec = importlib.util.spec_from_file_location("run_benchmark", _PATH)

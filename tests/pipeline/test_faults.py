@@ -35,7 +35,8 @@ from pipeline.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, Confi
 from pipeline.files import JOBLIB_MODEL, MANIFEST, export_model_dir, sealed_manifest, verify_export
 from pipeline.runner import run
 from stages import modeling
-from stages.deployment import sha256_of
+from stages import model_registry
+from pipeline.files import sha256_of
 from stages.fitting import NOT_IN_BUDGET, Task
 from stages.modeling import FAILED, OK, compare_models, make_folds
 
@@ -181,7 +182,7 @@ def binary_file(folder: Path, n: int = 80, seed: int = 0, name: str = "churn.csv
 
 def with_a_sleepy_candidate(tmp_path, monkeypatch, **limits):
     """A real run's config on a small binary file: baseline, linear and a candidate that hangs."""
-    monkeypatch.setitem(modeling.MODELS, "sleepy", modeling.ModelSpec(regression=lambda s: Sleepy(), classification=lambda s: Sleepy()))
+    monkeypatch.setitem(model_registry.MODELS, "sleepy", model_registry.ModelSpec(regression=lambda s: Sleepy(), classification=lambda s: Sleepy()))
     return config_for(
         tmp_path,
         binary_file(tmp_path),

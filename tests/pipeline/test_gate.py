@@ -20,7 +20,7 @@ from pipeline.errors import ConfigError
 from pipeline.files import MANIFEST
 from pipeline.runner import run
 from stages import modeling
-from stages.deployment import sha256_of
+from pipeline.files import sha256_of
 
 CRISPML = Path(sys.executable).parent / "crispml"
 CLASSIFICATION_PLOTS = {"confusion_matrix.png", "roc_curve.png", "precision_recall.png", "calibration.png"}

@@ -21,13 +21,7 @@ from pipeline import tracking
 from pipeline.config import DEFAULT_DATA
 from pipeline.files import MANIFEST
 from pipeline.runner import run
-from stages.modeling import (
-    GRADIENT_BOOSTING_EARLY_STOPPING_MIN_ROWS,
-    MLP_EARLY_STOPPING_MIN_ROWS,
-    ModelSettings,
-    build_candidates,
-    trusted_types,
-)
+from stages.model_registry import GRADIENT_BOOSTING_EARLY_STOPPING_MIN_ROWS, MLP_EARLY_STOPPING_MIN_ROWS, ModelSettings, build_candidates, trusted_types
 from stages.preparation import build_preprocessor, features_and_target
 from stages.subsample import unwrap
 from stages.understanding import profile_data

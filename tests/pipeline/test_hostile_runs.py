@@ -33,7 +33,7 @@ from pipeline import cli, files, interrupts, tracking
 from pipeline.backends import local_pool
 from pipeline.errors import EXIT_TERMINATED, EXIT_USAGE
 from pipeline.files import MANIFEST, STAGING_MARKER, export_model_dir, remove_stale_staging, verify_export
-from stages.deployment import sha256_of
+from pipeline.files import sha256_of
 
 CRISPML = Path(sys.executable).parent / "crispml"
 EXPERIMENT = "t"

@@ -477,7 +477,7 @@ def test_a_bug_is_still_a_traceback_not_a_lost_server(monkeypatch, capsys):
 def test_serve_prints_the_warnings_about_its_model_before_it_starts(monkeypatch, capsys):
     import uvicorn
 
-    from stages.deployment import contract_from_signature
+    from stages.contract import contract_from_signature
 
     warned = "the model could not be checked before loading: it has no recorded file hashes"
     monkeypatch.setattr(

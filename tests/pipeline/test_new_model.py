@@ -11,7 +11,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 
 from pipeline import cli
 from pipeline.config import DEFAULT_DATA
-from stages.modeling import MODELS, ModelSpec
+from stages.model_registry import MODELS, ModelSpec
 
 
 class NearestMean(ClassifierMixin, BaseEstimator):

@@ -11,7 +11,7 @@ import pytest
 
 from pipeline import payloads
 from pipeline.payloads import RequestError, read_request, split_body
-from stages.deployment import ColumnContract, DataContract, check_rows
+from stages.contract import ColumnContract, DataContract, check_rows
 from stages.understanding import CATEGORICAL, NUMERIC
 
 CONTRACT = DataContract(columns=(ColumnContract("a", NUMERIC, "float64"), ColumnContract("b", CATEGORICAL, "str")))

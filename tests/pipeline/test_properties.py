@@ -30,7 +30,7 @@ from conftest import config_for
 from pipeline import runner, tracking
 from pipeline.errors import CrispmlError
 from pipeline.files import JOBLIB_MODEL, MANIFEST, read_table
-from stages.deployment import CONTRACT_KEY, PREDICTION, DataContract, score
+from stages.contract import CONTRACT_KEY, PREDICTION, DataContract, score
 
 ODD_NAMES = ["", " ", "id", "a,b", 'say "hi"', "Unnamed: 0", "ü", "1", "NaN", "x.1", "tab\there", "€"]
 NAMES = st.one_of(st.sampled_from(ODD_NAMES), st.text(alphabet=string.ascii_lowercase + "_ -", min_size=1, max_size=5))

@@ -17,7 +17,8 @@ from conftest import config_for
 from pipeline.files import MANIFEST
 from pipeline.runner import run
 from stages import modeling
-from stages.deployment import sha256_of
+from stages import model_registry
+from pipeline.files import sha256_of
 
 pytestmark = pytest.mark.slow
 
@@ -127,7 +128,7 @@ def test_the_mlmodel_file_holds_the_contract_as_one_json_string_and_the_older_tr
     from mlflow.models import Model
 
     from pipeline import tracking
-    from stages.deployment import CONTRACT_KEY
+    from stages.contract import CONTRACT_KEY
 
     folder = penguins_run.result.export_dir
     manifest = json.loads((folder / MANIFEST).read_text())
@@ -187,7 +188,7 @@ class _Exploding(ClassifierMixin, BaseEstimator):
 
 
 def test_a_failing_candidate_is_a_failed_child_run_and_the_run_finishes(tmp_path, monkeypatch):
-    monkeypatch.setitem(modeling.MODELS, "svm", modeling.ModelSpec(lambda s: _Exploding(), lambda s: _Exploding()))
+    monkeypatch.setitem(model_registry.MODELS, "svm", model_registry.ModelSpec(lambda s: _Exploding(), lambda s: _Exploding()))
     config = config_for(tmp_path, **{"modeling.models": ["baseline", "linear", "svm"], "modeling.folds": 3, "modeling.n_jobs": 1})
     result = run(config)
     failed = next(r for r in result.leaderboard.rows if r.name == "svm")

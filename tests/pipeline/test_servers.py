@@ -32,7 +32,7 @@ from pipeline import tracking
 from pipeline.cli import main
 from pipeline.config import DEFAULT_DATA
 from pipeline.files import verify_export
-from stages.deployment import contract_from_signature
+from stages.contract import contract_from_signature
 
 pytestmark = pytest.mark.slow
 

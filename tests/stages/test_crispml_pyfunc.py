@@ -12,7 +12,8 @@ from mlflow.exceptions import MlflowException
 
 from stages import crispml_pyfunc
 from stages.crispml_pyfunc import ContractError, ContractModel, conform, inputs
-from stages.deployment import check_rows, predict_with_proba, score
+from stages.fold_fits import predict_with_proba
+from stages.contract import check_rows, score
 
 
 def test_it_reads_a_messy_raw_file_as_crispml_predict_does(trained_on_raw):

@@ -7,33 +7,13 @@ from sklearn.exceptions import NotFittedError
 from sklearn.metrics import balanced_accuracy_score
 from sklearn.utils.validation import check_is_fitted
 
-from stages.evaluation import (
-    BEST_MEAN,
-    SIMPLEST_EQUIVALENT,
-    SIMPLEST_WITHIN_NOISE,
-    Footprint,
-    annotated_leaderboard,
-    corrected_ttest,
-    decide,
-    evaluate_holdout,
-    holdout_warnings,
-    loss_posterior,
-    measure_footprint,
-    permutation_importances,
-    select_model,
-)
+from stages.evaluation import Footprint, evaluate_holdout, holdout_warnings, measure_footprint
+from stages.selection import BEST_MEAN, SIMPLEST_EQUIVALENT, SIMPLEST_WITHIN_NOISE, annotated_leaderboard, corrected_ttest, loss_posterior, select_model
+from stages.importance import permutation_importances
+from stages.gate import decide
 from stages.metrics import METRICS
-from stages.modeling import (
-    FAILED,
-    OK,
-    CandidateResult,
-    Leaderboard,
-    ModelSettings,
-    build_candidates,
-    compare_models,
-    make_folds,
-    rank,
-)
+from stages.modeling import FAILED, OK, CandidateResult, Leaderboard, compare_models, make_folds, rank
+from stages.model_registry import ModelSettings, build_candidates
 from stages.preparation import build_preprocessor, features_and_target, split_holdout
 from stages.understanding import profile_data
 
@@ -372,7 +352,7 @@ def test_measure_footprint_times_prediction_and_sizes_the_model(mixed_frame):
 
 
 def test_permutation_importance_shuffles_fewer_rows_for_a_model_that_predicts_slowly():
-    from stages.evaluation import IMPORTANCE_ROWS, importance_rows
+    from stages.importance import IMPORTANCE_ROWS, importance_rows
 
     fast = importance_rows(0.001, n_test=1600, n_features=20)  # 1,600 holdout rows in 1 ms
     slow = importance_rows(2.0, n_test=1600, n_features=20)  # 1.25 ms a row: 100 shuffles x 100 rows = 12.5 s, the floor
@@ -382,7 +362,7 @@ def test_permutation_importance_shuffles_fewer_rows_for_a_model_that_predicts_sl
 
 
 def test_permutation_importance_shuffles_fewer_columns_for_a_model_whose_every_prediction_is_slow():
-    from stages.evaluation import MAX_IMPORTANCE_COLUMNS, MIN_IMPORTANCE_COLUMNS, importance_columns
+    from stages.importance import MAX_IMPORTANCE_COLUMNS, MIN_IMPORTANCE_COLUMNS, importance_columns
 
     assert importance_columns(0.001, n_features=3000) == MAX_IMPORTANCE_COLUMNS  # cheap: the screen's cap
     assert importance_columns(0.2, n_features=3000) == MIN_IMPORTANCE_COLUMNS  # 0.2 s a prediction: the floor
@@ -405,7 +385,9 @@ def test_a_holdout_bigger_than_the_shuffles_is_timed_again_on_as_many_rows_as_th
     # A prediction's cost is not proportional to its rows (on wide data it is mostly fixed),
     # so the column budget is judged by a prediction of the rows the shuffles will use.
     from stages import evaluation
-    from stages.evaluation import IMPORTANCE_ROWS, assess_on_holdout
+    from stages import importance
+    from stages.evaluation import assess_on_holdout
+    from stages.importance import IMPORTANCE_ROWS
 
     X, y, _ = _wide_frame(2600, 4, "binary")
     data = X.assign(target=y)
@@ -415,7 +397,7 @@ def test_a_holdout_bigger_than_the_shuffles_is_timed_again_on_as_many_rows_as_th
     model = build_candidates(["linear"], build_preprocessor(profile, 0.01, 20), ModelSettings(profile.task, 0))["linear"]
     row = CandidateResult("linear", "LogisticRegression", {}, OK, fold_scores={"roc_auc": (0.5,) * 5})
     events = []
-    predict, permute = evaluation.predict_with_proba, evaluation.permutation_importances
+    predict, permute = evaluation.predict_with_proba, importance.permutation_importances
 
     def counting(model_, X_, classes):
         events.append(("predict", len(X_)))
@@ -448,7 +430,7 @@ def _wide_frame(n_rows: int, n_columns: int, task: str) -> tuple:
 
 @pytest.mark.parametrize("task", ["regression", "binary"])
 def test_permutation_importance_on_a_wide_frame_shuffles_at_most_the_capped_columns_and_says_so(task):
-    from stages.evaluation import MAX_IMPORTANCE_COLUMNS
+    from stages.importance import MAX_IMPORTANCE_COLUMNS
 
     X, y, classes = _wide_frame(300, 400, task)
     data = X.assign(target=y)

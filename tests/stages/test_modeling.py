@@ -18,10 +18,8 @@ from pipeline.backends.local_pool import LocalPool
 from stages.early_stopping import EarlyStoppingClassifier
 from stages.errors import DataError
 from stages.metrics import METRICS
-from stages.modeling import (
-    COMMON_TRUSTED_TYPES, FAILED, MODELS, OK, CandidateResult, ModelSettings, build_candidates, compare_models, hyperparameters,
-    make_folds, rank,
-)
+from stages.modeling import FAILED, OK, CandidateResult, compare_models, hyperparameters, make_folds, rank
+from stages.model_registry import COMMON_TRUSTED_TYPES, MODELS, ModelSettings, build_candidates
 from stages.preparation import build_preprocessor, features_and_target
 from stages.understanding import profile_data
 
@@ -246,12 +244,12 @@ def test_svr_learns_a_target_far_from_unit_scale():
 
 @pytest.mark.parametrize("task", ["regression", "binary"])
 def test_costly_candidates_change_strategy_above_their_row_thresholds(task):
-    from stages import modeling
+    from stages import model_registry
 
-    small = ModelSettings(task, 0, n_rows=modeling.EXACT_SVM_MAX_ROWS)
+    small = ModelSettings(task, 0, n_rows=model_registry.EXACT_SVM_MAX_ROWS)
     large = ModelSettings(task, 0, n_rows=1_000_000)
     strategy = {
-        size: {name: modeling.describe_strategy(spec.build(s)) for name, spec in modeling.MODELS.items()}
+        size: {name: model_registry.describe_strategy(spec.build(s)) for name, spec in model_registry.MODELS.items()}
         for size, s in (("small", small), ("large", large))
     }
     assert strategy["small"]["svm"] == "exact RBF kernel"
@@ -270,18 +268,18 @@ def test_costly_candidates_change_strategy_above_their_row_thresholds(task):
 
 @pytest.mark.parametrize("task", ["regression", "binary"])
 def test_gradient_boosting_stops_early_above_10000_rows_as_scikit_learns_auto_does(task):
-    from stages import modeling
+    from stages import model_registry
 
-    at = modeling.GRADIENT_BOOSTING_EARLY_STOPPING_MIN_ROWS
+    at = model_registry.GRADIENT_BOOSTING_EARLY_STOPPING_MIN_ROWS
     below = MODELS["gradient_boosting"].build(ModelSettings(task, 0, n_rows=at))
     above = MODELS["gradient_boosting"].build(ModelSettings(task, 0, n_rows=at + 1))
     assert below.early_stopping is False and above.early_stopping is True
-    assert modeling.describe_strategy(below) == "100 boosting iterations"
+    assert model_registry.describe_strategy(below) == "100 boosting iterations"
     # The rule of 'auto', decided once from the run's rows (so that every fold and the refit
     # agree): on rows it cannot learn from, it stops after n_iter_no_change iterations.
     assert above.fit(np.zeros((at + 1, 1)), np.arange(at + 1) % 2).n_iter_ < 100
     small = MODELS["mlp"].build(ModelSettings(task, 0, n_rows=100))
-    assert modeling.describe_strategy(small) == "trained to convergence"
+    assert model_registry.describe_strategy(small) == "trained to convergence"
 
 
 def test_hyperparameters_are_flat_plain_and_without_deprecated_placeholders():

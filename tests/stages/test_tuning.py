@@ -19,30 +19,14 @@ from conftest import config_for, sqlite_uri
 from pipeline import cli, tracking
 from pipeline.files import MANIFEST
 from pipeline.runner import run
-from stages.deployment import refit_for_deployment, sha256_of
-from stages.evaluation import (
-    BEST_MEAN,
-    SIMPLEST_EQUIVALENT,
-    annotated_leaderboard,
-    evaluate_holdout,
-    select_model,
-)
+from stages.deployment import refit_for_deployment
+from pipeline.files import sha256_of
+from stages.evaluation import evaluate_holdout
+from stages.selection import BEST_MEAN, SIMPLEST_EQUIVALENT, annotated_leaderboard, select_model
 from stages.metrics import DEFAULT_METRIC, METRICS
-from stages.modeling import (
-    MODELS,
-    OK,
-    CandidateResult,
-    Leaderboard,
-    ModelSettings,
-    build_candidates,
-    complexity,
-    compare_models,
-    make_folds,
-    predict_with_proba,
-    rank,
-    search_spaces,
-    trusted_types,
-)
+from stages.modeling import OK, CandidateResult, Leaderboard, compare_models, make_folds, rank
+from stages.fold_fits import predict_with_proba
+from stages.model_registry import MODELS, ModelSettings, build_candidates, complexity, search_spaces, trusted_types
 from stages.preparation import build_preprocessor, features_and_target, split_holdout
 from stages.tuning import (
     FACTOR,
