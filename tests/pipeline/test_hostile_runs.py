@@ -530,13 +530,13 @@ def staged(inside: str = "") -> Callable[[Watched, Path], bool]:
 
 
 SPRAY = [  # (moment, how to find it, the signal); each is one run (the in-process MOMENTS above hit each step exactly)
-    ("data understood", line("understanding"), signal.SIGTERM),
+    # The moments a real process has and an in-process run does not time the same way: the
+    # end of the comparison, and the export's staging and swap (the start of a run, the gate
+    # and the end are MOMENTS above).
     ("last candidate done", line(" done: ", 2), signal.SIGTERM),
     ("0.08 s after the last candidate", line(" done: ", 2, 0.08), signal.SIGINT),
-    ("gate passed", line("gate: go"), signal.SIGTERM),
     ("export staging", staged(), signal.SIGTERM),
     ("export swapped in", staged("previous"), signal.SIGTERM),
-    ("deployment reported", line("deployment"), signal.SIGTERM),
 ]
 
 

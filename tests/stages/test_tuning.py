@@ -228,14 +228,14 @@ def test_nested_search_on_the_outer_folds_then_refit_and_save_without_trusting_t
 
 @pytest.mark.slow
 def test_a_tuned_penguins_run_shows_tuned_against_default_and_exports_a_plain_model(tmp_path, capsys):
-    config = config_for(tmp_path, **{"modeling.models": ["linear", "random_forest"], "modeling.folds": 3, "modeling.tune": True})
+    config = config_for(tmp_path, **{"modeling.models": ["linear", "svm"], "modeling.folds": 3, "modeling.tune": True})
     result = run(config)
     names = {r.name: r.status for r in result.leaderboard.rows}
-    assert names == {"linear": OK, "linear:tuned": OK, "random_forest": OK, "random_forest:tuned": OK}
+    assert names == {"linear": OK, "linear:tuned": OK, "svm": OK, "svm:tuned": OK}
     board = pd.read_csv(
         mlflow.artifacts.download_artifacts(run_id=result.run_id, artifact_path="leaderboard.csv", tracking_uri=config.tracking_uri)
     ).set_index("model")
-    for name in ("linear", "random_forest"):
+    for name in ("linear", "svm"):
         gain = board.loc[f"{name}:tuned", "balanced_accuracy_mean"] - board.loc[name, "balanced_accuracy_mean"]
         assert board.loc[f"{name}:tuned", "tuned_vs_default"] == pytest.approx(gain)
         assert math.isnan(board.loc[name, "tuned_vs_default"])
