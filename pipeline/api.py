@@ -30,7 +30,9 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline import interrupts, runner, tracking
+from pipeline import interrupts, runner
+
+from pipeline import loading
 from pipeline.config import Config, apply_overrides, load_config
 from pipeline.errors import DataError, UsageError, did_you_mean
 from pipeline.files import bytes_as_text, read_table, verify_export
@@ -214,9 +216,9 @@ def predict(
         model = str(model.export_dir) if model.export_dir is not None else model.model_uri
     source = os.fspath(model)
     uri = tracking_uri or Config().tracking_uri
-    if not tracking.is_model_uri(source) and Path(source).is_dir():
+    if not loading.is_model_uri(source) and Path(source).is_dir():
         verify_export(Path(source))
-    loaded = tracking.load_model(source, uri)
+    loaded = loading.load_model(source, uri)
     if isinstance(data, pd.DataFrame):
         rows = checked_frame(data)
     elif isinstance(data, (str, os.PathLike)):

@@ -197,7 +197,7 @@ def entry() -> NoReturn:
 def _store_lost(exc: BaseException) -> str:
     """The one-line message for a tracking server that stopped answering mid-command, or "" for anything else.
 
-    The store is checked before any work starts (`tracking.check_store`); a server that dies
+    The store is checked before any work starts (`store.check_store`); a server that dies
     or goes silent after that surfaces as a `requests` connection error or timeout, or as an
     `MlflowException` wrapping one ("API request to ... failed").
     """

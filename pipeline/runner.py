@@ -15,6 +15,10 @@ import numpy as np
 import pandas as pd
 
 from pipeline import backends, paths, tracking
+
+from pipeline import loading
+
+from pipeline import store
 from pipeline.backends import local_pool
 from pipeline.config import Config, check_outputs, min_score_problem
 from pipeline.errors import ConfigError, DataError, Interrupted, first_line
@@ -151,7 +155,7 @@ def run(
     memory_mb = _memory_mb(config, len(prepared.candidates) * len(prepared.folds))
     if memory_mb is not None or config.modeling.backend != "local":  # local fits without limits run here
         backends.preflight(config.modeling.backend, config.modeling.scheduler)  # a Dask scheduler, before the store
-    tracking.check_store(config.tracking_uri, writable=True)
+    store.check_store(config.tracking_uri, writable=True)
 
     run_name = f"{prepared.profile.target} {dt.datetime.now():%Y-%m-%d %H:%M:%S}"
     with tracking.pipeline_run(config.tracking_uri, config.experiment, run_name) as tracker:
@@ -484,7 +488,7 @@ def _against(
         )
 
     try:
-        loaded = tracking.load_model(champion.uri, config.tracking_uri)
+        loaded = loading.load_model(champion.uri, config.tracking_uri)
     except Exception as exc:  # noqa: BLE001  (whatever keeps the champion from loading, it cannot be compared)
         return not_compared(f"cannot be loaded ({first_line(exc)[:300]})")
     theirs = loaded.contract
@@ -653,7 +657,7 @@ def _deploy(
     extra = {MODEL_CARD: card.encode("utf-8"), **{f"plots/{name}": png for name, png in assessed.plots.items()}}
     export_dir = export_model_dir(
         target,
-        lambda folder: tracking.copy_logged_model(logged.uri, folder, config.tracking_uri),
+        lambda folder: loading.copy_logged_model(logged.uri, folder, config.tracking_uri),
         final.model,
         manifest,
         extra,
@@ -752,9 +756,9 @@ def predict(model: str, data_path: Path, out_path: Path, tracking_uri: str, over
     if Path(out_path).resolve() == Path(data_path).resolve():
         raise DataError(f"--out {out_path} is the input file; write the scores to another file")
     check_scored_output(Path(out_path), overwrite)  # before the model is loaded and the data read
-    if not tracking.is_model_uri(model) and Path(model).is_dir():
+    if not loading.is_model_uri(model) and Path(model).is_dir():
         verify_export(Path(model))
-    loaded = tracking.load_model(model, tracking_uri)
+    loaded = loading.load_model(model, tracking_uri)
     data = read_table(Path(data_path))
     scored = contract.score(loaded.model, data, loaded.contract)
     write_table(scored.frame, Path(out_path), overwrite)

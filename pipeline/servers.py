@@ -27,7 +27,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from pipeline import payloads, tracking
+from pipeline import payloads
+
+from pipeline import loading
+
+from pipeline import store
 from pipeline.errors import EXIT_OK, DataError, TrackingError, UsageError
 from pipeline.files import verify_export
 from stages.contract import DataContract, check_rows
@@ -118,7 +122,7 @@ def ui_command(tracking_uri: str, port: int) -> list[str]:
         The argument list.
     """
     command = [str(bin_dir() / "mlflow"), "server", "--backend-store-uri", tracking_uri]
-    root = tracking.artifact_root(tracking_uri)
+    root = store.artifact_root(tracking_uri)
     if root is not None:  # new experiments made in the UI keep their artifacts beside the store
         command += ["--default-artifact-root", root]
     return command + ["--host", HOST, "--port", str(port), "--workers", "1"]
@@ -165,15 +169,15 @@ def run_ui(tracking_uri: str, experiment: str, port: int, announce: Announce, ti
         raise UsageError(
             f"{tracking_uri} is a tracking server, which serves its own UI: open {tracking_uri} in a browser"
         )
-    database = tracking.sqlite_file(tracking_uri)
+    database = store.sqlite_file(tracking_uri)
     if database is not None and not database.is_file():
         raise TrackingError(
             f"no MLflow store at {database} ({tracking_uri}); run 'crispml run' first, "
             "or pass the store it wrote to with --tracking-uri"
         )
     check_port(port)
-    tracking.check_store(tracking_uri)
-    url = runs_page(port, tracking.experiment_id(tracking_uri, experiment))
+    store.check_store(tracking_uri)
+    url = runs_page(port, store.experiment_id(tracking_uri, experiment))
     executable = bin_dir() / "mlflow"
     if not executable.is_file():
         raise TrackingError(f"no mlflow program at {executable}; reinstall crispml (pip install -e .)")
@@ -237,9 +241,9 @@ def serve_model(
             f"--max-request-mb {max_request_mb:g} is not a size; pass a number of MB above 0 (default {MAX_REQUEST_MB:g})"
         )
     check_port(port)
-    if not tracking.is_model_uri(source) and Path(source).is_dir():
+    if not loading.is_model_uri(source) and Path(source).is_dir():
         verify_export(Path(source))
-    scoring = tracking.scoring_app(source, tracking_uri)
+    scoring = loading.scoring_app(source, tracking_uri)
     for message in scoring.warnings:
         warn(message)
     app = ContractGate(scoring.app, scoring.contract, max_bytes=int(max_request_mb * 1e6), raw_rows=scoring.raw_rows)

@@ -29,6 +29,7 @@ from sklearn.pipeline import Pipeline
 
 from conftest import config_for, sqlite_uri
 from pipeline import cli, tracking
+from pipeline import store
 from pipeline.backends import local_pool
 from pipeline.backends.local_pool import LocalPool
 from pipeline.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, ConfigError, Interrupted, ModelLoadError, TrackingError
@@ -474,7 +475,7 @@ def test_a_read_only_store_folder_fails_before_any_training(tmp_path, monkeypatc
     store = tmp_path / "store"
     store.mkdir()
     if existing:
-        tracking.check_store(sqlite_uri(store), writable=True)  # creates the database
+        store.check_store(sqlite_uri(store), writable=True)  # creates the database
     undo = _read_only(store)
     try:
         data = binary_file(tmp_path)
@@ -491,13 +492,13 @@ def test_a_read_only_store_folder_fails_before_any_training(tmp_path, monkeypatc
 
 def test_a_locked_store_fails_early_with_a_clear_error(tmp_path, monkeypatch, capsys):
     uri = sqlite_uri(tmp_path / "mlruns")
-    tracking.check_store(uri, writable=True)
+    store.check_store(uri, writable=True)
     holder = sqlite3.connect(tmp_path / "mlruns" / "mlflow.db")
     holder.execute("BEGIN EXCLUSIVE")  # as a stuck process or an open sqlite3 shell would
     try:
         with pytest.raises(TrackingError, match=r"is locked by another process; waited 0.5 s"):
-            tracking.check_store(uri, timeout=0.5, writable=True)
-        monkeypatch.setattr(tracking, "STORE_TIMEOUT", 0.5)
+            store.check_store(uri, timeout=0.5, writable=True)
+        monkeypatch.setattr(store, "STORE_TIMEOUT", 0.5)
         monkeypatch.chdir(tmp_path)
         start = time.monotonic()
         code = cli.main(["run", "--data", str(binary_file(tmp_path)), "--target", "churned", "--models", "baseline", "--folds", "2", "--tracking-uri", uri])
@@ -518,12 +519,12 @@ def test_a_model_folder_without_a_manifest_is_not_loaded(tmp_path):
 def test_a_viewer_needs_only_to_read_the_store(tmp_path):
     store = tmp_path / "store"
     store.mkdir()
-    tracking.check_store(sqlite_uri(store), writable=True)
+    store.check_store(sqlite_uri(store), writable=True)
     undo = _read_only(store)
     try:
-        tracking.check_store(sqlite_uri(store))  # what `crispml ui` asks: reading is enough
+        store.check_store(sqlite_uri(store))  # what `crispml ui` asks: reading is enough
         with pytest.raises(TrackingError, match="is not writable"):
-            tracking.check_store(sqlite_uri(store), writable=True)
+            store.check_store(sqlite_uri(store), writable=True)
     finally:
         undo()
 

@@ -17,7 +17,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostin
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 
 from conftest import config_for
-from pipeline import tracking
+from pipeline import loading
 from pipeline.config import DEFAULT_DATA
 from pipeline.files import MANIFEST
 from pipeline.runner import run
@@ -89,7 +89,7 @@ def test_gradient_boosting_end_to_end_through_export_predict_and_serve(tmp_path:
     assert result.export_dir is not None
     manifest = json.loads((result.export_dir / MANIFEST).read_text())
     assert manifest["model"] == "gradient_boosting" and manifest["estimator"] == "HistGradientBoostingClassifier"
-    loaded = tracking.load_model(str(result.export_dir), config.tracking_uri)
+    loaded = loading.load_model(str(result.export_dir), config.tracking_uri)
     assert type(loaded.model.steps[-1][1]) is HistGradientBoostingClassifier
 
     scored = tmp_path / "scored.csv"

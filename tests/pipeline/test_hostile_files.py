@@ -469,10 +469,10 @@ def test_write_table_refuses_a_folder_and_a_path_under_a_file(tmp_path):
 
 
 def test_score_refuses_input_columns_named_like_its_outputs(nested_run):
-    from pipeline import tracking
+    from pipeline import loading
     from stages.contract import score
 
-    loaded = tracking.load_model(str(nested_run.export_dir), nested_run.tracking_uri)
+    loaded = loading.load_model(str(nested_run.export_dir), nested_run.tracking_uri)
     with pytest.raises(DataError, match="prediction; rename or drop them"):
         score(loaded.model, labelled().assign(prediction=1), loaded.contract)
 

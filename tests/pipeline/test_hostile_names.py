@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from hostile import RUN, Hostile, both, csv, labelled, raw, run_case
-from pipeline import cli, config, paths, runner, tracking
+from pipeline import cli, config, paths, runner
+from pipeline import loading
 from pipeline.errors import EXIT_OK, ConfigError
 
 DATA = csv("d.csv", labelled())
@@ -247,7 +248,7 @@ def test_an_odd_but_valid_name_and_an_absolute_out_whose_parents_are_missing_exp
     summary = json.loads(captured.out)
     assert Path(summary["export_path"]) == out / name / "model" and (out / name / "model" / "MLmodel").is_file()
     assert summary["registered_model_uri"] == f"models:/{name}@champion"
-    loaded = tracking.load_model(summary["registered_model_uri"], summary["tracking_uri"])
+    loaded = loading.load_model(summary["registered_model_uri"], summary["tracking_uri"])
     assert loaded.model.predict(labelled().drop(columns="label")).shape == (60,)
 
 

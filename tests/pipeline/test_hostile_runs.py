@@ -30,6 +30,7 @@ from mlflow.exceptions import MlflowException
 from conftest import sqlite_uri
 from hostile import RUN, Hostile, both, csv, labelled, raw, run_case
 from pipeline import cli, files, interrupts, tracking
+from pipeline import loading
 from pipeline.backends import local_pool
 from pipeline.errors import EXIT_TERMINATED, EXIT_USAGE
 from pipeline.files import MANIFEST, STAGING_MARKER, export_model_dir, remove_stale_staging, verify_export
@@ -164,7 +165,7 @@ def _log_model(mp):  # the model is logged to the run (MLflow's Model.log saves 
 
 
 def _copy(mp):  # the export's files are written into the staging folder
-    mp.setattr(tracking, "copy_logged_model", after(tracking.copy_logged_model, lambda *a, **k: sigterm()))
+    mp.setattr(loading, "copy_logged_model", after(loading.copy_logged_model, lambda *a, **k: sigterm()))
 
 
 def _register(mp):  # the new version exists, no alias moved yet

@@ -30,7 +30,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-from pipeline import cli, payloads, tracking
+from pipeline import cli, payloads
+
+from pipeline import loading
 from pipeline.config import DEFAULT_DATA
 from pipeline.servers import ContractGate
 
@@ -451,7 +453,7 @@ def test_a_model_without_a_cleaning_plan_meets_its_signature_in_every_layout(tmp
     encode = make_column_transformer((OneHotEncoder(), ["b"]), remainder="passthrough")
     model = make_pipeline(encode, LogisticRegression(random_state=0)).fit(X, [0, 1, 0, 1])
     mlflow.sklearn.save_model(model, str(tmp_path / "model"), signature=infer_signature(X, model.predict(X)))
-    scoring = tracking.scoring_app(str(tmp_path / "model"), f"sqlite:///{tmp_path / 'mlflow.db'}")
+    scoring = loading.scoring_app(str(tmp_path / "model"), f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert scoring.contract.cleaning is None
     gate = ContractGate(scoring.app, scoring.contract)
     rows = X.assign(extra=["p", "q", "r", "s"])
@@ -468,7 +470,7 @@ def test_a_model_without_a_cleaning_plan_meets_its_signature_in_every_layout(tmp
 def test_a_bug_while_reading_a_request_is_a_one_line_500_and_a_logged_traceback(
     penguins_run, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    scoring = tracking.scoring_app(str(penguins_run.result.export_dir), penguins_run.tracking_uri)
+    scoring = loading.scoring_app(str(penguins_run.result.export_dir), penguins_run.tracking_uri)
     gate = ContractGate(scoring.app, scoring.contract)
 
     def broken(*args, **kwargs):

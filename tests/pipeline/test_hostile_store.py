@@ -31,6 +31,8 @@ from mlflow import MlflowClient
 from conftest import REPO, config_for, sqlite_uri
 from hostile import RUN, Hostile, both, csv, labelled, raw, run_case
 from pipeline import cli, tracking
+from pipeline import loading
+from pipeline import store
 from pipeline.errors import EXIT_BUG, EXIT_OK, EXIT_USAGE, ModelLoadError
 from pipeline.files import MANIFEST, MANIFEST_SEAL, sealed_manifest, verify_export
 from pipeline.runner import run
@@ -55,7 +57,7 @@ def _fresh_store() -> Path:
     """An empty MLflow SQLite store made once (creating its tables takes seconds), copied by the cases."""
     folder = Path(tempfile.mkdtemp(prefix="crispml-template-store-"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    tracking.check_store(sqlite_uri(folder), writable=True)
+    store.check_store(sqlite_uri(folder), writable=True)
     return folder / "mlflow.db"
 
 
@@ -237,7 +239,7 @@ def test_crispml_bounds_mlflow_http_calls_and_keeps_the_users_own_bounds():
     env = {k: v for k, v in clean_env().items() if not k.startswith("MLFLOW_HTTP_REQUEST")}
     done = subprocess.run([sys.executable, "-c", probe], check=False, env={**env, "MLFLOW_HTTP_REQUEST_TIMEOUT": "7"}, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    limits = tracking.HTTP_LIMITS
+    limits = store.HTTP_LIMITS
     assert done.stdout.split() == ["7", limits["MLFLOW_HTTP_REQUEST_MAX_RETRIES"], limits["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"]]
     assert int(limits["MLFLOW_HTTP_REQUEST_TIMEOUT"]) <= 60 and int(limits["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]) <= 3
 
@@ -314,7 +316,7 @@ TAMPERS = {
 
 
 def test_the_hashes_recorded_at_logging_are_those_of_the_files_in_the_store(logged):
-    recorded = json.loads(logged["client"].get_logged_model(logged["model_id"]).tags[tracking.FILES_TAG])
+    recorded = json.loads(logged["client"].get_logged_model(logged["model_id"]).tags[loading.FILES_TAG])
     folder = logged["files"]
     assert {"MLmodel", "model.skops", "requirements.txt"} <= set(recorded)
     assert recorded == {p.relative_to(folder).as_posix(): tracking.sha256_of(p) for p in folder.rglob("*") if p.is_file()}
@@ -357,20 +359,20 @@ def test_a_model_edited_in_the_store_is_refused_before_any_of_it_is_read(logged,
     parsed = []
     monkeypatch.setattr(tracking.Model, "load", lambda *a, **k: parsed.append(a) or pytest.fail("MLmodel was parsed"))
     with edited(logged["files"], "MLmodel edited"), pytest.raises(ModelLoadError, match="MLmodel of models:/x@champion"):
-        tracking.load_model(CHAMPION, logged["uri"])
+        loading.load_model(CHAMPION, logged["uri"])
     assert not parsed
 
 
 def test_a_registry_model_without_recorded_hashes_loads_with_a_warning(logged, tmp_path, capsys, monkeypatch):
     client, model_id = logged["client"], logged["model_id"]
-    recorded = client.get_logged_model(model_id).tags[tracking.FILES_TAG]
-    client.delete_logged_model_tag(model_id, tracking.FILES_TAG)  # as a model logged by another tool
+    recorded = client.get_logged_model(model_id).tags[loading.FILES_TAG]
+    client.delete_logged_model_tag(model_id, loading.FILES_TAG)  # as a model logged by another tool
     try:
         SCORE(tmp_path)
         monkeypatch.chdir(tmp_path)
         code = cli.main(["predict", "--model", CHAMPION, "--data", "s.csv", "--out", "scored.csv", "--tracking-uri", logged["uri"]])
     finally:
-        client.set_logged_model_tags(model_id, {tracking.FILES_TAG: recorded})
+        client.set_logged_model_tags(model_id, {loading.FILES_TAG: recorded})
     err = capsys.readouterr().err
     assert code == EXIT_OK, err
     assert f"crispml: warning: {CHAMPION} could not be checked before loading: it has no file hashes recorded" in err
@@ -481,7 +483,7 @@ def test_serve_prints_the_warnings_about_its_model_before_it_starts(monkeypatch,
 
     warned = "the model could not be checked before loading: it has no recorded file hashes"
     monkeypatch.setattr(
-        tracking, "scoring_app", lambda source, uri: tracking.ScoringApp(app=None, contract=contract_from_signature(("x",), ("x",)), warnings=(warned,))
+        tracking, "scoring_app", lambda source, uri: loading.ScoringApp(app=None, contract=contract_from_signature(("x",), ("x",)), warnings=(warned,))
     )
     monkeypatch.setattr(uvicorn.Server, "run", lambda self: None)
     code = cli.main(["serve", "--model", "models:/m@champion", "--port", str(free_port())])
@@ -494,9 +496,9 @@ def test_serve_prints_the_warnings_about_its_model_before_it_starts(monkeypatch,
 
 def test_for_mlflow_makes_only_a_relative_sqlite_path_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert tracking.for_mlflow("sqlite:///mlruns/mlflow.db") == f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
-    assert tracking.for_mlflow("sqlite:////abs/mlflow.db") == "sqlite:////abs/mlflow.db"
-    assert tracking.for_mlflow("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+    assert store.for_mlflow("sqlite:///mlruns/mlflow.db") == f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    assert store.for_mlflow("sqlite:////abs/mlflow.db") == "sqlite:////abs/mlflow.db"
+    assert store.for_mlflow("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
 
 
 @pytest.mark.slow

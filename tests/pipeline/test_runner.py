@@ -127,7 +127,8 @@ def test_export_has_joblib_and_a_manifest_whose_hashes_match(penguins_run):
 def test_the_mlmodel_file_holds_the_contract_as_one_json_string_and_the_older_tree_still_reads(penguins_run):
     from mlflow.models import Model
 
-    from pipeline import tracking
+
+    from pipeline import loading
     from stages.contract import CONTRACT_KEY
 
     folder = penguins_run.result.export_dir
@@ -135,9 +136,9 @@ def test_the_mlmodel_file_holds_the_contract_as_one_json_string_and_the_older_tr
     model = Model.load(folder / "MLmodel")
     saved = model.metadata[CONTRACT_KEY]
     assert isinstance(saved, str) and json.loads(saved) == manifest[CONTRACT_KEY]  # a scalar, cheap for YAML to parse
-    from_string = tracking.model_contract(model, "the export")
+    from_string = loading.model_contract(model, "the export")
     model.metadata = {CONTRACT_KEY: manifest[CONTRACT_KEY]}  # as models saved before 2026-12 have it
-    assert tracking.model_contract(model, "the export") == from_string
+    assert loading.model_contract(model, "the export") == from_string
     assert from_string.features == tuple(c["name"] for c in manifest[CONTRACT_KEY]["columns"])
 
 

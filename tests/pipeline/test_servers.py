@@ -28,7 +28,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-from pipeline import tracking
+
+from pipeline import loading
 from pipeline.cli import main
 from pipeline.config import DEFAULT_DATA
 from pipeline.files import verify_export
@@ -173,7 +174,7 @@ def test_a_model_saved_without_a_contract_is_served_with_its_signature(tmp_path:
     model = make_pipeline(encode, LogisticRegression()).fit(X, [0, 1, 0, 1])
     # A plain MLflow model folder, as a user saves it without crispml: a signature, no contract.
     mlflow.sklearn.save_model(model, str(tmp_path / "model"), signature=infer_signature(X, model.predict(X)))
-    scoring = tracking.scoring_app(str(tmp_path / "model"), f"sqlite:///{tmp_path / 'mlflow.db'}")
+    scoring = loading.scoring_app(str(tmp_path / "model"), f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert scoring.contract == contract_from_signature(("a", "b"), ("a",))
 
 

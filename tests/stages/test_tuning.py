@@ -17,6 +17,8 @@ from sklearn.svm import SVC
 
 from conftest import config_for, sqlite_uri
 from pipeline import cli, tracking
+from pipeline import loading
+from pipeline import store
 from pipeline.files import MANIFEST
 from pipeline.runner import run
 from stages.deployment import refit_for_deployment
@@ -218,11 +220,11 @@ def test_nested_search_on_the_outer_folds_then_refit_and_save_without_trusting_t
     assert final.model.steps[-1][1].C == final.manifest["tuning"]["best_params"]["C"]
     # Saved as a run saves it: logged with skops and crispml's trusted types only, then copied out of the store.
     uri = sqlite_uri(tmp_path / "mlruns")
-    tracking.check_store(uri, writable=True)
+    store.check_store(uri, writable=True)
     with tracking.pipeline_run(uri, "tuned", "save") as tracker:
         logged = tracker.log_model(final.model, final.input_example, [], trusted_types())
-    tracking.copy_logged_model(logged.uri, tmp_path / "model", uri)
-    loaded = tracking.load_model(str(tmp_path / "model"), uri)
+    loading.copy_logged_model(logged.uri, tmp_path / "model", uri)
+    loaded = loading.load_model(str(tmp_path / "model"), uri)
     assert (loaded.model.predict(X) == final.model.predict(X)).all()
 
 
@@ -245,7 +247,7 @@ def test_a_tuned_penguins_run_shows_tuned_against_default_and_exports_a_plain_mo
     assert (manifest["tuning"] is not None) == result.evaluation.model.endswith(":tuned")
     assert manifest["data"]["sha256"] == sha256_of(config.data.path)
     rows = pd.read_csv(config.data.path).drop(columns="species")
-    loaded = tracking.load_model(str(result.export_dir), config.tracking_uri)
+    loaded = loading.load_model(str(result.export_dir), config.tracking_uri)
     assert "Search" not in type(loaded.model.steps[-1][1]).__name__
     assert set(loaded.model.predict(rows)) <= {"Adelie", "Chinstrap", "Gentoo"}
     assert (mlflow.pyfunc.load_model(str(result.export_dir)).predict(rows)["prediction"] == loaded.model.predict(rows)).all()
