@@ -32,6 +32,8 @@ import pandas as pd
 
 from pipeline import interrupts, runner
 
+from pipeline import phases
+
 from pipeline import loading
 from pipeline.config import Config, apply_overrides, load_config
 from pipeline.errors import DataError, UsageError, did_you_mean
@@ -161,7 +163,7 @@ def run(
         chosen_target = target if target is not None else loaded.business.target
         if "tracking.experiment" not in overrides and not loaded.tracking.experiment:
             overrides["tracking.experiment"] = str(chosen_target)
-        table = runner.Table(frame, DATAFRAME_SOURCE, frame_sha256(frame))
+        table = phases.Table(frame, DATAFRAME_SOURCE, frame_sha256(frame))
     elif isinstance(data, (str, os.PathLike)):
         overrides["data.path"] = os.fspath(data)
     else:
@@ -169,7 +171,7 @@ def run(
     if target is not None:
         overrides["business.target"] = str(target) if isinstance(data, pd.DataFrame) else target  # its names became text
     settings = apply_overrides(loaded, overrides)
-    progress: runner.Progress = _printer(started) if verbose else (lambda stage, message, done=None: None)
+    progress: phases.Progress = _printer(started) if verbose else (lambda stage, message, done=None: None)
     with interrupts.on_signals():
         result = runner.run(settings, progress, started=started, table=table)
     return Result(

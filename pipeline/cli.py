@@ -29,9 +29,9 @@ EXIT_BROKEN_PIPE = 141
 """stdout was closed by its reader (128 + SIGPIPE, as for `cat`); the run itself completed."""
 
 WARNING = "warning"
-"""The progress stage under which the runner reports warnings (`pipeline.runner.WARNING`)."""
+"""The progress stage under which the runner reports warnings (`pipeline.phases.WARNING`)."""
 FIT = "fit"
-"""The progress stage of each finished fit (`pipeline.runner.FIT`)."""
+"""The progress stage of each finished fit (`pipeline.phases.FIT`)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -281,11 +281,11 @@ def _config_sets_target(path: Path) -> bool:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from pipeline import runner
+    from pipeline import scoring
     from pipeline.config import Config
 
     uri = args.tracking_uri or Config().tracking_uri
-    prediction = runner.predict(args.model, args.data, args.out, uri, args.overwrite)
+    prediction = scoring.predict(args.model, args.data, args.out, uri, args.overwrite)
     for warning in prediction.warnings:
         _warn(warning)
     print(f"scored {prediction.rows} rows with {args.model}; wrote {args.out}", file=sys.stderr)

@@ -9,46 +9,36 @@ import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from pipeline import backends, paths, tracking
+from pipeline import backends, paths, retraining, tracking
 
 from pipeline import loading
 
 from pipeline import store
 from pipeline.backends import local_pool
 from pipeline.config import Config, check_outputs, min_score_problem
-from pipeline.errors import ConfigError, DataError, Interrupted, first_line
-from pipeline.files import check_scored_output, export_model_dir, read_table, sha256_of, verify_export, write_table
+from pipeline.errors import ConfigError, DataError, Interrupted
+from pipeline.files import export_model_dir, read_table, sha256_of
 from stages import challenge as challenging
 from stages import cleaning, contract, deployment, evaluation, gate, modeling, preparation, racing, reporting, tuning, understanding
 from stages import model_registry
 from stages import selection as selecting
 from stages.metrics import DEFAULT_METRIC, METRICS
 from stages.model_card import model_card
+from pipeline.phases import Assessed, FIT, Prepared, Progress, Table, WARNING
 
 
-class Progress(Protocol):
-    """Where the runner reports progress: a stage, a message, and for long steps the share done."""
-
-    def __call__(self, stage: str, message: str, done: float | None = None) -> None: ...
-
-
-WARNING = "warning"
-"""The progress stage of warnings: `progress(WARNING, message)` (the command line prints them on stderr)."""
 MODEL_CARD = "model_card.md"
 MODEL_CARD_HTML = "model_card.html"
 """The model card with the evaluation plots inside it: the page MLflow's artifact viewer shows."""
-_TAG_MAX = 5000
 
 
 CV_SHARE_OF_BUDGET = 0.7
 """Share of `--time-budget` that cross-validation may use; the rest is kept for evaluation and deployment."""
-FIT = "fit"
-"""The progress stage of each finished (candidate, fold) fit: `progress(FIT, "12/30 fits", 0.4)`."""
 
 
 def _quiet(stage: str, message: str, done: float | None = None) -> None:
@@ -98,21 +88,6 @@ class RunResult:
         return self.challenge is not None and not self.challenge.promoted
 
 
-@dataclass(frozen=True)
-class Table:
-    """The data a run learns from, read once: its rows, where they came from, and their hash.
-
-    Attributes:
-        frame: The rows (the run's own copy).
-        source: Where they came from, for messages and the model card (a file's path).
-        sha256: A file's SHA-256, or for a DataFrame a hash of its columns, types and values.
-    """
-
-    frame: pd.DataFrame
-    source: str
-    sha256: str
-
-
 def run(
     config: Config, progress: Progress = _quiet, started: float | None = None, table: Table | None = None
 ) -> RunResult:
@@ -147,7 +122,7 @@ def run(
     data_sha256 = table.sha256
     raw_example = table.frame.head(deployment.INPUT_EXAMPLE_ROWS).copy()  # the model's example: rows as read, not cleaned
     prepared = _understand_and_prepare(config, table.frame, table.source, progress)  # phases 1 and 2
-    rows = _raw_rows(config, prepared, table.frame)  # for the comparison with the champion, on rows as read
+    rows = retraining.raw_rows(config, prepared, table.frame)  # for the comparison with the champion, on rows as read
     del table  # the features and target are copies; on a million rows the raw table is a few hundred MB
 
     # Every check on the data is done; the store is checked (and created) before any training,
@@ -162,7 +137,7 @@ def run(
         _log_understanding(tracker, config, prepared)
         board, selection = _model(tracker, config, prepared, memory_mb, deadline, progress)  # phase 3
         assessed = _evaluate(tracker, config, prepared, board, selection, data_sha256, memory_mb, progress)
-        challenge = _challenge(tracker, config, prepared, assessed, rows, progress) if rows is not None else None
+        challenge = retraining.against_champion(tracker, config, prepared, assessed, rows, progress) if rows is not None else None
         logged, registered, export_dir = _deploy(
             tracker, config, prepared, board, selection, assessed, challenge, raw_example, progress, started
         )
@@ -184,36 +159,7 @@ def run(
     )
 
 
-@dataclass(frozen=True)
-class _Prepared:
-    """Phases 1 and 2: what the data is, and what will be trained on it."""
-
-    profile: understanding.DataProfile
-    metric: str
-    X: pd.DataFrame
-    y: pd.Series
-    split: preparation.Split
-    folds: modeling.Folds
-    preprocessor: Any
-    settings: model_registry.ModelSettings
-    candidates: dict[str, Any]
-    labelled: np.ndarray  # positions, in the data as read, of the rows with a target (X's and y's rows)
-
-
-@dataclass(frozen=True)
-class _Assessed:
-    """Phase 4: the chosen model on the holdout, the final refit, and the gate's decision."""
-
-    chosen: modeling.CandidateResult
-    result: evaluation.Evaluation
-    importance: Any
-    final: deployment.Deployment
-    footprint: evaluation.Footprint
-    decision: gate.Decision
-    plots: dict[str, bytes]
-
-
-def _understand_and_prepare(config: Config, data: pd.DataFrame, source: str, progress: Progress) -> _Prepared:
+def _understand_and_prepare(config: Config, data: pd.DataFrame, source: str, progress: Progress) -> Prepared:
     """Business and data understanding, then preparation: the holdout is set aside before anything is learnt.
 
     The data step's rules (missing markers, spaces, numbers, dates) are decided from each
@@ -250,10 +196,10 @@ def _understand_and_prepare(config: Config, data: pd.DataFrame, source: str, pro
     if config.modeling.tune:  # `<name>:tuned` variants, cross-validated on the same folds as the defaults
         candidates |= tuning.tuned_candidates(candidates, profile.task, metric, config.seed, model_registry.search_spaces())
     progress("preparation", f"{len(split.y_train)} training rows, {len(split.y_test)} holdout rows, {len(folds)} folds")
-    return _Prepared(profile, metric, X, y, split, folds, preprocessor, settings, candidates, labelled)
+    return Prepared(profile, metric, X, y, split, folds, preprocessor, settings, candidates, labelled)
 
 
-def _log_understanding(tracker: tracking.PipelineRun, config: Config, prepared: _Prepared) -> None:
+def _log_understanding(tracker: tracking.PipelineRun, config: Config, prepared: Prepared) -> None:
     """The config, the business criteria (before any training) and the data profile."""
     profile = prepared.profile
     tracker.set_tags({"crispml.task": profile.task, "crispml.metric": prepared.metric, "crispml.target": profile.target})
@@ -273,7 +219,7 @@ def _log_understanding(tracker: tracking.PipelineRun, config: Config, prepared: 
 def _model(
     tracker: tracking.PipelineRun,
     config: Config,
-    prepared: _Prepared,
+    prepared: Prepared,
     memory_mb: int | None,
     deadline: float | None,
     progress: Progress,
@@ -324,7 +270,7 @@ def _model(
         {
             "crispml.chosen_model": selection.chosen,
             "crispml.selection_rule": selection.rule,
-            "crispml.selection_reason": selection.reason[:_TAG_MAX],
+            "crispml.selection_reason": selection.reason[:tracking.TAG_MAX],
         }
     )
     progress("modeling", f"best by cross-validation: {best.name} ({metric} {best.mean(metric):.4f})")
@@ -335,13 +281,13 @@ def _model(
 def _evaluate(
     tracker: tracking.PipelineRun,
     config: Config,
-    prepared: _Prepared,
+    prepared: Prepared,
     board: modeling.Leaderboard,
     selection: selecting.Selection,
     data_sha256: str,
     memory_mb: int | None,
     progress: Progress,
-) -> _Assessed:
+) -> Assessed:
     """Evaluation: the chosen model on the untouched holdout against the baseline, then the go/no-go gate."""
     metric, split, candidates = prepared.metric, prepared.split, prepared.candidates
     chosen = next(r for r in board.rows if r.name == selection.chosen)
@@ -372,7 +318,7 @@ def _evaluate(
     tracker.log_metrics({f"baseline_holdout_{k}": v for k, v in baseline_holdout.items()})
     tracker.log_frame(importance.to_frame(), "permutation_importance.csv")
     if result.warnings:
-        tracker.set_tags({"crispml.evaluation_warnings": "\n".join(result.warnings)[:_TAG_MAX]})
+        tracker.set_tags({"crispml.evaluation_warnings": "\n".join(result.warnings)[:tracking.TAG_MAX]})
     progress("evaluation", f"{chosen.name} on the holdout: {metric} {result.holdout[metric]:.4f}")
     for warning in result.warnings:
         progress("evaluation", f"warning: {warning}")
@@ -397,159 +343,21 @@ def _evaluate(
     tracker.log_metrics({"predict_ms_per_row": footprint.ms_per_row, "model_mb": footprint.model_mb})
     tracker.set_tags({"crispml.decision": decision.label})
     if decision.reasons:
-        tracker.set_tags({"crispml.decision_reasons": "; ".join(decision.reasons)[:_TAG_MAX]})
+        tracker.set_tags({"crispml.decision_reasons": "; ".join(decision.reasons)[:tracking.TAG_MAX]})
     tracker.log_json(decision.to_dict(), "decision.json")
     progress("evaluation", f"gate: {decision.label}" + (f" ({'; '.join(decision.reasons)})" if decision.reasons else ""))
     plots = reporting.evaluation_plots(result, board, selection, importance, final.model.steps[-1][1])
     tracker.log_files(plots, "plots")
-    return _Assessed(chosen, result, importance, final, footprint, decision, plots)
-
-
-@dataclass(frozen=True)
-class _RawRows:
-    """The rows as read that the comparison with the champion needs (the prepared ones are cleaned)."""
-
-    holdout: pd.DataFrame  # every column, in the holdout's order
-    trained: np.ndarray  # fingerprints of every labelled row: what the deployed model learns from
-    columns: tuple[str, ...]  # the columns fingerprinted
-
-
-def _raw_rows(config: Config, prepared: _Prepared, raw: pd.DataFrame) -> _RawRows | None:
-    """The raw holdout rows and the labelled rows' fingerprints, when the model may be registered."""
-    if not config.deployment.register:
-        return None
-    profile = prepared.profile
-    columns = challenging.fingerprint_columns([c for c in raw.columns if c in set(_sources(prepared))], profile.target)
-    positions = prepared.labelled
-    trained = np.unique(challenging.row_fingerprints(raw[list(columns)].iloc[positions], columns))
-    holdout = raw.iloc[positions[prepared.split.X_test.index.to_numpy()]].reset_index(drop=True)
-    return _RawRows(holdout, trained, columns)
-
-
-def _sources(prepared: _Prepared) -> set[str]:
-    """The raw columns the features come from (a date's calendar features from the date column)."""
-    cleaned = prepared.profile.cleaning
-    plan = cleaned.plan if cleaned is not None else None
-    return {plan.source_of(f) if plan else f for f in prepared.profile.features}
-
-
-def _challenge(
-    tracker: tracking.PipelineRun,
-    config: Config,
-    prepared: _Prepared,
-    assessed: _Assessed,
-    rows: _RawRows,
-    progress: Progress,
-) -> challenging.Challenge | None:
-    """Champion and challenger: the new model against the registry's `champion`, on holdout rows neither learnt from.
-
-    Only a model that passed its gate and is to be registered is compared. The run also
-    keeps its own record (fingerprints and holdout predictions), so that later runs can
-    compare against it fairly.
-    """
-    if not assessed.decision.go:
-        return None
-    result = assessed.result
-    record = challenging.champion_record(rows.columns, rows.trained, rows.holdout, result.y_pred, result.proba, result.classes)
-    tracker.log_champion_record(record.to_bytes())
-    if not config.deployment.challenge:
-        outcome = challenging.unchallenged(challenging.NOT_CHALLENGED, "the comparison with the champion is off (--no-challenge)")
-    else:
-        champion = tracker.champion(config.experiment)
-        outcome = (
-            challenging.unchallenged(challenging.FIRST, f"no champion in `{config.experiment}` yet: this model is the first")
-            if champion is None
-            else _against(champion, config, prepared, result, rows.holdout)
-        )
-    tracker.log_json(outcome.to_dict(), "challenge.json")
-    tracker.set_tags({"crispml.challenge": outcome.outcome, "crispml.challenge_reason": outcome.reason[:_TAG_MAX]})
-    tracker.log_metrics(
-        {"champion_holdout_score": outcome.champion_score, "challenger_holdout_score": outcome.new_score, "challenge_p_worse": outcome.p_worse}
-    )
-    # Uncompared is worth a warning; a challenger's reason is the run's last line on stderr (the command line prints it).
-    stage = WARNING if outcome.outcome == challenging.NOT_COMPARED else "evaluation"
-    progress(stage, f"{'champion' if outcome.promoted else 'challenger'}: {outcome.reason}")
-    return outcome
-
-
-def _against(
-    champion: tracking.Champion,
-    config: Config,
-    prepared: _Prepared,
-    result: evaluation.Evaluation,
-    holdout: pd.DataFrame,
-) -> challenging.Challenge:
-    """Score the champion on the new holdout's rows it never learnt from, and compare."""
-    version = champion.version
-
-    def not_compared(why: str) -> challenging.Challenge:
-        return challenging.unchallenged(
-            challenging.NOT_COMPARED, f"champion version {version} {why}: the new model takes its place uncompared", version
-        )
-
-    try:
-        loaded = loading.load_model(champion.uri, config.tracking_uri)
-    except Exception as exc:  # noqa: BLE001  (whatever keeps the champion from loading, it cannot be compared)
-        return not_compared(f"cannot be loaded ({first_line(exc)[:300]})")
-    theirs = loaded.contract
-    if theirs.target and theirs.target != prepared.profile.target:
-        return not_compared(f"predicts `{theirs.target}`, this run `{prepared.profile.target}`")
-    classes = getattr(loaded.model, "classes_", None)
-    if (classes is None) != (result.classes is None):
-        return not_compared(f"is a {'regression' if classes is None else 'classification'} model, this run's task is {prepared.profile.task}")
-    # Without its record nothing says which of these rows the champion learnt from: scored on
-    # them it would look better than it is, and no later run could ever replace it.
-    if champion.record_problem:
-        return not_compared(f"has a {tracking.CHAMPION_RECORD} that {champion.record_problem}")
-    if champion.record is None:
-        return not_compared(f"has no {tracking.CHAMPION_RECORD} of the rows it learnt from (logged by an older crispml?)")
-    try:
-        record = challenging.ChampionRecord.from_bytes(champion.record)
-    except ValueError as exc:
-        return not_compared(f"has an unusable {tracking.CHAMPION_RECORD} ({exc})")
-    missing = sorted({c for c in (*theirs.inputs, *record.columns) if c not in holdout.columns}, key=str)
-    if missing:
-        return not_compared(f"needs column(s) the new data lacks: {', '.join(map(str, missing))}")
-    keys = challenging.row_fingerprints(holdout, record.columns)
-    sources = challenging.fair_rows(record, keys)
-    parts, positions = [], []
-    if len(sources.live):
-        try:
-            scored = contract.score(loaded.model, holdout.iloc[sources.live][list(theirs.inputs)].reset_index(drop=True), theirs)
-        except Exception as exc:  # noqa: BLE001  (a contract error, or a model this environment cannot run)
-            return not_compared(f"cannot score the new holdout ({first_line(exc)[:300]})")
-        parts.append(challenging.scored_predictions(scored.frame, classes))
-        positions.append(sources.live)
-    if len(sources.recorded):
-        parts.append(challenging.recorded_predictions(record, sources.record_index))
-        positions.append(sources.recorded)
-    at = np.concatenate(positions) if positions else np.array([], dtype=int)
-    new = challenging.Predictions(
-        result.y_pred[at],
-        None if result.proba is None else result.proba[at],
-        None if result.classes is None else tuple(result.classes.tolist()),
-    )
-    e = config.evaluation
-    return challenging.compare(
-        prepared.metric,
-        result.y_true[at],
-        new,
-        challenging.combined(parts, len(at)),
-        alpha=e.alpha,
-        tolerance=e.tolerance,
-        relative_tolerance=e.relative_tolerance,
-        champion_version=version,
-        rows_left_out=sources.left_out,
-    )
+    return Assessed(chosen, result, importance, final, footprint, decision, plots)
 
 
 def _deploy(
     tracker: tracking.PipelineRun,
     config: Config,
-    prepared: _Prepared,
+    prepared: Prepared,
     board: modeling.Leaderboard,
     selection: selecting.Selection,
-    assessed: _Assessed,
+    assessed: Assessed,
     challenge: challenging.Challenge | None,
     raw_example: pd.DataFrame,
     progress: Progress,
@@ -581,46 +389,10 @@ def _deploy(
     registered = f"models:/{config.experiment}@{alias}" if register else ""
     target = paths.export_target(config.deployment.out, config.experiment)
     exported = decision.go and not challenger
-    card = model_card(
-        experiment=config.experiment,
-        objective=config.business.objective,
-        profile=prepared.profile,
-        data_sha256=final.manifest["data"]["sha256"],
-        leaderboard=board,
-        selection=selection,
-        evaluation=assessed.result,
-        decision=decision,
-        footprint=assessed.footprint,
-        importance=assessed.importance,
-        estimator=final.manifest["estimator"],
-        candidate_warnings=assessed.chosen.warnings,
-        model_uri=logged.uri,
-        registered=registered,
-        export_dir=_shown(target) if exported else "",  # never the training machine's folders
-        hyperparameters=final.manifest["hyperparameters"],
-        challenge=challenge.to_dict() if challenge is not None else None,
-    )
+    card = _card(config, prepared, board, selection, assessed, challenge, logged.uri, registered, _shown(target) if exported else "")
     tracker.log_text(card, MODEL_CARD)
     tracker.log_text(reporting.html_report(f"Model card: {config.experiment}", card, assessed.plots), MODEL_CARD_HTML)
-    manifest = _json_safe(
-        {
-            **final.manifest,
-            "leaderboard": selecting.annotated_leaderboard(board, selection).to_dict(orient="records"),
-            "selection": selection.to_dict(),
-            "decision": decision.to_dict(),
-            "challenge": challenge.to_dict() if challenge is not None else None,
-            "footprint": {"predict_ms_per_row": assessed.footprint.ms_per_row, "model_mb": assessed.footprint.model_mb},
-            "warnings": list(assessed.result.warnings),
-            "mlflow": {
-                "tracking_uri": config.tracking_uri,
-                "experiment": config.experiment,
-                "run_id": tracker.run_id,
-                "model_uri": logged.uri,
-                "registered_model": "",
-                "version": "",
-            },
-        }
-    )
+    manifest = _manifest(config, board, selection, assessed, challenge, tracker.run_id, logged.uri)
     if not decision.go:
         tracker.log_json(manifest, "manifest.json")
         if late := _budget_tags(config, started, selection.chosen, progress):
@@ -668,6 +440,72 @@ def _deploy(
     return logged, registered, export_dir
 
 
+def _card(
+    config: Config,
+    prepared: Prepared,
+    board: modeling.Leaderboard,
+    selection: selecting.Selection,
+    assessed: Assessed,
+    challenge: challenging.Challenge | None,
+    model_uri: str,
+    registered: str,
+    export_dir: str,
+) -> str:
+    """The model card: what was chosen, how, and how far it can be trusted (`stages.model_card`)."""
+    final = assessed.final
+    return model_card(
+        experiment=config.experiment,
+        objective=config.business.objective,
+        profile=prepared.profile,
+        data_sha256=final.manifest["data"]["sha256"],
+        leaderboard=board,
+        selection=selection,
+        evaluation=assessed.result,
+        decision=assessed.decision,
+        footprint=assessed.footprint,
+        importance=assessed.importance,
+        estimator=final.manifest["estimator"],
+        candidate_warnings=assessed.chosen.warnings,
+        model_uri=model_uri,
+        registered=registered,
+        export_dir=export_dir,  # never the training machine's folders
+        hyperparameters=final.manifest["hyperparameters"],
+        challenge=challenge.to_dict() if challenge is not None else None,
+    )
+
+
+def _manifest(
+    config: Config,
+    board: modeling.Leaderboard,
+    selection: selecting.Selection,
+    assessed: Assessed,
+    challenge: challenging.Challenge | None,
+    run_id: str,
+    model_uri: str,
+) -> dict[str, Any]:
+    """The export's `manifest.json`, before registration fills in the version."""
+    footprint = assessed.footprint
+    return _json_safe(
+        {
+            **assessed.final.manifest,
+            "leaderboard": selecting.annotated_leaderboard(board, selection).to_dict(orient="records"),
+            "selection": selection.to_dict(),
+            "decision": assessed.decision.to_dict(),
+            "challenge": challenge.to_dict() if challenge is not None else None,
+            "footprint": {"predict_ms_per_row": footprint.ms_per_row, "model_mb": footprint.model_mb},
+            "warnings": list(assessed.result.warnings),
+            "mlflow": {
+                "tracking_uri": config.tracking_uri,
+                "experiment": config.experiment,
+                "run_id": run_id,
+                "model_uri": model_uri,
+                "registered_model": "",
+                "version": "",
+            },
+        }
+    )
+
+
 def _shown(path: Path) -> str:
     """A path as the model card shows it: relative to the folder the run started in (as given, on another drive)."""
     try:
@@ -678,9 +516,9 @@ def _shown(path: Path) -> str:
 
 def _described(
     config: Config,
-    prepared: _Prepared,
+    prepared: Prepared,
     selection: selecting.Selection,
-    assessed: _Assessed,
+    assessed: Assessed,
     challenge: challenging.Challenge | None,
 ) -> tuple[str, str]:
     """The parent run's name and markdown description: what was chosen, how good, the gate, the data."""
@@ -715,54 +553,6 @@ def _budget_tags(config: Config, started: float, chosen: str, progress: Progress
     late = f"the run took {spent:.0f} s, over its time budget of {budget:g} s"
     progress(WARNING, f"{late}: refitting and exporting {chosen} took longer than the budget left for it")
     return {"crispml.budget_warning": late}
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """What batch scoring did.
-
-    Attributes:
-        rows: Rows scored (always every input row).
-        warnings: Package versions that differ from training, ignored columns, drift.
-        check: The data contract check (drift counts per column).
-    """
-
-    rows: int
-    warnings: tuple[str, ...]
-    check: contract.ContractCheck
-
-
-def predict(model: str, data_path: Path, out_path: Path, tracking_uri: str, overwrite: bool) -> Prediction:
-    """Batch scoring: check and load a saved model, score a file against its data contract, write the scored rows.
-
-    A model folder is checked against the SHA-256 hashes in its `manifest.json` before
-    anything in it is loaded. Only the folder or URI named is loaded. The file is read as
-    the training file was: the contract's cleaning plan (missing markers, spaces, numbers,
-    dates) is applied before its checks, so the raw training file scores as it is.
-
-    Args:
-        model: A model folder or URI.
-        data_path: Rows to score (CSV or Parquet).
-        out_path: Where to write them with `prediction` (and `proba_<class>`) columns.
-        tracking_uri: The store for `models:/` and `runs:/` URIs.
-        overwrite: Replace an existing output file.
-
-    Returns:
-        How many rows were scored, and the warnings.
-
-    Raises:
-        CrispmlError: The model, the data or the output path is unusable, or the rows break the contract.
-    """
-    if Path(out_path).resolve() == Path(data_path).resolve():
-        raise DataError(f"--out {out_path} is the input file; write the scores to another file")
-    check_scored_output(Path(out_path), overwrite)  # before the model is loaded and the data read
-    if not loading.is_model_uri(model) and Path(model).is_dir():
-        verify_export(Path(model))
-    loaded = loading.load_model(model, tracking_uri)
-    data = read_table(Path(data_path))
-    scored = contract.score(loaded.model, data, loaded.contract)
-    write_table(scored.frame, Path(out_path), overwrite)
-    return Prediction(rows=len(scored.frame), warnings=(*loaded.warnings, *scored.warnings), check=scored.check)
 
 
 def resolve_metric(name: str, task: str) -> str:

@@ -47,6 +47,8 @@ CHAMPION_RECORD = "challenge/record.npz"
 CHAMPION_RECORD_TAG = "crispml.challenge_record_sha256"
 """The record's SHA-256, a tag of its run: a record edited in the store is not used."""
 MODEL_NAME = "model"
+TAG_MAX = 5000
+"""Longest tag value crispml writes (MLflow refuses a tag over 8,000 characters; reasons are cut at this)."""
 _PARAM_MAX = 6000
 
 

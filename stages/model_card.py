@@ -68,8 +68,22 @@ def model_card(
         training machine's folders.
     """
     metric = leaderboard.metric
-    verdict = "GO" if decision.go else "NO-GO"
     lines = [
+        *_intended_use(experiment, objective, profile, evaluation, estimator, selection, decision, metric),
+        *_data_section(profile, data_sha256, evaluation),
+        *_choice_section(leaderboard, selection, hyperparameters, estimator),
+        *_holdout_section(evaluation, footprint, importance),
+        *_challenge_section(challenge),
+        *_limitations(profile, evaluation, candidate_warnings, decision, leaderboard),
+        *_usage(profile, model_uri, registered, export_dir, challenge),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _intended_use(experiment: str, objective: str, profile: DataProfile, evaluation: Evaluation, estimator: str, selection: Selection, decision: Decision, metric: str) -> list[str]:
+    """The title, the decision, what the model is for and the business criteria."""
+    verdict = "GO" if decision.go else "NO-GO"
+    lines: list[str] = [
         f"# Model card: {experiment}",
         "",
         f"**Model:** `{evaluation.model}` ({estimator}), chosen by `{selection.rule}`.  ",
@@ -87,7 +101,12 @@ def model_card(
     ]
     for c in decision.checks:
         lines.append(f"| {c.criterion} | {_required(c.criterion, c.threshold, metric)} | {c.value:.4g} | {'yes' if c.passed else '**no**'} |")
-    lines += [
+    return lines
+
+
+def _data_section(profile: DataProfile, data_sha256: str, evaluation: Evaluation) -> list[str]:
+    """What the model learnt from, and what the data step did."""
+    lines: list[str] = [
         "",
         "## Data",
         "",
@@ -100,7 +119,13 @@ def model_card(
     if profile.class_balance:
         lines.append("- class balance: " + ", ".join(f"{c}: {n}" for c, n in profile.class_balance))
     lines += ["", "### What the data step did", "", *_data_step_lines(profile)]
-    lines += [
+    return lines
+
+
+def _choice_section(leaderboard: Leaderboard, selection: Selection, hyperparameters: dict[str, Any] | None, estimator: str) -> list[str]:
+    """How the model was chosen: the rule, the leaderboard, its hyperparameters."""
+    metric = leaderboard.metric
+    lines: list[str] = [
         "",
         "## How the model was chosen",
         "",
@@ -141,7 +166,12 @@ def model_card(
     if hyperparameters:
         lines += ["", f"The chosen model's hyperparameters ({estimator}):", "", "| parameter | value |", "|---|---|"]
         lines += [f"| {k} | `{_short(v)}` |" for k, v in hyperparameters.items()]
-    lines += [
+    return lines
+
+
+def _holdout_section(evaluation: Evaluation, footprint: Footprint, importance: Importance | None) -> list[str]:
+    """The holdout scores beside the cross-validated ones, its cost, and what it relies on."""
+    lines: list[str] = [
         "",
         "## Holdout evaluation",
         "",
@@ -161,6 +191,12 @@ def model_card(
         lines += [f"- `{f}`: {m:.4f} ± {s:.4f}" for f, m, s in list(zip(importance.features, importance.mean, importance.std))[:10]]
         if importance.note:
             lines += ["", f"(Importance {importance.note}.)"]
+    return lines
+
+
+def _challenge_section(challenge: Mapping[str, Any] | None) -> list[str]:
+    """The comparison with the registry's champion, when there was one."""
+    lines: list[str] = []
     if challenge is not None:
         lines += ["", "## Against the champion", "", f"Registered as `{challenge['alias']}`: {challenge['reason']}."]
         if challenge.get("rows"):
@@ -171,6 +207,11 @@ def model_card(
                 f"{challenge['metric']} {_num(challenge['new_score'])} (this model) against "
                 f"{_num(challenge['champion_score'])} (champion version {challenge['champion_version']}).",
             ]
+    return lines
+
+
+def _limitations(profile: DataProfile, evaluation: Evaluation, candidate_warnings: tuple[str, ...], decision: Decision, leaderboard: Leaderboard) -> list[str]:
+    """Every warning of the run, and what the scores cannot say."""
     limitations = [
         *profile.warnings,
         *evaluation.warnings,
@@ -185,12 +226,16 @@ def model_card(
             else "candidates use default hyperparameters; none was tuned"
         ),
     ]
-    lines += ["", "## Limitations", "", *(f"- {w}" for w in limitations)]
+    return ["", "## Limitations", "", *(f"- {w}" for w in limitations)]
+
+
+def _usage(profile: DataProfile, model_uri: str, registered: str, export_dir: str, challenge: Mapping[str, Any] | None) -> list[str]:
+    """How to load and call the model, from where it went."""
     source = registered or export_dir or model_uri  # the registry's name works on any machine
     columns = ", ".join(f"`{f}`" for f in profile.features)
     plan = profile.cleaning.plan if profile.cleaning is not None else None
     raw = ", ".join(f"`{f}`" for f in dict.fromkeys(plan.source_of(f) if plan else f for f in profile.features))
-    lines += [
+    lines: list[str] = [
         "",
         "## How to load and call it",
         "",
@@ -232,7 +277,7 @@ def model_card(
     if export_dir:
         lines += ["", f"Exported to `{export_dir}`" + (f"; registered as `{registered}`." if registered else ".")]
     lines.append(f"Logged model: `{model_uri}`.")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _short(value: Any, width: int = 80) -> str:

@@ -26,6 +26,7 @@ import pytest
 
 from hostile import RUN, Hostile, both, csv, labelled, raw, run_case
 from pipeline import cli, runner
+from pipeline import scoring
 from pipeline.config import SEED_MAX, Config, apply_overrides, load_config
 from pipeline.errors import EXIT_OK, ConfigError, DataError, UsageError
 from pipeline.files import read_table, write_table
@@ -345,8 +346,8 @@ def test_predict_reads_a_semicolon_file_with_decimal_commas_as_training_read_the
     frame = labelled()
     (tmp_path / "s.csv").write_text(text_of(frame, ";").replace(".", ","), encoding="utf-8")  # every decimal point a comma
     frame.to_csv(tmp_path / "c.csv", index=False)
-    runner.predict(str(model_dir), tmp_path / "s.csv", tmp_path / "s_out.csv", f"sqlite:///{tmp_path / 'unused.db'}", False)
-    runner.predict(str(model_dir), tmp_path / "c.csv", tmp_path / "c_out.csv", f"sqlite:///{tmp_path / 'unused.db'}", False)
+    scoring.predict(str(model_dir), tmp_path / "s.csv", tmp_path / "s_out.csv", f"sqlite:///{tmp_path / 'unused.db'}", False)
+    scoring.predict(str(model_dir), tmp_path / "c.csv", tmp_path / "c_out.csv", f"sqlite:///{tmp_path / 'unused.db'}", False)
     semi, comma = pd.read_csv(tmp_path / "s_out.csv"), pd.read_csv(tmp_path / "c_out.csv")
     np.testing.assert_allclose(semi["proba_yes"], comma["proba_yes"], rtol=1e-9)
 
@@ -451,7 +452,7 @@ def test_write_table_writes_object_columns_of_mixed_types_as_text(tmp_path):
 
 def test_predict_makes_the_missing_folders_of_out(model_dir, tmp_path):
     labelled().to_csv(tmp_path / "s.csv", index=False)
-    prediction = runner.predict(str(model_dir), tmp_path / "s.csv", tmp_path / "new" / "deep" / "o.csv", f"sqlite:///{tmp_path / 'unused.db'}", False)
+    prediction = scoring.predict(str(model_dir), tmp_path / "s.csv", tmp_path / "new" / "deep" / "o.csv", f"sqlite:///{tmp_path / 'unused.db'}", False)
     assert prediction.rows == 60 and len(pd.read_csv(tmp_path / "new" / "deep" / "o.csv")) == 60
 
 

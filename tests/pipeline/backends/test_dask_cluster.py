@@ -271,6 +271,7 @@ def test_a_fit_run_again_after_its_worker_died_says_so(tmp_path):
 
 def test_a_fold_run_again_is_a_warning_of_its_candidate_and_a_line_on_stderr():
     from pipeline import runner
+    from pipeline import phases
     from stages.modeling import RETRIED, _fold_results, _summarise
     from stages.fold_fits import FoldResult
 
@@ -284,7 +285,7 @@ def test_a_fold_run_again_is_a_warning_of_its_candidate_and_a_line_on_stderr():
     assert row.warnings == results[0].warnings  # what the candidate's child run records (crispml.warnings)
     seen = []
     runner._report_candidate(row, "accuracy", lambda stage, message, done=None: seen.append((stage, message)))
-    assert seen[1] == (runner.WARNING, f"svm: fold 1: {RETRIED} 2 time(s)")
+    assert seen[1] == (phases.WARNING, f"svm: fold 1: {RETRIED} 2 time(s)")
 
 
 @pytest.mark.slow
