@@ -35,9 +35,11 @@ from pipeline import interrupts, runner
 from pipeline import phases
 
 from pipeline import loading
-from pipeline.config import Config, apply_overrides, load_config
+from pipeline.config import apply_overrides, load_config
+from pipeline.settings import Config
 from pipeline.errors import DataError, UsageError, did_you_mean
-from pipeline.files import bytes_as_text, read_table, verify_export
+from pipeline.files import bytes_as_text, read_table
+from pipeline.exports import verify_export
 from stages import contract
 from stages.challenge import Challenge
 from stages.evaluation import Evaluation

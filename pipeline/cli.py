@@ -282,7 +282,7 @@ def _config_sets_target(path: Path) -> bool:
 
 def _predict(args: argparse.Namespace) -> int:
     from pipeline import scoring
-    from pipeline.config import Config
+    from pipeline.settings import Config
 
     uri = args.tracking_uri or Config().tracking_uri
     prediction = scoring.predict(args.model, args.data, args.out, uri, args.overwrite)
@@ -294,7 +294,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _ui(args: argparse.Namespace) -> int:
     from pipeline import servers
-    from pipeline.config import Config
+    from pipeline.settings import Config
 
     config = Config()
     uri = args.tracking_uri or config.tracking_uri
@@ -309,7 +309,7 @@ def _ui(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from pipeline import servers
-    from pipeline.config import Config
+    from pipeline.settings import Config
 
     uri = args.tracking_uri or Config().tracking_uri
 
@@ -505,7 +505,7 @@ def _ui_command(tracking_uri: str, experiment: str) -> str:
     """The command that shows a run in the MLflow UI."""
     if tracking_uri.startswith(("http://", "https://")):
         return f"open {tracking_uri} in a browser (experiment '{experiment}')"
-    from pipeline.config import DEFAULT_TRACKING_URI
+    from pipeline.settings import DEFAULT_TRACKING_URI
 
     store = "" if tracking_uri == DEFAULT_TRACKING_URI else f" --tracking-uri {tracking_uri}"
     return f"crispml ui{store} --experiment {experiment}"

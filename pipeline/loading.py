@@ -29,7 +29,7 @@ from mlflow.models import Model
 from pipeline import interrupts
 from stages import crispml_pyfunc
 from pipeline.errors import CrispmlError, ModelLoadError, first_line
-from pipeline.files import is_bytecode_cache
+from pipeline.exports import is_bytecode_cache
 from pipeline.files import sha256_of
 from stages.contract import CONTRACT_KEY, DataContract, contract_from_signature
 from pipeline.store import check_store, for_mlflow, point_mlflow_at, sqlite_file

@@ -17,7 +17,7 @@ from pipeline.errors import ConfigError
 MODEL_FOLDER = "model"
 """The exported model's folder inside `<out>/<experiment>/`."""
 EXPORT_MARKER = "manifest.json"
-"""The file every crispml export holds (`pipeline.files.MANIFEST`): an existing folder without it is not replaced."""
+"""The file every crispml export holds (`pipeline.exports.MANIFEST`): an existing folder without it is not replaced."""
 
 
 def inside(root: Path, path: Path, what: str) -> Path:

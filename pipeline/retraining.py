@@ -20,7 +20,7 @@ from pipeline import tracking
 
 from pipeline import loading
 
-from pipeline.config import Config
+from pipeline.settings import Config
 from pipeline.errors import first_line
 from stages import challenge as challenging
 from stages import contract, evaluation

@@ -20,9 +20,11 @@ from pipeline import loading
 
 from pipeline import store
 from pipeline.backends import local_pool
-from pipeline.config import Config, check_outputs, min_score_problem
+from pipeline.config import check_outputs, min_score_problem
+from pipeline.settings import Config
 from pipeline.errors import ConfigError, DataError, Interrupted
-from pipeline.files import export_model_dir, read_table, sha256_of
+from pipeline.files import read_table, sha256_of
+from pipeline.exports import export_model_dir
 from stages import challenge as challenging
 from stages import cleaning, contract, deployment, evaluation, gate, modeling, preparation, racing, reporting, tuning, understanding
 from stages import model_registry

@@ -16,7 +16,8 @@ from pathlib import Path
 from pipeline import loading
 
 from pipeline.errors import DataError
-from pipeline.files import check_scored_output, read_table, verify_export, write_table
+from pipeline.files import check_scored_output, read_table, write_table
+from pipeline.exports import verify_export
 from stages import contract
 
 

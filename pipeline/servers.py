@@ -33,7 +33,7 @@ from pipeline import loading
 
 from pipeline import store
 from pipeline.errors import EXIT_OK, DataError, TrackingError, UsageError
-from pipeline.files import verify_export
+from pipeline.exports import verify_export
 from stages.contract import DataContract, check_rows
 
 HOST = "127.0.0.1"

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.config import DEFAULT_DATA, Config, apply_overrides
+from pipeline.config import apply_overrides
+from pipeline.settings import DEFAULT_DATA, Config
 from pipeline.runner import RunResult, run
 from stages.contract import build_contract
 from stages.model_registry import ModelSettings, build_candidates

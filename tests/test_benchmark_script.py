@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import ModelingConfig
+from pipeline.settings import ModelingConfig
 from stages.model_registry import MODELS
 
 _PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "run_benchmark.py"

@@ -18,7 +18,7 @@ from sklearn.pipeline import Pipeline
 import crispml
 from conftest import REPO, sqlite_uri
 from pipeline.api import KEYWORDS, checked_frame, frame_sha256
-from pipeline.config import DEFAULT_DATA
+from pipeline.settings import DEFAULT_DATA
 from pipeline.errors import ConfigError, DataError, UsageError
 
 QUICK = {"models": ["baseline", "linear"], "folds": 3, "n_jobs": 2, "verbose": False}

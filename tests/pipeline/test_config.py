@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import Config, apply_overrides, load_config
+from pipeline.config import apply_overrides, load_config
+from pipeline.settings import Config
 from pipeline.errors import ConfigError
 
 

@@ -25,7 +25,8 @@ import pytest
 from conftest import REPO
 from hostile import Setup, both, check_error, csv, labelled, raw
 from pipeline import cli, runner
-from pipeline.config import Config, apply_overrides
+from pipeline.config import apply_overrides
+from pipeline.settings import Config
 from pipeline.errors import EXIT_OK, EXIT_USAGE
 
 CRISPML = Path(sys.executable).parent / "crispml"

@@ -33,7 +33,7 @@ from pipeline import store
 from pipeline.backends import local_pool
 from pipeline.backends.local_pool import LocalPool
 from pipeline.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, ConfigError, Interrupted, ModelLoadError, TrackingError
-from pipeline.files import JOBLIB_MODEL, MANIFEST, export_model_dir, sealed_manifest, verify_export
+from pipeline.exports import JOBLIB_MODEL, MANIFEST, export_model_dir, sealed_manifest, verify_export
 from pipeline.runner import run
 from stages import modeling
 from stages import model_registry

@@ -17,7 +17,7 @@ from mlflow.exceptions import MlflowException
 
 from conftest import config_for
 from pipeline.errors import ConfigError
-from pipeline.files import MANIFEST
+from pipeline.exports import MANIFEST
 from pipeline.runner import run
 from stages import modeling
 from pipeline.files import sha256_of

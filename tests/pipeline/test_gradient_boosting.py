@@ -18,8 +18,8 @@ from sklearn.neural_network import MLPClassifier, MLPRegressor
 
 from conftest import config_for
 from pipeline import loading
-from pipeline.config import DEFAULT_DATA
-from pipeline.files import MANIFEST
+from pipeline.settings import DEFAULT_DATA
+from pipeline.exports import MANIFEST
 from pipeline.runner import run
 from stages.model_registry import GRADIENT_BOOSTING_EARLY_STOPPING_MIN_ROWS, MLP_EARLY_STOPPING_MIN_ROWS, ModelSettings, build_candidates, trusted_types
 from stages.preparation import build_preprocessor, features_and_target

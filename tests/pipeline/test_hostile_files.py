@@ -27,7 +27,8 @@ import pytest
 from hostile import RUN, Hostile, both, csv, labelled, raw, run_case
 from pipeline import cli, runner
 from pipeline import scoring
-from pipeline.config import SEED_MAX, Config, apply_overrides, load_config
+from pipeline.config import SEED_MAX, apply_overrides, load_config
+from pipeline.settings import Config
 from pipeline.errors import EXIT_OK, ConfigError, DataError, UsageError
 from pipeline.files import read_table, write_table
 

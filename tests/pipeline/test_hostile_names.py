@@ -12,6 +12,7 @@ import pytest
 
 from hostile import RUN, Hostile, both, csv, labelled, raw, run_case
 from pipeline import cli, config, paths, runner
+from pipeline import settings
 from pipeline import loading
 from pipeline.errors import EXIT_OK, ConfigError
 
@@ -300,7 +301,7 @@ def test_the_suggested_name_is_valid_and_close(name, suggestion):
 def test_an_explicit_name_overrides_a_bad_derived_one(tmp_path):
     """A data file named `a:b.csv` is fine when --experiment names the experiment."""
     setup = config.apply_overrides(
-        config.Config(), {"data.path": str(tmp_path / "a:b.csv"), "deployment.out": str(tmp_path / "m")}
+        settings.Config(), {"data.path": str(tmp_path / "a:b.csv"), "deployment.out": str(tmp_path / "m")}
     )
     with pytest.raises(ConfigError, match="taken from the data file's name 'a:b.csv'"):
         config.check_outputs(setup)

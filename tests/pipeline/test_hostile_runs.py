@@ -30,10 +30,10 @@ from mlflow.exceptions import MlflowException
 from conftest import sqlite_uri
 from hostile import RUN, Hostile, both, csv, labelled, raw, run_case
 from pipeline import cli, files, interrupts, tracking
-from pipeline import loading
+from pipeline import exports, loading
 from pipeline.backends import local_pool
 from pipeline.errors import EXIT_TERMINATED, EXIT_USAGE
-from pipeline.files import MANIFEST, STAGING_MARKER, export_model_dir, remove_stale_staging, verify_export
+from pipeline.exports import MANIFEST, STAGING_MARKER, export_model_dir, remove_stale_staging, verify_export
 from pipeline.files import sha256_of
 
 CRISPML = Path(sys.executable).parent / "crispml"
@@ -191,7 +191,7 @@ def _disk_full(mp):
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    mp.setattr(files.joblib, "dump", full)
+    mp.setattr(exports.joblib, "dump", full)
 
 
 def _last_candidate(mp):  # every fit is in; the pool is stopping its workers

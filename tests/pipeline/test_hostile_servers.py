@@ -33,7 +33,7 @@ from sklearn.preprocessing import OneHotEncoder
 from pipeline import cli, payloads
 
 from pipeline import loading
-from pipeline.config import DEFAULT_DATA
+from pipeline.settings import DEFAULT_DATA
 from pipeline.servers import ContractGate
 
 pytestmark = pytest.mark.slow

@@ -34,7 +34,7 @@ from pipeline import cli, tracking
 from pipeline import loading
 from pipeline import store
 from pipeline.errors import EXIT_BUG, EXIT_OK, EXIT_USAGE, ModelLoadError
-from pipeline.files import MANIFEST, MANIFEST_SEAL, sealed_manifest, verify_export
+from pipeline.exports import MANIFEST, MANIFEST_SEAL, sealed_manifest, verify_export
 from pipeline.runner import run
 from servers_util import CRISPML, HOST, clean_env, free_port, running
 

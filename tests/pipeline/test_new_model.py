@@ -10,7 +10,7 @@ import pytest
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 
 from pipeline import cli
-from pipeline.config import DEFAULT_DATA
+from pipeline.settings import DEFAULT_DATA
 from stages.model_registry import MODELS, ModelSpec
 
 

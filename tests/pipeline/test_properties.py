@@ -29,7 +29,8 @@ from hypothesis import strategies as st
 from conftest import config_for
 from pipeline import runner, tracking
 from pipeline.errors import CrispmlError
-from pipeline.files import JOBLIB_MODEL, MANIFEST, read_table
+from pipeline.files import read_table
+from pipeline.exports import JOBLIB_MODEL, MANIFEST
 from stages.contract import CONTRACT_KEY, PREDICTION, DataContract, score
 
 ODD_NAMES = ["", " ", "id", "a,b", 'say "hi"', "Unnamed: 0", "ü", "1", "NaN", "x.1", "tab\there", "€"]

@@ -18,7 +18,7 @@ import pytest
 from mlflow import MlflowClient
 
 from conftest import DEFAULT_DATA, config_for
-from pipeline.files import MANIFEST
+from pipeline.exports import MANIFEST
 from pipeline.runner import run
 from stages import challenge
 

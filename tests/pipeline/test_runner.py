@@ -14,7 +14,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.datasets import load_diabetes
 
 from conftest import config_for
-from pipeline.files import MANIFEST
+from pipeline.exports import MANIFEST
 from pipeline.runner import run
 from stages import modeling
 from stages import model_registry

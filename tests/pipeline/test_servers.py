@@ -31,8 +31,8 @@ from sklearn.preprocessing import OneHotEncoder
 
 from pipeline import loading
 from pipeline.cli import main
-from pipeline.config import DEFAULT_DATA
-from pipeline.files import verify_export
+from pipeline.settings import DEFAULT_DATA
+from pipeline.exports import verify_export
 from stages.contract import contract_from_signature
 
 pytestmark = pytest.mark.slow

@@ -19,7 +19,7 @@ from conftest import config_for, sqlite_uri
 from pipeline import cli, tracking
 from pipeline import loading
 from pipeline import store
-from pipeline.files import MANIFEST
+from pipeline.exports import MANIFEST
 from pipeline.runner import run
 from stages.deployment import refit_for_deployment
 from pipeline.files import sha256_of
