@@ -77,10 +77,10 @@ from sklearn.svm import SVC, SVR  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 from pipeline.config import apply_overrides
-from pipeline.settings import Config
 from pipeline.errors import CrispmlError  # noqa: E402
 from pipeline.files import read_table  # noqa: E402
 from pipeline.runner import RunResult, run  # noqa: E402
+from pipeline.settings import Config
 from stages import modeling, preparation, understanding  # noqa: E402
 from stages.metrics import METRICS  # noqa: E402
 

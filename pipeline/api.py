@@ -30,22 +30,17 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline import interrupts, runner
-
-from pipeline import phases
-
-from pipeline import loading
+from pipeline import interrupts, loading, phases, runner
 from pipeline.config import apply_overrides, load_config
-from pipeline.settings import Config
 from pipeline.errors import DataError, UsageError, did_you_mean
-from pipeline.files import bytes_as_text, read_table
 from pipeline.exports import verify_export
+from pipeline.files import bytes_as_text, read_table
+from pipeline.settings import Config
 from stages import contract
 from stages.challenge import Challenge
 from stages.evaluation import Evaluation
-from stages.selection import annotated_leaderboard
 from stages.gate import Decision
-from stages.selection import Selection
+from stages.selection import Selection, annotated_leaderboard
 
 DATAFRAME_SOURCE = "a pandas DataFrame"
 """The data's source in messages and the model card, for a run on a DataFrame."""

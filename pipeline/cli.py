@@ -23,7 +23,17 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from pipeline import interrupts
-from pipeline.errors import EXIT_BUG, EXIT_CHALLENGER, EXIT_INTERRUPTED, EXIT_NO_GO, EXIT_OK, EXIT_USAGE, CrispmlError, UsageError, first_line
+from pipeline.errors import (
+    EXIT_BUG,
+    EXIT_CHALLENGER,
+    EXIT_INTERRUPTED,
+    EXIT_NO_GO,
+    EXIT_OK,
+    EXIT_USAGE,
+    CrispmlError,
+    UsageError,
+    first_line,
+)
 
 EXIT_BROKEN_PIPE = 141
 """stdout was closed by its reader (128 + SIGPIPE, as for `cat`); the run itself completed."""
@@ -43,6 +53,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
+    # One declaration per option, in --help order (87 lines): split up, the command line's reference would scatter.
     parser = _Parser(prog="crispml", description="Model-comparison AutoML that follows CRISP-DM, tracked in MLflow.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 

@@ -22,11 +22,11 @@ from typing import Any
 from pipeline import backends, paths
 from pipeline.errors import ConfigError, did_you_mean
 from pipeline.files import file_problem
-from stages.selection import DEPRECATED_RULES, SELECTION_RULES
+from pipeline.settings import BusinessConfig, Config, EvaluationConfig
 from stages.metrics import DEFAULT_RELATIVE_TOLERANCE, DEFAULT_TOLERANCE, METRICS
 from stages.model_registry import MODELS
+from stages.selection import DEPRECATED_RULES, SELECTION_RULES
 from stages.understanding import TASKS
-from pipeline.settings import BusinessConfig, Config, EvaluationConfig
 
 MAX_CONFIG_BYTES = 1 << 20
 """A config file is a few lines of TOML; a larger file is the wrong file (and is not read whole)."""

@@ -19,6 +19,7 @@ from stages.errors import (  # noqa: F401  (re-exported: the wiring imports them
     did_you_mean,
 )
 
+
 def first_line(exc: BaseException) -> str:
     """An exception's message, first line only (its type's name when it has none): for one-line errors."""
     text = str(exc).strip()

@@ -9,7 +9,6 @@ anything in it is loaded; `remove_stale_staging` clears what a killed run left.
 
 from __future__ import annotations
 
-
 import contextlib
 import glob
 import hashlib

@@ -8,7 +8,6 @@ return it with its data contract and any version warnings.
 
 from __future__ import annotations
 
-
 import contextlib
 import io
 import json
@@ -27,13 +26,12 @@ from mlflow import MlflowClient
 from mlflow.models import Model
 
 from pipeline import interrupts
-from stages import crispml_pyfunc
 from pipeline.errors import CrispmlError, ModelLoadError, first_line
 from pipeline.exports import is_bytecode_cache
 from pipeline.files import sha256_of
-from stages.contract import CONTRACT_KEY, DataContract, contract_from_signature
 from pipeline.store import check_store, for_mlflow, point_mlflow_at, sqlite_file
-
+from stages import crispml_pyfunc
+from stages.contract import CONTRACT_KEY, DataContract, contract_from_signature
 
 PYFUNC_LOADER = Path(crispml_pyfunc.__file__)
 """The loader shipped in each model's `code/` folder (`stages/crispml_pyfunc.py`)."""

@@ -6,17 +6,13 @@ them, so that the comparison with the champion (`pipeline.retraining`) can take 
 
 from __future__ import annotations
 
-
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
-
-
-from stages import deployment, evaluation, gate, modeling, preparation, understanding
-from stages import model_registry
+from stages import deployment, evaluation, gate, model_registry, modeling, preparation, understanding
 
 
 class Progress(Protocol):

@@ -10,21 +10,17 @@ fairly is `not_compared`, with the reason, and the new model takes its place.
 
 from __future__ import annotations
 
-
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from pipeline import tracking
-
-from pipeline import loading
-
-from pipeline.settings import Config
+from pipeline import loading, tracking
 from pipeline.errors import first_line
+from pipeline.phases import WARNING, Assessed, Prepared, Progress
+from pipeline.settings import Config
 from stages import challenge as challenging
 from stages import contract, evaluation
-from pipeline.phases import Assessed, Prepared, Progress, WARNING
 
 
 @dataclass(frozen=True)

@@ -7,17 +7,13 @@ The model is loaded by folder (its files checked against its manifest) or by `mo
 
 from __future__ import annotations
 
-
 from dataclasses import dataclass
 from pathlib import Path
 
-
-
 from pipeline import loading
-
 from pipeline.errors import DataError
-from pipeline.files import check_scored_output, read_table, write_table
 from pipeline.exports import verify_export
+from pipeline.files import check_scored_output, read_table, write_table
 from stages import contract
 
 

@@ -27,11 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from pipeline import payloads
-
-from pipeline import loading
-
-from pipeline import store
+from pipeline import loading, payloads, store
 from pipeline.errors import EXIT_OK, DataError, TrackingError, UsageError
 from pipeline.exports import verify_export
 from stages.contract import DataContract, check_rows

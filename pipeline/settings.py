@@ -6,17 +6,15 @@ one table per section (`[data]`, `[business]`, ...); each phase is handed its ow
 
 from __future__ import annotations
 
-
 import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stages.selection import SIMPLEST_EQUIVALENT
 from stages.metrics import DEFAULT_RELATIVE_TOLERANCE, DEFAULT_TOLERANCE
 from stages.model_registry import MODELS
-
+from stages.selection import SIMPLEST_EQUIVALENT
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,6 @@ loggers and bounds its HTTP calls, for every module that talks to MLflow.
 
 from __future__ import annotations
 
-
 import logging
 import os
 import socket
@@ -28,7 +27,6 @@ import mlflow.sklearn
 from mlflow import MlflowClient
 
 from pipeline.errors import TrackingError, did_you_mean, first_line
-
 
 STORE_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks", "file", "")
 """URI schemes MLflow can track to (`file` and bare paths are refused by MLflow 3 itself)."""

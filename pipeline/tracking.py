@@ -34,10 +34,10 @@ from mlflow.models import Model, ModelSignature, infer_signature
 
 from pipeline import interrupts
 from pipeline.errors import TrackingError, first_line
+from pipeline.loading import PYFUNC_LOADER, record_model_files
+from pipeline.store import artifact_root, for_mlflow, point_mlflow_at
 from stages import crispml_pyfunc
 from stages.contract import CONTRACT_KEY
-from pipeline.store import artifact_root, for_mlflow, point_mlflow_at
-from pipeline.loading import PYFUNC_LOADER, record_model_files
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"

@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
 from scipy import stats
 
 from stages.cleaning import MISSING_MARKERS

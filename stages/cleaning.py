@@ -24,15 +24,13 @@ only (it is never expanded or re-typed). Inputs are never modified.
 from __future__ import annotations
 
 import dataclasses
-import re
-import warnings as _warnings
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from pandas.tseries.api import guess_datetime_format
 
+from stages.dates import DateColumn, as_datetime, as_str, calendar_part, date_column, date_format, is_datetime
 from stages.errors import DataError
 
 MISSING_MARKERS: tuple[str, ...] = (
@@ -50,13 +48,6 @@ such as `113803` beside `A/5 21171`) and is used as a category."""
 MIXED_MIN_NUMBER_SHARE = 0.5
 """A category at least this share numbers is reported as re-typed (it looks numeric but is
 used as a category); below it, it is a text column where a few codes happen to be digits."""
-DATE_MIN_SHARE = 0.95
-"""A text column is a date column when at least this share of its values read as dates in
-the format of its first values (the others become missing, and are counted)."""
-DATE_PARTS = ("year", "month", "dayofweek")
-HOUR = "hour"
-_DATE_SAMPLE = 200
-_DATE_GUESSES = 20
 _SHOWN_COLUMNS = 8
 # Written out with [0-9] (not \d, which is every Unicode digit in Python but ASCII in pyarrow).
 _NUMBER = r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|(?i:inf|infinity))"
@@ -64,27 +55,6 @@ _NUMBER = r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|(?i:inf|inf
 column-wide by pyarrow in a fraction of the time `pd.to_numeric` takes to fail on text."""
 _THOUSANDS = r"[+-]?[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]+)?"
 _THOUSANDS_OR_PLAIN = rf"(?:{_THOUSANDS}|[+-]?[0-9]+(?:\.[0-9]+)?)"
-_FULL_DATE = re.compile(r"(?=.*%[dj])(?=.*%[mbB])(?=.*%[Yy])")
-
-
-@dataclass(frozen=True)
-class DateColumn:
-    """A date column and the calendar features it becomes.
-
-    Attributes:
-        name: The source column.
-        format: The `strftime` format its text was read with ("" for a datetime dtype).
-        parts: The features made: some of `year`, `month`, `dayofweek`, `hour`.
-    """
-
-    name: str
-    format: str
-    parts: tuple[str, ...]
-
-    @property
-    def features(self) -> tuple[str, ...]:
-        """The derived column names, `<name>_<part>`."""
-        return tuple(f"{self.name}_{part}" for part in self.parts)
 
 
 @dataclass(frozen=True)
@@ -307,13 +277,13 @@ def plan_cleaning(data: pd.DataFrame, target: str = "", keep_text: tuple[str, ..
         col = data[name]
         if name in keep_text:
             continue
-        if name != target and _is_datetime(col):
-            dates.append(_date_column(str(name), "", _as_datetime(col, ""), taken))
+        if name != target and is_datetime(col):
+            dates.append(date_column(str(name), "", as_datetime(col, ""), taken))
             continue
         text, _, _ = _normalise_text(col, MISSING_MARKERS)
         if text is None:
             continue
-        present = _as_str(text.dropna())
+        present = as_str(text.dropna())
         if present.empty:
             continue
         numeric, separators = _number_mask(present)
@@ -327,9 +297,9 @@ def plan_cleaning(data: pd.DataFrame, target: str = "", keep_text: tuple[str, ..
         elif share >= MIXED_MIN_NUMBER_SHARE:
             categorical.append(name)
         else:
-            fmt, values = _date_format(present)
+            fmt, values = date_format(present)
             if fmt:
-                dates.append(_date_column(str(name), fmt, values, taken))
+                dates.append(date_column(str(name), fmt, values, taken))
     return CleaningPlan(
         numbers=tuple(numbers),
         thousands=tuple(thousands),
@@ -371,13 +341,13 @@ def apply_cleaning(data: pd.DataFrame, plan: CleaningPlan) -> Cleaned:
         changed = text is not None and (n_missing[0] or n_stripped[0])
         col = text if changed else col
         if name in dates:
-            values = _as_datetime(col, dates[name].format)
+            values = as_datetime(col, dates[name].format)
             bad = (values.isna() & col.notna()).to_numpy()
             unparsed.append(ColumnCount(str(name), int(bad.sum()), repr(_plain(col[bad].iloc[0])) if bad.any() else ""))
             at = frame.columns.get_loc(name)
             frame = frame.drop(columns=name)
             for i, (part, feature) in enumerate(zip(dates[name].parts, dates[name].features)):
-                frame.insert(at + i, feature, _calendar(values, part).array)
+                frame.insert(at + i, feature, calendar_part(values, part).array)
             continue
         if name in numbers and not _is_numeric(col):
             col, count = _to_numbers(col, name in thousands)
@@ -405,7 +375,7 @@ def number_mask(values: pd.Series) -> np.ndarray:
         return np.zeros(len(values), dtype=bool)
     if _is_numeric(values):
         return np.ones(len(values), dtype=bool)
-    return _number_mask(_as_str(values).str.strip())[0]
+    return _number_mask(as_str(values).str.strip())[0]
 
 
 def _number_mask(text: pd.Series) -> tuple[np.ndarray, bool]:
@@ -421,7 +391,7 @@ def _number_mask(text: pd.Series) -> tuple[np.ndarray, bool]:
 
 def _to_numbers(col: pd.Series, thousands: bool) -> tuple[pd.Series, ColumnCount]:
     """Text read as numbers; cells that do not read stay as they are (for the contract's check to name)."""
-    text = _as_str(col)
+    text = as_str(col)
     separated = text.str.fullmatch(_THOUSANDS).fillna(False).to_numpy(dtype=bool) if thousands else np.zeros(len(col), bool)
     if separated.any():
         text = text.where(~separated, text.str.replace(",", "", regex=False))
@@ -487,73 +457,6 @@ def _written(value: Any) -> str:
     if isinstance(value, (float, np.floating)) and float(value).is_integer():
         return str(int(value))
     return str(value)
-
-
-def _date_format(present: pd.Series) -> tuple[str, pd.Series | None]:
-    """The format of a text column's dates and the dates read in it, when nearly every value
-    reads as a full date (day, month and year) in one format guessed from its first values;
-    else `("", None)`."""
-    formats = dict.fromkeys(_guess_format(v) for v in present.drop_duplicates().head(_DATE_GUESSES))
-    candidates = [f for f in formats if f and _FULL_DATE.match(f)]
-    if not candidates:
-        return "", None
-    sample = present.head(_DATE_SAMPLE)
-    shares = {f: float(_as_datetime(sample, f).notna().mean()) for f in candidates}
-    fmt = max(candidates, key=shares.__getitem__)  # "01/02/2013" guesses month first; "13/01/2013" tells
-    if shares[fmt] < DATE_MIN_SHARE:
-        return "", None
-    values = _as_datetime(present, fmt)
-    return (fmt, values) if values.notna().mean() >= DATE_MIN_SHARE else ("", None)
-
-
-def _guess_format(value: str) -> str | None:
-    with _warnings.catch_warnings():
-        _warnings.simplefilter("ignore", UserWarning)  # "parsing dates in %d/%m/%Y format when dayfirst=False"
-        try:
-            return guess_datetime_format(value)
-        except (ValueError, TypeError, OverflowError):
-            return None
-
-
-def _date_column(name: str, fmt: str, values: pd.Series, taken: set[str]) -> DateColumn:
-    present = values.dropna()
-    parts = list(DATE_PARTS)
-    if len(present) and bool((present != present.dt.normalize()).any()):
-        parts.append(HOUR)
-    # A derived name that an input column already has is left out rather than overwrite it.
-    return DateColumn(name, fmt, tuple(p for p in parts if f"{name}_{p}" not in taken))
-
-
-def _is_datetime(col: pd.Series) -> bool:
-    return pd.api.types.is_datetime64_any_dtype(col) or isinstance(col.dtype, pd.PeriodDtype)
-
-
-def _as_datetime(col: pd.Series, fmt: str) -> pd.Series:
-    """Values as datetimes: a datetime dtype as is, a period as its start, text read in `fmt` (unreadable cells missing)."""
-    if pd.api.types.is_datetime64_any_dtype(col):
-        return col
-    if isinstance(col.dtype, pd.PeriodDtype):
-        return col.dt.to_timestamp()
-    text = _as_str(col)
-    utc = "%z" in fmt  # mixed UTC offsets cannot share one column otherwise; calendar features are then in UTC
-    with _warnings.catch_warnings():
-        _warnings.simplefilter("ignore", UserWarning)  # "could not infer format" for a datetime-dtype plan
-        try:
-            values = pd.to_datetime(text, format=fmt or None, errors="coerce", utc=utc)
-        except (ValueError, TypeError):  # mixed time zones in text read without a format
-            values = pd.to_datetime(text, format=fmt or None, errors="coerce", utc=True)
-    unread = values.isna() & col.notna()
-    if fmt and unread.any():  # a date written as ISO text (2021-03-04T00:00:00, as JSON carries a date)
-        values = values.where(~unread, pd.to_datetime(text.where(unread), format="ISO8601", errors="coerce", utc=utc))
-    return values
-
-
-def _calendar(values: pd.Series, part: str) -> pd.Series:
-    return getattr(values.dt, part).astype("float64")
-
-
-def _as_str(col: pd.Series) -> pd.Series:
-    return col if isinstance(col.dtype, pd.StringDtype) else col.astype("str")
 
 
 def _is_numeric(col: pd.Series) -> bool:

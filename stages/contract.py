@@ -8,7 +8,6 @@ to it (missing or unknown columns, unseen categories, drift in missing values), 
 
 from __future__ import annotations
 
-
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,12 +15,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stages.errors import DataError
 from stages.cleaning import CleaningPlan, CleaningReport, apply_cleaning
+from stages.errors import DataError
 from stages.fold_fits import predict_with_proba
 from stages.preparation import conform_features
 from stages.understanding import CATEGORICAL, NUMERIC, DataProfile
-
 
 PREDICTION = "prediction"
 
@@ -237,26 +235,7 @@ def check_rows(data: pd.DataFrame, contract: DataContract, what: str = "the data
     cleaned = apply_cleaning(data.loc[:, list(contract.inputs)], contract.cleaning) if contract.cleaning is not None else None
     if cleaned is not None:
         data = cleaned.frame
-    for column in contract.columns:
-        if column.kind != NUMERIC:
-            continue
-        raw = data[column.name]
-        converted = pd.to_numeric(raw, errors="coerce")
-        bad = (converted.isna() & raw.notna()).to_numpy()
-        trained_as = f" (it was {column.dtype} in training)" if column.dtype else ""
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            raise DataError(
-                f"column '{column.name}' must be numeric{trained_as} but {what} holds {_plain(raw.iloc[row])!r} "
-                f"(row {row + 1}, {int(bad.sum())} such cells); fix or blank those cells"
-            )
-        infinite = np.isinf(converted.to_numpy(dtype=float, na_value=np.nan))
-        if infinite.any():
-            row = int(np.flatnonzero(infinite)[0])
-            raise DataError(
-                f"column '{column.name}' of {what} holds an infinite value (row {row + 1}, {int(infinite.sum())} such cells); "
-                "replace them with numbers or leave the cells empty"
-            )
+    _check_numeric(data, contract, what)
     X = conform_features(data, features, contract.numeric)
     n = len(X)
     warnings: list[str] = list(cleaned.report.warnings) if cleaned is not None else []
@@ -296,6 +275,30 @@ def check_rows(data: pd.DataFrame, contract: DataContract, what: str = "the data
                 f"{column.missing_share:.0%} in training; the missing values are imputed"
             )
     return ContractCheck(X, ignored, unseen, out_of_range, missing, tuple(warnings), cleaned.report if cleaned else None)
+
+
+def _check_numeric(data: pd.DataFrame, contract: DataContract, what: str) -> None:
+    """Raise on text or an infinite value in a column the model reads as numbers (after the cleaning plan)."""
+    for column in contract.columns:
+        if column.kind != NUMERIC:
+            continue
+        raw = data[column.name]
+        converted = pd.to_numeric(raw, errors="coerce")
+        bad = (converted.isna() & raw.notna()).to_numpy()
+        trained_as = f" (it was {column.dtype} in training)" if column.dtype else ""
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise DataError(
+                f"column '{column.name}' must be numeric{trained_as} but {what} holds {_plain(raw.iloc[row])!r} "
+                f"(row {row + 1}, {int(bad.sum())} such cells); fix or blank those cells"
+            )
+        infinite = np.isinf(converted.to_numpy(dtype=float, na_value=np.nan))
+        if infinite.any():
+            row = int(np.flatnonzero(infinite)[0])
+            raise DataError(
+                f"column '{column.name}' of {what} holds an infinite value (row {row + 1}, {int(infinite.sum())} such cells); "
+                "replace them with numbers or leave the cells empty"
+            )
 
 
 @dataclass(frozen=True)

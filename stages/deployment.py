@@ -18,11 +18,11 @@ from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 
 from stages import subsample
+from stages.contract import CONTRACT_KEY, DataContract, build_contract
 from stages.evaluation import Evaluation
 from stages.modeling import Leaderboard, hyperparameters
 from stages.tuning import unwrap_search
 from stages.understanding import CLASSIFICATION, DataProfile
-from stages.contract import CONTRACT_KEY, DataContract, build_contract
 
 PACKAGES = ("scikit-learn", "pandas", "numpy", "scipy", "joblib", "mlflow", "skops")
 """The packages a saved model depends on, pinned in its requirements and manifest."""

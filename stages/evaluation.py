@@ -24,12 +24,12 @@ import pandas as pd
 from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 
+from stages.fold_fits import predict_with_proba
+from stages.importance import IMPORTANCE_ROWS, Importance, importance_columns, importance_rows, permutation_importances
 from stages.metrics import METRICS, Metric, metrics_for, score_all
 from stages.modeling import CandidateResult
-from stages.fold_fits import predict_with_proba
 from stages.preparation import Split
 from stages.understanding import CLASSIFICATION
-from stages.importance import IMPORTANCE_ROWS, Importance, importance_columns, importance_rows, permutation_importances
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ tasks in threads), so a fold is transformed once per worker, not once per candid
 
 from __future__ import annotations
 
-
 import math
 import os
 import socket

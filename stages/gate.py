@@ -7,12 +7,11 @@ the holdout and returns go, or no-go with each failed criterion named.
 
 from __future__ import annotations
 
-
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-
+from stages.evaluation import Footprint
 from stages.metrics import METRICS
 from stages.selection import (  # noqa: F401  (re-exported: the selection used to live here)
     BASELINE,
@@ -30,8 +29,6 @@ from stages.selection import (  # noqa: F401  (re-exported: the selection used t
     loss_posterior,
     select_model,
 )
-from stages.evaluation import Footprint
-
 
 GO = "go"
 

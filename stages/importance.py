@@ -8,7 +8,6 @@ report says what was capped.
 
 from __future__ import annotations
 
-
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -17,8 +16,8 @@ import numpy as np
 import pandas as pd
 from sklearn.inspection import permutation_importance
 
-from stages.metrics import METRICS
 from stages.fold_fits import predict_with_proba
+from stages.metrics import METRICS
 from stages.selection import (  # noqa: F401  (re-exported: the selection used to live here)
     BASELINE,
     BEST_MEAN,
@@ -35,7 +34,6 @@ from stages.selection import (  # noqa: F401  (re-exported: the selection used t
     loss_posterior,
     select_model,
 )
-
 
 IMPORTANCE_SECONDS = 2.0
 """About how long permutation importance may spend predicting, judged by the candidate's CV predict times."""

@@ -6,18 +6,16 @@ importance, footprint, the comparison with the champion), so the card says what 
 
 from __future__ import annotations
 
-
 import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-
 from stages.evaluation import Evaluation, Footprint
-from stages.selection import Selection
-from stages.importance import Importance
 from stages.gate import Decision
+from stages.importance import Importance
 from stages.modeling import RACED_OUT, Leaderboard
+from stages.selection import Selection
 from stages.tuning import is_tuned
 from stages.understanding import DataProfile
 

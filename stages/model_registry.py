@@ -9,7 +9,6 @@ inside, so cross-validation refits it per fold.
 
 from __future__ import annotations
 
-
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field

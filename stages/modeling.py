@@ -22,15 +22,15 @@ from sklearn.base import BaseEstimator, clone
 from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 
-from stages.errors import DataError, Interrupted
 from stages.early_stopping import EarlyStoppingClassifier
+from stages.errors import DataError, Interrupted
 from stages.fitting import IN_PROCESS, NOT_IN_BUDGET, Executor, Outcome, Task
+from stages.fold_fits import FoldResult, param_text, preprocessor_keys, run_fold
 from stages.metrics import METRICS, Metric, metrics_for
+from stages.model_registry import complexity, describe_strategy
 from stages.subsample import RowSubsample
 from stages.tuning import is_tuned
 from stages.understanding import CLASSIFICATION
-from stages.model_registry import complexity, describe_strategy
-from stages.fold_fits import FoldResult, preprocessor_keys, run_fold, param_text
 
 Folds = tuple[tuple[np.ndarray, np.ndarray], ...]
 

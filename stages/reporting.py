@@ -21,10 +21,9 @@ from sklearn.calibration import CalibrationDisplay
 from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, PredictionErrorDisplay, RocCurveDisplay
 
 from stages.evaluation import Evaluation
-from stages.selection import Selection
 from stages.importance import Importance
-from stages.selection import BASELINE
 from stages.modeling import OK, Leaderboard
+from stages.selection import BASELINE, Selection
 from stages.understanding import CLASSIFICATION, DataProfile
 
 DPI = 100

@@ -23,8 +23,8 @@ import pandas as pd
 from scipy import stats
 
 from stages.metrics import DEFAULT_RELATIVE_TOLERANCE, DEFAULT_TOLERANCE, METRICS
-from stages.modeling import OK, CandidateResult, Leaderboard
 from stages.model_registry import complexity as complexity_of
+from stages.modeling import OK, CandidateResult, Leaderboard
 from stages.tuning import default_name, is_tuned
 
 SIMPLEST_EQUIVALENT = "simplest_equivalent"

@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stages.errors import DataError, did_you_mean
 from stages.cleaning import MAX_STRAY_TEXT_SHARE, CleaningReport, number_mask
+from stages.errors import DataError, did_you_mean
+from stages.leaks import LEAK_NOTE, leak_notes
 
 REGRESSION = "regression"
 BINARY = "binary"
@@ -46,18 +47,6 @@ repeat at least this often. n values drawn at random from a range of m integers 
 about n(n-1)/2m times, and at least as often from any non-uniform distribution (uniform
 draws collide least), so all n being unique has probability below exp(-5), under 1%, for
 a measurement: they were made unique on purpose."""
-LEAK_MAX_DISAGREEMENT = 0.02
-"""A feature is a possible leak when rows paired by it (same category, or nearest value)
-disagree on the target at most this share as often as random pairs of rows do. For a
-numeric target that is 1 - R² of predicting the target from the feature alone: 0.02 is a
-correlation of 0.99 for a straight line. For classes it is the share of the target's Gini
-impurity the feature leaves."""
-LEAK_SAMPLE_ROWS = 10_000
-"""The leak check pairs at most this many labelled rows (a random sample), so it costs the
-same on a million rows, and one sort per column: linear in the number of columns."""
-LEAK_MIN_ROWS = 20
-"""Below this many labelled rows the leak check is not run: pairs of rows that agree by chance are too likely."""
-LEAK_NOTE = "possible target leak"
 _ID_NAME = re.compile(r"(^|[_\W])(id|uuid|key)$", re.IGNORECASE)
 _ID_BY_VALUES = "ID-like by its values"
 _UNUSABLE = "not usable as a feature"
@@ -255,35 +244,8 @@ def profile_data(
             a column named in `categorical` is absent; a feature holds infinite values, or
             numbers with a few stray text cells; or no usable feature is left.
     """
-    if target not in data.columns:
-        raise DataError(
-            f"column '{target}' named as target is not in {source}{did_you_mean(target, map(str, data.columns))} "
-            f"(columns: {', '.join(map(str, data.columns))}); pass the right name with --target"
-        )
+    labelled = _labelled_target(data, target, source)
     y = data[target]
-    labelled = y.dropna()
-    nested = _nested_values(labelled)
-    if nested:
-        example = labelled.iloc[0].tolist() if isinstance(labelled.iloc[0], np.ndarray) else labelled.iloc[0]
-        raise DataError(
-            f"target '{target}' in {source} holds {nested}, such as {_show(example)}, which crispml cannot "
-            "predict; choose a column of labels or numbers with --target"
-        )
-    if labelled.empty:
-        raise DataError(f"target '{target}' in {source} has no values (every row is missing); choose another --target")
-    if labelled.nunique() < 2:
-        raise DataError(
-            f"target '{target}' in {source} is constant (every row is {_show(labelled.iloc[0])}); "
-            "there is nothing to predict; choose another --target"
-        )
-    if _is_numeric(labelled):
-        infinite = np.isinf(labelled.to_numpy(dtype=float))
-        if infinite.any():
-            row = int(labelled.index[np.flatnonzero(infinite)[0]]) + 1 if isinstance(labelled.index, pd.RangeIndex) else "?"
-            raise DataError(
-                f"target '{target}' in {source} has {int(infinite.sum())} infinite values (first at row {row}); "
-                "replace them with numbers or leave the cells empty (such rows are then dropped)"
-            )
     detected = detect_task(y)
     task_detected = task == "auto"
     if task_detected:
@@ -310,7 +272,63 @@ def profile_data(
     if not any(not c.dropped for c in columns):
         reasons = "; ".join(f"'{c.name}': {c.dropped}" for c in columns) or "the target is the only column"
         raise DataError(f"no usable feature column is left in {source} ({reasons}); add feature columns to the data")
-    columns = _flag_leaks(data, columns, target, task, seed)
+    notes = leak_notes(data, {c.name: c.kind == NUMERIC for c in columns if not c.dropped}, target, task in CLASSIFICATION, seed)
+    columns = tuple(dataclasses.replace(c, notes=(*c.notes, notes[c.name])) if c.name in notes else c for c in columns)
+    warnings += _column_warnings(columns)
+    balance, summary, imbalance = _target_summary(labelled, task)
+    warnings += imbalance
+    return DataProfile(
+        source=source,
+        n_rows=len(data),
+        n_columns=data.shape[1],
+        target=target,
+        task=task,
+        task_detected=task_detected,
+        target_missing=n_missing,
+        columns=columns,
+        class_balance=balance,
+        target_summary=summary,
+        warnings=tuple(warnings),
+        cleaning=cleaning,
+    )
+
+
+def _labelled_target(data: pd.DataFrame, target: str, source: str) -> pd.Series:
+    """The target's labelled values, once the target is known to be there, predictable, not constant and finite."""
+    if target not in data.columns:
+        raise DataError(
+            f"column '{target}' named as target is not in {source}{did_you_mean(target, map(str, data.columns))} "
+            f"(columns: {', '.join(map(str, data.columns))}); pass the right name with --target"
+        )
+    labelled = data[target].dropna()
+    nested = _nested_values(labelled)
+    if nested:
+        example = labelled.iloc[0].tolist() if isinstance(labelled.iloc[0], np.ndarray) else labelled.iloc[0]
+        raise DataError(
+            f"target '{target}' in {source} holds {nested}, such as {_show(example)}, which crispml cannot "
+            "predict; choose a column of labels or numbers with --target"
+        )
+    if labelled.empty:
+        raise DataError(f"target '{target}' in {source} has no values (every row is missing); choose another --target")
+    if labelled.nunique() < 2:
+        raise DataError(
+            f"target '{target}' in {source} is constant (every row is {_show(labelled.iloc[0])}); "
+            "there is nothing to predict; choose another --target"
+        )
+    if _is_numeric(labelled):
+        infinite = np.isinf(labelled.to_numpy(dtype=float))
+        if infinite.any():
+            row = int(labelled.index[np.flatnonzero(infinite)[0]]) + 1 if isinstance(labelled.index, pd.RangeIndex) else "?"
+            raise DataError(
+                f"target '{target}' in {source} has {int(infinite.sum())} infinite values (first at row {row}); "
+                "replace them with numbers or leave the cells empty (such rows are then dropped)"
+            )
+    return labelled
+
+
+def _column_warnings(columns: tuple[ColumnProfile, ...]) -> list[str]:
+    """What the profile says about the columns: dropped ones, mostly missing, high cardinality, possible leaks."""
+    warnings: list[str] = []
     for c in columns:
         if c.dropped.startswith(_ID_BY_VALUES):
             warnings.append(f"column '{c.name}' is dropped as {c.dropped}")
@@ -327,6 +345,12 @@ def profile_data(
         for note in c.notes:
             if note.startswith(LEAK_NOTE):
                 warnings.append(f"column '{c.name}': {note}")
+    return warnings
+
+
+def _target_summary(labelled: pd.Series, task: str) -> tuple[tuple[tuple[str, int], ...], tuple[tuple[str, float], ...], list[str]]:
+    """The class balance (classification) or the target's summary (regression), and a warning on a rare class."""
+    warnings: list[str] = []
     balance: tuple[tuple[str, int], ...] = ()
     summary: tuple[tuple[str, float], ...] = ()
     if task in CLASSIFICATION:
@@ -340,20 +364,7 @@ def profile_data(
     else:
         described = pd.to_numeric(labelled).describe()
         summary = tuple((str(k), float(v)) for k, v in described.items())
-    return DataProfile(
-        source=source,
-        n_rows=len(data),
-        n_columns=data.shape[1],
-        target=target,
-        task=task,
-        task_detected=task_detected,
-        target_missing=n_missing,
-        columns=columns,
-        class_balance=balance,
-        target_summary=summary,
-        warnings=tuple(warnings),
-        cleaning=cleaning,
-    )
+    return balance, summary, warnings
 
 
 def _check_task_fits(y: pd.Series, task: str, detected: str, target: str, source: str) -> None:
@@ -453,83 +464,6 @@ def _check_mixed(data: pd.DataFrame, columns: list[ColumnProfile], source: str) 
             f"{'; '.join(problems)} in {source}; if the column is numeric, fix or blank the text cells; "
             "if it is a category, list it in data.categorical in the config"
         )
-
-
-def _flag_leaks(
-    data: pd.DataFrame, columns: tuple[ColumnProfile, ...], target: str, task: str, seed: int
-) -> tuple[ColumnProfile, ...]:
-    """Note features that alone predict the target almost perfectly, for every task: often a leak from the future.
-
-    Each labelled row (of a random sample of at most `LEAK_SAMPLE_ROWS`) is paired with its
-    nearest neighbour by the feature alone: a row of the same category, or of the nearest
-    value (a missing value pairs with another missing one); a row with no such neighbour is
-    paired at random. The target's disagreement over these pairs (a class differs, or the
-    squared difference), against that over random pairs of rows, is the share of the
-    target's variation the feature leaves unexplained, out of sample (each row is predicted
-    from another). One stable sort per feature, on rows already in random order (so that
-    ties pair at random): the cost is linear in the number of features and bounded in rows.
-    """
-    rows = np.flatnonzero(data[target].notna().to_numpy())
-    used = [c.name for c in columns if not c.dropped]
-    if len(rows) < LEAK_MIN_ROWS or not used:
-        return columns
-    rng = np.random.default_rng(seed)
-    rows = rng.permutation(rows)[:LEAK_SAMPLE_ROWS]
-    sample = data.iloc[rows]
-    y = sample[target]
-    n = len(rows)
-    if task in CLASSIFICATION:
-        codes = pd.factorize(y.astype(str))[0]
-        counts = np.bincount(codes).astype(float)
-        floor = (n * n - float((counts**2).sum())) / (n * (n - 1))  # random distinct pairs that differ
-    else:
-        values = y.to_numpy(dtype=float)
-        floor = 2 * float(values.var(ddof=1))  # mean squared difference of random distinct pairs
-    if not floor > 0:
-        return columns
-    flagged = []
-    for c in columns:
-        if not c.dropped:
-            partner = _nearest_partner(sample[c.name], c.kind == NUMERIC, rng)
-            if task in CLASSIFICATION:
-                disagreement = float(np.mean(codes != codes[partner]))
-            else:
-                disagreement = float(np.mean((values - values[partner]) ** 2))
-            share = disagreement / floor
-            if share <= LEAK_MAX_DISAGREEMENT:
-                note = (
-                    f"{LEAK_NOTE}: alone it predicts the target almost perfectly (rows paired by it disagree on the "
-                    f"target {share:.1%} as often as random pairs); check it is known at prediction time"
-                )
-                c = dataclasses.replace(c, notes=(*c.notes, note))
-        flagged.append(c)
-    return tuple(flagged)
-
-
-def _nearest_partner(x: pd.Series, numeric: bool, rng: np.random.Generator) -> np.ndarray:
-    """For each row, the position of another row with the same category or the nearest value (random when there is none)."""
-    n = len(x)
-    if numeric:
-        value = x.to_numpy(dtype=float, na_value=np.nan)
-        order = np.argsort(value, kind="stable")  # missing values last, where they pair among themselves
-        v = value[order]
-        g = np.isnan(v)
-        v = np.where(g, 0.0, v)
-    else:
-        group = pd.factorize(x, use_na_sentinel=False)[0]
-        order = np.argsort(group, kind="stable")
-        g, v = group[order], np.zeros(n)
-    same = g[1:] == g[:-1]
-    gap = v[1:] - v[:-1]
-    left = np.where(np.r_[False, same], np.r_[np.inf, gap], np.inf)
-    right = np.where(np.r_[same, False], np.r_[gap, np.inf], np.inf)
-    position = np.arange(n)
-    chosen = np.where(left <= right, position - 1, position + 1)
-    alone = ~np.r_[False, same] & ~np.r_[same, False]
-    chosen[alone] = (position[alone] + rng.integers(1, n, size=int(alone.sum()))) % n
-    partner = np.empty(n, dtype=np.int64)
-    partner[order] = order[chosen]
-    return partner
 
 
 def _nested_values(values: pd.Series) -> str:

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from pipeline.config import apply_overrides
-from pipeline.settings import DEFAULT_DATA, Config
 from pipeline.runner import RunResult, run
+from pipeline.settings import DEFAULT_DATA, Config
 from stages.contract import build_contract
 from stages.model_registry import ModelSettings, build_candidates
 from stages.preparation import build_preprocessor, features_and_target

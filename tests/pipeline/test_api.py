@@ -16,10 +16,11 @@ from mlflow import MlflowClient
 from sklearn.pipeline import Pipeline
 
 import crispml
-from conftest import REPO, sqlite_uri
 from pipeline.api import KEYWORDS, checked_frame, frame_sha256
-from pipeline.settings import DEFAULT_DATA
 from pipeline.errors import ConfigError, DataError, UsageError
+from pipeline.settings import DEFAULT_DATA
+
+from conftest import REPO, sqlite_uri
 
 QUICK = {"models": ["baseline", "linear"], "folds": 3, "n_jobs": 2, "verbose": False}
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
+
 from servers_util import CRISPML, HOST, PLAIN_PATH, clean_env, free_port, running
 
 pytestmark = pytest.mark.slow

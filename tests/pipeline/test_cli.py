@@ -2,10 +2,10 @@
 
 import io
 import json
-import time
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd

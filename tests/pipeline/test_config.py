@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import apply_overrides, load_config
-from pipeline.settings import Config
 from pipeline.errors import ConfigError
+from pipeline.settings import Config
 
 
 def write(tmp_path: Path, text: str) -> Path:

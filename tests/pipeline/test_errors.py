@@ -22,12 +22,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REPO
-from hostile import Setup, both, check_error, csv, labelled, raw
 from pipeline import cli, runner
 from pipeline.config import apply_overrides
-from pipeline.settings import Config
 from pipeline.errors import EXIT_OK, EXIT_USAGE
+from pipeline.settings import Config
+
+from conftest import REPO
+from hostile import Setup, both, check_error, csv, labelled, raw
 
 CRISPML = Path(sys.executable).parent / "crispml"
 

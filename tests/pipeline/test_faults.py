@@ -7,6 +7,7 @@ export stays in place, the MLflow run says what happened, and the user gets one 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
 import shutil
@@ -27,19 +28,26 @@ from sklearn.dummy import DummyClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
-from conftest import config_for, sqlite_uri
-from pipeline import cli, tracking
-from pipeline import store
+from pipeline import cli, store
 from pipeline.backends import local_pool
 from pipeline.backends.local_pool import LocalPool
-from pipeline.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, ConfigError, Interrupted, ModelLoadError, TrackingError
+from pipeline.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    EXIT_USAGE,
+    ConfigError,
+    Interrupted,
+    ModelLoadError,
+    TrackingError,
+)
 from pipeline.exports import JOBLIB_MODEL, MANIFEST, export_model_dir, sealed_manifest, verify_export
-from pipeline.runner import run
-from stages import modeling
-from stages import model_registry
 from pipeline.files import sha256_of
+from pipeline.runner import run
+from stages import model_registry, modeling
 from stages.fitting import NOT_IN_BUDGET, Task
 from stages.modeling import FAILED, OK, compare_models, make_folds
+
+from conftest import config_for, sqlite_uri
 
 CRISPML = Path(sys.executable).parent / "crispml"
 
@@ -388,7 +396,7 @@ def test_predict_warns_when_the_model_was_saved_by_other_versions(exported, tmp_
     folder = copy_of(exported, tmp_path)
     mlmodel = folder / "MLmodel"
     text = mlmodel.read_text()
-    text = text.replace(f"sklearn_version: {tracking.package_metadata.version('scikit-learn')}", "sklearn_version: 1.5.0")
+    text = text.replace(f"sklearn_version: {importlib.metadata.version('scikit-learn')}", "sklearn_version: 1.5.0")
     text = text.replace(f"mlflow_version: {mlflow.__version__}", "mlflow_version: 3.0.0")
     mlmodel.write_text(text)
     manifest = json.loads((folder / MANIFEST).read_text())

@@ -15,12 +15,13 @@ from matplotlib.image import imread
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from conftest import config_for
 from pipeline.errors import ConfigError
 from pipeline.exports import MANIFEST
+from pipeline.files import sha256_of
 from pipeline.runner import run
 from stages import modeling
-from pipeline.files import sha256_of
+
+from conftest import config_for
 
 CRISPML = Path(sys.executable).parent / "crispml"
 CLASSIFICATION_PLOTS = {"confusion_matrix.png", "roc_curve.png", "precision_recall.png", "calibration.png"}

@@ -11,20 +11,27 @@ import pandas as pd
 import pytest
 import requests
 import skops.io as sio
-from servers_util import CRISPML, HOST, clean_env, free_port, running
 from sklearn.compose import TransformedTargetRegressor
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 
-from conftest import config_for
 from pipeline import loading
-from pipeline.settings import DEFAULT_DATA
 from pipeline.exports import MANIFEST
 from pipeline.runner import run
-from stages.model_registry import GRADIENT_BOOSTING_EARLY_STOPPING_MIN_ROWS, MLP_EARLY_STOPPING_MIN_ROWS, ModelSettings, build_candidates, trusted_types
+from pipeline.settings import DEFAULT_DATA
+from stages.model_registry import (
+    GRADIENT_BOOSTING_EARLY_STOPPING_MIN_ROWS,
+    MLP_EARLY_STOPPING_MIN_ROWS,
+    ModelSettings,
+    build_candidates,
+    trusted_types,
+)
 from stages.preparation import build_preprocessor, features_and_target
 from stages.subsample import unwrap
 from stages.understanding import profile_data
+
+from conftest import config_for
+from servers_util import CRISPML, HOST, clean_env, free_port, running
 
 TASKS = ("regression", "binary", "multiclass")
 

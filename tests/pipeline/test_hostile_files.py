@@ -24,13 +24,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from hostile import RUN, Hostile, both, csv, labelled, raw, run_case
-from pipeline import cli, runner
-from pipeline import scoring
+from pipeline import cli, runner, scoring
 from pipeline.config import SEED_MAX, apply_overrides, load_config
-from pipeline.settings import Config
 from pipeline.errors import EXIT_OK, ConfigError, DataError, UsageError
 from pipeline.files import read_table, write_table
+from pipeline.settings import Config
+
+from hostile import RUN, Hostile, both, csv, labelled, raw, run_case
 
 Setup = Callable[[Path], None]
 TRAIN = (*RUN, "--data", "d.csv", "--target", "label")

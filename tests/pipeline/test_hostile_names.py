@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from hostile import RUN, Hostile, both, csv, labelled, raw, run_case
-from pipeline import cli, config, paths, runner
-from pipeline import settings
-from pipeline import loading
+from pipeline import cli, config, loading, paths, runner, settings
 from pipeline.errors import EXIT_OK, ConfigError
+
+from hostile import RUN, Hostile, both, csv, labelled, raw, run_case
 
 DATA = csv("d.csv", labelled())
 TRAIN = (*RUN, "--data", "d.csv", "--target", "label")

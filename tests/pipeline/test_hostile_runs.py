@@ -27,14 +27,14 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from conftest import sqlite_uri
-from hostile import RUN, Hostile, both, csv, labelled, raw, run_case
-from pipeline import cli, files, interrupts, tracking
-from pipeline import exports, loading
+from pipeline import cli, exports, interrupts, loading, tracking
 from pipeline.backends import local_pool
 from pipeline.errors import EXIT_TERMINATED, EXIT_USAGE
 from pipeline.exports import MANIFEST, STAGING_MARKER, export_model_dir, remove_stale_staging, verify_export
 from pipeline.files import sha256_of
+
+from conftest import sqlite_uri
+from hostile import RUN, Hostile, both, csv, labelled, raw, run_case
 
 CRISPML = Path(sys.executable).parent / "crispml"
 EXPERIMENT = "t"
@@ -417,7 +417,7 @@ def test_a_signal_while_the_staging_folder_is_made_leaves_none_behind(tmp_path, 
     """SIGTERM lands between two lines of making the staging folder: the export stops and leaves no folder."""
     target = tmp_path / "models" / EXPERIMENT / "model"
     export_model_dir(target, write("old"), {"w": 0}, {})
-    wrapped = {"mkdtemp": (files.tempfile, "mkdtemp"), "open": (files, "open"), "flock": (files.fcntl, "flock")}
+    wrapped = {"mkdtemp": (exports.tempfile, "mkdtemp"), "open": (exports, "open"), "flock": (exports.fcntl, "flock")}
     owner, name = wrapped[step]
     real = getattr(owner, name, open)
 

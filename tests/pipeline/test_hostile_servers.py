@@ -17,24 +17,23 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import hostile
 import mlflow.sklearn
 import numpy as np
 import pandas as pd
 import pytest
 import requests
 from mlflow.models import infer_signature
-from servers_util import CRISPML, HOST, Server, clean_env, free_port, running
 from sklearn.compose import make_column_transformer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-from pipeline import cli, payloads
-
-from pipeline import loading
-from pipeline.settings import DEFAULT_DATA
+from pipeline import cli, loading, payloads
 from pipeline.servers import ContractGate
+from pipeline.settings import DEFAULT_DATA
+
+import hostile
+from servers_util import CRISPML, HOST, Server, clean_env, free_port, running
 
 pytestmark = pytest.mark.slow
 

@@ -28,14 +28,13 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
-from conftest import REPO, config_for, sqlite_uri
-from hostile import RUN, Hostile, both, csv, labelled, raw, run_case
-from pipeline import cli, tracking
-from pipeline import loading
-from pipeline import store
+from pipeline import cli, files, loading, store, tracking
 from pipeline.errors import EXIT_BUG, EXIT_OK, EXIT_USAGE, ModelLoadError
 from pipeline.exports import MANIFEST, MANIFEST_SEAL, sealed_manifest, verify_export
 from pipeline.runner import run
+
+from conftest import REPO, config_for, sqlite_uri
+from hostile import RUN, Hostile, both, csv, labelled, raw, run_case
 from servers_util import CRISPML, HOST, clean_env, free_port, running
 
 DATA = csv("d.csv", labelled())
@@ -319,7 +318,7 @@ def test_the_hashes_recorded_at_logging_are_those_of_the_files_in_the_store(logg
     recorded = json.loads(logged["client"].get_logged_model(logged["model_id"]).tags[loading.FILES_TAG])
     folder = logged["files"]
     assert {"MLmodel", "model.skops", "requirements.txt"} <= set(recorded)
-    assert recorded == {p.relative_to(folder).as_posix(): tracking.sha256_of(p) for p in folder.rglob("*") if p.is_file()}
+    assert recorded == {p.relative_to(folder).as_posix(): files.sha256_of(p) for p in folder.rglob("*") if p.is_file()}
 
 
 @pytest.mark.parametrize("kind", ["alias", "version", "run", "logged model"])
@@ -483,7 +482,7 @@ def test_serve_prints_the_warnings_about_its_model_before_it_starts(monkeypatch,
 
     warned = "the model could not be checked before loading: it has no recorded file hashes"
     monkeypatch.setattr(
-        tracking, "scoring_app", lambda source, uri: loading.ScoringApp(app=None, contract=contract_from_signature(("x",), ("x",)), warnings=(warned,))
+        loading, "scoring_app", lambda source, uri: loading.ScoringApp(app=None, contract=contract_from_signature(("x",), ("x",)), warnings=(warned,))
     )
     monkeypatch.setattr(uvicorn.Server, "run", lambda self: None)
     code = cli.main(["serve", "--model", "models:/m@champion", "--port", str(free_port())])

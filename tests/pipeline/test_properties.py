@@ -26,12 +26,13 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from conftest import config_for
 from pipeline import runner, tracking
 from pipeline.errors import CrispmlError
-from pipeline.files import read_table
 from pipeline.exports import JOBLIB_MODEL, MANIFEST
+from pipeline.files import read_table
 from stages.contract import CONTRACT_KEY, PREDICTION, DataContract, score
+
+from conftest import config_for
 
 ODD_NAMES = ["", " ", "id", "a,b", 'say "hi"', "Unnamed: 0", "ü", "1", "NaN", "x.1", "tab\there", "€"]
 NAMES = st.one_of(st.sampled_from(ODD_NAMES), st.text(alphabet=string.ascii_lowercase + "_ -", min_size=1, max_size=5))

@@ -17,10 +17,11 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from conftest import DEFAULT_DATA, config_for
 from pipeline.exports import MANIFEST
 from pipeline.runner import run
 from stages import challenge
+
+from conftest import DEFAULT_DATA, config_for
 
 CRISPML = Path(sys.executable).parent / "crispml"
 FAST = {"modeling.models": ["baseline", "linear"], "modeling.folds": 3}

@@ -3,22 +3,21 @@
 import json
 import re
 
-import numpy as np
-
 import mlflow
 import mlflow.sklearn
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.datasets import load_diabetes
 
-from conftest import config_for
 from pipeline.exports import MANIFEST
-from pipeline.runner import run
-from stages import modeling
-from stages import model_registry
 from pipeline.files import sha256_of
+from pipeline.runner import run
+from stages import model_registry, modeling
+
+from conftest import config_for
 
 pytestmark = pytest.mark.slow
 
@@ -126,7 +125,6 @@ def test_export_has_joblib_and_a_manifest_whose_hashes_match(penguins_run):
 
 def test_the_mlmodel_file_holds_the_contract_as_one_json_string_and_the_older_tree_still_reads(penguins_run):
     from mlflow.models import Model
-
 
     from pipeline import loading
     from stages.contract import CONTRACT_KEY

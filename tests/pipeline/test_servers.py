@@ -22,18 +22,18 @@ import pytest
 import requests
 from mlflow import MlflowClient
 from mlflow.models import infer_signature
-from servers_util import CRISPML, HOST, LIGHT_SERVER, MLFLOW, PLAIN_PATH, Server, clean_env, free_port, running
 from sklearn.compose import make_column_transformer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-
 from pipeline import loading
 from pipeline.cli import main
-from pipeline.settings import DEFAULT_DATA
 from pipeline.exports import verify_export
+from pipeline.settings import DEFAULT_DATA
 from stages.contract import contract_from_signature
+
+from servers_util import CRISPML, HOST, LIGHT_SERVER, MLFLOW, PLAIN_PATH, Server, clean_env, free_port, running
 
 pytestmark = pytest.mark.slow
 

@@ -4,7 +4,8 @@ import pytest
 
 from pipeline.errors import DataError
 from pipeline.files import read_table
-from stages.cleaning import CleaningPlan, DateColumn, apply_cleaning, clean_data, number_mask
+from stages.cleaning import CleaningPlan, apply_cleaning, clean_data, number_mask
+from stages.dates import DateColumn
 
 
 def test_common_missing_markers_are_read_as_missing_and_counted():

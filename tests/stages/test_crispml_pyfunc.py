@@ -11,9 +11,9 @@ import pytest
 from mlflow.exceptions import MlflowException
 
 from stages import crispml_pyfunc
+from stages.contract import check_rows, score
 from stages.crispml_pyfunc import ContractError, ContractModel, conform, inputs
 from stages.fold_fits import predict_with_proba
-from stages.contract import check_rows, score
 
 
 def test_it_reads_a_messy_raw_file_as_crispml_predict_does(trained_on_raw):

@@ -121,10 +121,10 @@ def test_high_cardinality_text_is_encoded_into_a_bounded_number_of_columns():
 @pytest.fixture
 def card_inputs(mixed_frame):
     from stages.evaluation import Footprint, evaluate_holdout
-    from stages.selection import select_model
     from stages.importance import permutation_importances
     from stages.modeling import compare_models, make_folds
     from stages.preparation import split_holdout
+    from stages.selection import select_model
 
     profile = profile_data(mixed_frame, "label")
     X, y = features_and_target(mixed_frame, profile)
@@ -153,8 +153,8 @@ def card_inputs(mixed_frame):
 
 
 def test_the_model_card_names_the_chosen_model_and_the_go_decision(card_inputs):
-    from stages.model_card import model_card
     from stages.gate import decide
+    from stages.model_card import model_card
 
     inputs = card_inputs
     decision = decide("roc_auc", inputs["evaluation"].holdout["roc_auc"], 0.5, inputs["footprint"], min_score=0.6)
@@ -173,8 +173,8 @@ def test_the_model_card_names_the_chosen_model_and_the_go_decision(card_inputs):
 
 
 def test_the_model_card_of_a_no_go_model_says_why_and_how_to_inspect_it(card_inputs):
-    from stages.model_card import model_card
     from stages.gate import decide
+    from stages.model_card import model_card
 
     inputs = card_inputs
     decision = decide("roc_auc", inputs["evaluation"].holdout["roc_auc"], 0.5, inputs["footprint"], max_model_mb=0.001)
@@ -226,8 +226,8 @@ def test_an_old_contract_without_a_plan_still_loads_and_checks_rows_as_given(fit
 
 
 def test_the_model_card_shows_what_the_data_step_did(trained_on_raw, card_inputs):
-    from stages.model_card import model_card
     from stages.gate import decide
+    from stages.model_card import model_card
 
     *_, profile = trained_on_raw
     inputs = {**card_inputs, "profile": profile}

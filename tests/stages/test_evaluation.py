@@ -8,13 +8,21 @@ from sklearn.metrics import balanced_accuracy_score
 from sklearn.utils.validation import check_is_fitted
 
 from stages.evaluation import Footprint, evaluate_holdout, holdout_warnings, measure_footprint
-from stages.selection import BEST_MEAN, SIMPLEST_EQUIVALENT, SIMPLEST_WITHIN_NOISE, annotated_leaderboard, corrected_ttest, loss_posterior, select_model
-from stages.importance import permutation_importances
 from stages.gate import decide
+from stages.importance import permutation_importances
 from stages.metrics import METRICS
-from stages.modeling import FAILED, OK, CandidateResult, Leaderboard, compare_models, make_folds, rank
 from stages.model_registry import ModelSettings, build_candidates
+from stages.modeling import FAILED, OK, CandidateResult, Leaderboard, compare_models, make_folds, rank
 from stages.preparation import build_preprocessor, features_and_target, split_holdout
+from stages.selection import (
+    BEST_MEAN,
+    SIMPLEST_EQUIVALENT,
+    SIMPLEST_WITHIN_NOISE,
+    annotated_leaderboard,
+    corrected_ttest,
+    loss_posterior,
+    select_model,
+)
 from stages.understanding import profile_data
 
 
@@ -384,8 +392,7 @@ def test_holdout_evaluation_times_the_whole_pipeline_for_the_importance_budget(m
 def test_a_holdout_bigger_than_the_shuffles_is_timed_again_on_as_many_rows_as_they_use(monkeypatch):
     # A prediction's cost is not proportional to its rows (on wide data it is mostly fixed),
     # so the column budget is judged by a prediction of the rows the shuffles will use.
-    from stages import evaluation
-    from stages import importance
+    from stages import evaluation, importance
     from stages.evaluation import assess_on_holdout
     from stages.importance import IMPORTANCE_ROWS
 

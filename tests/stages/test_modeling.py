@@ -5,8 +5,7 @@ import pandas as pd
 import pytest
 import skops.io as sio
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone
-from sklearn.compose import ColumnTransformer
-from sklearn.compose import TransformedTargetRegressor
+from sklearn.compose import ColumnTransformer, TransformedTargetRegressor
 from sklearn.datasets import make_classification
 from sklearn.dummy import DummyRegressor
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
@@ -18,8 +17,8 @@ from pipeline.backends.local_pool import LocalPool
 from stages.early_stopping import EarlyStoppingClassifier
 from stages.errors import DataError
 from stages.metrics import METRICS
-from stages.modeling import FAILED, OK, CandidateResult, compare_models, hyperparameters, make_folds, rank
 from stages.model_registry import COMMON_TRUSTED_TYPES, MODELS, ModelSettings, build_candidates
+from stages.modeling import FAILED, OK, CandidateResult, compare_models, hyperparameters, make_folds, rank
 from stages.preparation import build_preprocessor, features_and_target
 from stages.understanding import profile_data
 

@@ -8,11 +8,11 @@ from sklearn.neural_network import MLPRegressor
 
 from stages import reporting
 from stages.evaluation import evaluate_holdout
-from stages.selection import select_model
 from stages.importance import Importance, permutation_importances
-from stages.modeling import OK, CandidateResult, Leaderboard, compare_models, make_folds
 from stages.model_registry import ModelSettings, build_candidates
+from stages.modeling import OK, CandidateResult, Leaderboard, compare_models, make_folds
 from stages.preparation import build_preprocessor, features_and_target, split_holdout
+from stages.selection import select_model
 from stages.understanding import profile_data
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

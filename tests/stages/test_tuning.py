@@ -15,21 +15,18 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
-from conftest import config_for, sqlite_uri
-from pipeline import cli, tracking
-from pipeline import loading
-from pipeline import store
+from pipeline import cli, loading, store, tracking
 from pipeline.exports import MANIFEST
+from pipeline.files import sha256_of
 from pipeline.runner import run
 from stages.deployment import refit_for_deployment
-from pipeline.files import sha256_of
 from stages.evaluation import evaluate_holdout
-from stages.selection import BEST_MEAN, SIMPLEST_EQUIVALENT, annotated_leaderboard, select_model
-from stages.metrics import DEFAULT_METRIC, METRICS
-from stages.modeling import OK, CandidateResult, Leaderboard, compare_models, make_folds, rank
 from stages.fold_fits import predict_with_proba
+from stages.metrics import DEFAULT_METRIC, METRICS
 from stages.model_registry import MODELS, ModelSettings, build_candidates, complexity, search_spaces, trusted_types
+from stages.modeling import OK, CandidateResult, Leaderboard, compare_models, make_folds, rank
 from stages.preparation import build_preprocessor, features_and_target, split_holdout
+from stages.selection import BEST_MEAN, SIMPLEST_EQUIVALENT, annotated_leaderboard, select_model
 from stages.tuning import (
     FACTOR,
     INNER_FOLDS,
@@ -42,6 +39,8 @@ from stages.tuning import (
     unwrap_search,
 )
 from stages.understanding import profile_data
+
+from conftest import config_for, sqlite_uri
 
 TASKS = ("regression", "binary", "multiclass")
 SIZES = (300, 30_000, 1_000_000)  # below, between and above the row thresholds of the size-dependent variants

@@ -21,14 +21,15 @@ from mlflow import MlflowClient
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from conftest import config_for
 from pipeline.backends import dask_cluster
 from pipeline.backends.dask_cluster import DaskCluster, check_cluster, run_on_dask
 from pipeline.errors import ClusterError, ConfigError, Interrupted
 from pipeline.runner import RunResult, run
 from stages.fitting import NOT_IN_BUDGET, Outcome, Task
-from stages.modeling import compare_models, make_folds
 from stages.model_registry import ModelSettings, build_candidates
+from stages.modeling import compare_models, make_folds
+
+from conftest import config_for
 
 MODELS = {"modeling.models": ("baseline", "linear", "random_forest", "svm")}
 
@@ -270,10 +271,9 @@ def test_a_fit_run_again_after_its_worker_died_says_so(tmp_path):
 
 
 def test_a_fold_run_again_is_a_warning_of_its_candidate_and_a_line_on_stderr():
-    from pipeline import runner
-    from pipeline import phases
-    from stages.modeling import RETRIED, _fold_results, _summarise
+    from pipeline import phases, runner
     from stages.fold_fits import FoldResult
+    from stages.modeling import RETRIED, _fold_results, _summarise
 
     fold = FoldResult("svm", 0, {"accuracy": 0.9}, 0.1, 0.01)
     results = _fold_results("svm", [Outcome(value=fold, retries=2), Outcome(value=FoldResult("svm", 1, {"accuracy": 0.8}, 0.1, 0.01))])
