@@ -1,6 +1,6 @@
 """The baseline crispml is measured against: the loop a data scientist writes by hand.
 
-Same candidates (every entry of crispml's registry `stages.modeling.MODELS`, which is
+Same candidates (every entry of crispml's registry `stages.model_registry.MODELS`, which is
 crispml's default candidate list, gradient boosting included; so the same estimators and
 hyperparameters), same preprocessing steps, same holdout and folds, scored with the same
 metrics, one `cross_validate(..., n_jobs=-1)` per model, then the best mean score refitted

@@ -13,7 +13,7 @@ many candidates racing stopped. It writes the table to `benchmarks/RESULTS.md`.
     .venv/bin/python benchmarks/run_benchmark.py --datasets penguins,wide --repeats 3 --merge
 
 The plain loop builds its estimators from crispml's registry (every entry of
-`stages.modeling.MODELS`, crispml's default candidate list), so on large data it fits the
+`stages.model_registry.MODELS`, crispml's default candidate list), so on large data it fits the
 same size-dependent candidates (a kernel approximation for the SVM, row samples); the
 ratios are what crispml adds, or saves, around the same fits. Each arm has a time limit
 (`--baseline-timeout`, `--crispml-timeout`); a run stopped by it is reported as stopped.
@@ -395,7 +395,7 @@ def results_text(lines_by_name: dict[str, str], argv: Sequence[str], merged: boo
         ),
         "",
         "(a) is the plain scikit-learn loop (`benchmarks/plain_loop.py`): crispml's default candidates (every",
-        "entry of `stages.modeling.MODELS`, gradient boosting included), the same preprocessing, holdout and folds,",
+        "entry of `stages.model_registry.MODELS`, gradient boosting included), the same preprocessing, holdout and folds,",
         "one `cross_validate(n_jobs=-1)` per model, the best mean score refitted. (b) is `crispml run` as a user",
         "runs it, racing on (the default): a candidate whose folds so far show it cannot be chosen stops early.",
         "(c) is `crispml run --no-race`: every candidate on every fold. (b) and (c) also profile the data, log to",

@@ -40,7 +40,7 @@ from stages import contract
 from stages.challenge import Challenge
 from stages.evaluation import Evaluation
 from stages.gate import Decision
-from stages.selection import Selection, annotated_leaderboard
+from stages.selection import Selection
 
 DATAFRAME_SOURCE = "a pandas DataFrame"
 """The data's source in messages and the model card, for a run on a DataFrame."""
@@ -172,7 +172,7 @@ def run(
     with interrupts.on_signals():
         result = runner.run(settings, progress, started=started, table=table)
     return Result(
-        leaderboard=annotated_leaderboard(result.leaderboard, result.selection),
+        leaderboard=result.table,
         model=result.model,
         chosen=result.selection.chosen,
         selection=result.selection,

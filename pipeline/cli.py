@@ -453,11 +453,9 @@ def _summary(result: Any, elapsed: float) -> dict[str, Any]:
 
 
 def _print_summary(result: Any, elapsed: float) -> None:
-    from stages.selection import annotated_leaderboard
-
     board = result.leaderboard
     selection = result.selection
-    frame = annotated_leaderboard(board, selection)
+    frame = result.table.copy()
     frame["model"] = [f"{n} *" if chosen else n for n, chosen in zip(frame["model"], frame["chosen"])]
     shown = ["rank", "model", "status"]
     for m in board.metrics:

@@ -39,6 +39,7 @@ def deploy(
     prepared: Prepared,
     board: modeling.Leaderboard,
     selection: selecting.Selection,
+    table: pd.DataFrame,
     assessed: Assessed,
     challenge: challenging.Challenge | None,
     raw_example: pd.DataFrame,
@@ -75,7 +76,7 @@ def deploy(
     card = _card(config, prepared, board, selection, assessed, challenge, logged.uri, registered, _shown(target) if exported else "")
     tracker.log_text(card, MODEL_CARD)
     tracker.log_text(reporting.html_report(f"Model card: {config.experiment}", card, assessed.plots), MODEL_CARD_HTML)
-    manifest = _manifest(config, board, selection, assessed, challenge, tracker.run_id, logged.uri)
+    manifest = _manifest(config, table, selection, assessed, challenge, tracker.run_id, logged.uri)
     if not decision.go:
         tracker.log_json(manifest, "manifest.json")
         if late := _budget_tags(config, started, selection.chosen, progress):
@@ -159,7 +160,7 @@ def _card(
 
 def _manifest(
     config: Config,
-    board: modeling.Leaderboard,
+    table: pd.DataFrame,
     selection: selecting.Selection,
     assessed: Assessed,
     challenge: challenging.Challenge | None,
@@ -171,7 +172,7 @@ def _manifest(
     return _json_safe(
         {
             **assessed.final.manifest,
-            "leaderboard": selecting.annotated_leaderboard(board, selection).to_dict(orient="records"),
+            "leaderboard": table.to_dict(orient="records"),
             "selection": selection.to_dict(),
             "decision": assessed.decision.to_dict(),
             "challenge": challenge.to_dict() if challenge is not None else None,

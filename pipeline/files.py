@@ -1,4 +1,4 @@
-"""Reading and writing the user's files: data tables, scored output, the exported model folder.
+"""Reading and writing the user's tables: the data as it comes, and scored output (the export is `pipeline.exports`).
 
 Writes go to a temporary sibling and are moved into place only when complete, so a crash
 never leaves a half-written file where a person or a deployment would pick it up.

@@ -1,4 +1,4 @@
-"""The one runner: calls the CRISP-DM stages in order and hands each result to tracking."""
+"""The one runner: the phases in order (understand -> prepare -> model -> evaluate -> deploy), each result handed to tracking."""
 
 from __future__ import annotations
 
@@ -64,6 +64,9 @@ class RunResult:
         model: The chosen pipeline, refitted on every labelled row (what was logged and exported).
         challenge: The new model against the registry's `champion` (`stages.challenge`): promoted
             or `challenger`; None when nothing was registered (no-go, or registration off).
+        table: The leaderboard as one row per candidate, annotated with the selection
+            (`stages.selection.annotated_leaderboard`): made once, as `leaderboard.csv`, and
+            shown as it is by the manifest, `--json`, the printed table and the Python API.
     """
 
     profile: understanding.DataProfile
@@ -80,6 +83,7 @@ class RunResult:
     footprint: evaluation.Footprint
     model: Any = None
     challenge: challenging.Challenge | None = None
+    table: pd.DataFrame | None = None
 
     @property
     def challenger(self) -> bool:
@@ -120,7 +124,7 @@ def run(
         table = Table(read_table(data_path), str(data_path), sha256_of(data_path))
     data_sha256 = table.sha256
     raw_example = table.frame.head(deployment.INPUT_EXAMPLE_ROWS).copy()  # the model's example: rows as read, not cleaned
-    prepared = _understand_and_prepare(config, table.frame, table.source, progress)  # phases 1 and 2
+    prepared = _understand_and_prepare(config, table.frame, table.source, progress)  # phases 1 and 2: understanding, preparation
     rows = retraining.raw_rows(config, prepared, table.frame)  # for the comparison with the champion, on rows as read
     del table  # the features and target are copies; on a million rows the raw table is a few hundred MB
 
@@ -134,11 +138,11 @@ def run(
     run_name = f"{prepared.profile.target} {dt.datetime.now():%Y-%m-%d %H:%M:%S}"
     with tracking.pipeline_run(config.tracking_uri, config.experiment, run_name) as tracker:
         _log_understanding(tracker, config, prepared)
-        board, selection = _model(tracker, config, prepared, memory_mb, deadline, progress)  # phase 3
+        board, selection, table = _model(tracker, config, prepared, memory_mb, deadline, progress)
         assessed = _evaluate(tracker, config, prepared, board, selection, data_sha256, memory_mb, progress)
         challenge = retraining.against_champion(tracker, config, prepared, assessed, rows, progress) if rows is not None else None
         logged, registered, export_dir = deploying.deploy(
-            tracker, config, prepared, board, selection, assessed, challenge, raw_example, progress, started
+            tracker, config, prepared, board, selection, table, assessed, challenge, raw_example, progress, started
         )
     return RunResult(
         profile=prepared.profile,
@@ -155,6 +159,7 @@ def run(
         footprint=assessed.footprint,
         model=assessed.final.model,
         challenge=challenge,
+        table=table,
     )
 
 
@@ -222,8 +227,8 @@ def _model(
     memory_mb: int | None,
     deadline: float | None,
     progress: Progress,
-) -> tuple[modeling.Leaderboard, selecting.Selection]:
-    """Modeling: every candidate on the same folds, then the selection rule picks one."""
+) -> tuple[modeling.Leaderboard, selecting.Selection, pd.DataFrame]:
+    """Modeling: every candidate on the same folds, then the selection rule picks one; and the annotated leaderboard."""
     metric, candidates, folds = prepared.metric, prepared.candidates, prepared.folds
     e = config.evaluation
     race = None
@@ -264,7 +269,8 @@ def _model(
     selection = selecting.select_model(
         board, e.selection, e.alpha, *_fold_sizes(folds), tolerance=e.tolerance, relative_tolerance=e.relative_tolerance
     )
-    tracker.log_frame(selecting.annotated_leaderboard(board, selection), "leaderboard.csv")
+    table = selecting.annotated_leaderboard(board, selection)
+    tracker.log_frame(table, "leaderboard.csv")
     tracker.set_tags(
         {
             "crispml.chosen_model": selection.chosen,
@@ -274,7 +280,7 @@ def _model(
     )
     progress("modeling", f"best by cross-validation: {best.name} ({metric} {best.mean(metric):.4f})")
     progress("modeling", f"chosen: {selection.chosen} ({selection.reason})")
-    return board, selection
+    return board, selection, table
 
 
 def _evaluate(

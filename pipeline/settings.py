@@ -95,7 +95,7 @@ class ModelingConfig:
     """The candidates and how they are compared.
 
     Attributes:
-        models: Short names of the candidates (see `stages.modeling.MODELS`).
+        models: Short names of the candidates (see `stages.model_registry.MODELS`).
         folds: Number of cross-validation folds (stratified for classification).
         n_jobs: Parallel fits; -1 uses every core.
         mlp_hidden_layers: Units per hidden layer of the MLP.

@@ -1,7 +1,8 @@
-"""Every MLflow call crispml makes: runs, metrics, artifacts, models, the registry.
+"""MLflow runs and the registry: one parent run per pipeline run, a child run per candidate, the model and its aliases.
 
-One parent run per pipeline run, with a nested child run per candidate. Nothing here
-decides anything; it records what the stages returned.
+With `pipeline.store` (the store's URI and health) and `pipeline.loading` (models loaded
+with their files checked), every MLflow call crispml makes. Nothing here decides anything;
+it records what the stages returned.
 """
 
 from __future__ import annotations
@@ -292,7 +293,7 @@ class PipelineRun:
             input_example: A few input rows, for the signature and the UI.
             requirements: pip requirements (given, so MLflow does not infer them).
             trusted_types: The types beyond skops' defaults the model may hold
-                (`stages.modeling.trusted_types`); anything else fails to save or load.
+                (`stages.model_registry.trusted_types`); anything else fails to save or load.
             metadata: Stored in the model's `MLmodel` file (the data contract travels there),
                 each value as one JSON string: MLflow parses that file (pure-Python YAML)
                 several times while logging, and on 3,000 columns a YAML tree of the

@@ -1,4 +1,4 @@
-"""CRISP-DM phase 2-3, reading real files as they come: missing markers, stray spaces, numbers, dates.
+"""Phase 1, understanding: the data step, reading real files as they come: missing markers, stray spaces, numbers, dates.
 
 `clean_data` decides a `CleaningPlan` from each column's own values and applies it;
 `apply_cleaning` applies a saved plan to new rows, so that scoring reads a raw file exactly

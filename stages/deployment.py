@@ -1,4 +1,4 @@
-"""CRISP-DM phase 6, deployment: the final model, its manifest, and batch scoring.
+"""Phase 5, deployment: the final model refitted on every labelled row, and its manifest.
 
 The chosen pipeline is refitted on every labelled row. Saving it (MLflow model format,
 registry) is the runner's job through `pipeline.tracking`; this module stays pure.

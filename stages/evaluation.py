@@ -1,12 +1,9 @@
-"""CRISP-DM phase 5, evaluation: does the chosen model hold on the holdout, and does it meet the business goal?
+"""Phase 4, evaluation: does the chosen model hold on the holdout?
 
-- `evaluate_holdout` scores the chosen candidate on the untouched holdout and flags a
-  holdout score far outside its cross-validated spread; `permutation_importances` says
-  which input columns it relies on; `measure_footprint` times and sizes it.
-- `decide` is the go/no-go gate: every business criterion written down before training
-  must hold on the holdout, else no-go with each failed criterion named.
-
-Choosing the candidate (the selection rule) lives in `stages.selection`.
+`evaluate_holdout` scores the chosen candidate on the untouched holdout and flags a holdout
+score far outside its cross-validated spread; `assess_on_holdout` adds its permutation
+importance (`stages.importance`); `measure_footprint` times and sizes it. Choosing the
+candidate is `stages.selection`; the go/no-go gate is `stages.gate`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""CRISP-DM phase 4, modeling: the candidates, compared by cross-validation on the same folds.
+"""Phase 3, modeling: the candidates, compared by cross-validation on the same folds.
 
 `MODELS` maps a short name to one factory per task family; adding a model is one entry.
 `compare_models` hands every (candidate, fold) fit to one executor (`stages.fitting`: the

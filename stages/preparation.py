@@ -1,4 +1,4 @@
-"""CRISP-DM phase 3, data preparation: the holdout split and the (unfitted) preprocessor.
+"""Phase 2, data preparation: the holdout split and the (unfitted) preprocessor.
 
 The preprocessor is never fitted here. It becomes the first step of every candidate's
 `Pipeline`, so cross-validation refits it on each training fold and nothing is learnt

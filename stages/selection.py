@@ -286,8 +286,8 @@ def select_model(
             significance level of the informational t-test.
         n_train: Training rows per fold (mean), for the correction for overlapping folds.
         n_test: Test rows per fold (mean).
-        complexity: `{name: rank}`, simplest lowest; default: `stages.modeling.complexity`, each
-            model's `stages.modeling.MODELS` entry, a `:tuned` variant just above its default
+        complexity: `{name: rank}`, simplest lowest; default: `stages.model_registry.complexity`, each
+            model's `stages.model_registry.MODELS` entry, a `:tuned` variant just above its default
             (unknown names rank last).
         tolerance: The tolerance in the metric's units, for a metric with a fixed scale.
         relative_tolerance: The tolerance as a share of the top one's |mean score|, for a

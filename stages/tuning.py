@@ -1,6 +1,6 @@
 """Tuning (`--tune`): a tuned variant of each candidate, searched by successive halving.
 
-Each candidate family has a small search space (its `stages.modeling.ModelSpec.space`), written on base parameter
+Each candidate family has a small search space (its `stages.model_registry.ModelSpec.space`), written on base parameter
 names (`C`, `max_depth`, ...). The registry's estimators are wrapped, and how depends on
 the task and the data size: `CalibratedClassifierCV(SVC)`, `TransformedTargetRegressor(SVR)`,
 and so on. So each base name is mapped onto the one nested parameter of the estimator
@@ -117,12 +117,12 @@ def tuned_candidates(
     """A tuned variant of every candidate that has a search space.
 
     Args:
-        candidates: Unfitted pipelines by name (`stages.modeling.build_candidates`); the
+        candidates: Unfitted pipelines by name (`stages.model_registry.build_candidates`); the
             last step is the model.
         task: The task.
         metric: The primary metric, which the search maximises (minimises, for a loss).
         seed: Random seed of the draws, the inner folds and the row subsamples.
-        spaces: Each family's space on base parameter names (`stages.modeling.search_spaces`).
+        spaces: Each family's space on base parameter names (`stages.model_registry.search_spaces`).
 
     Returns:
         `{"<name>:tuned": pipeline}`: the same steps, cloned, with the model step replaced by

@@ -1,4 +1,4 @@
-"""CRISP-DM phase 1-2, business and data understanding: what is the task, what is in the data.
+"""Phase 1, business and data understanding (CRISP-DM's first two): what is the task, what is in the data.
 
 `profile_data` checks the target, detects the task, and profiles every column: its kind,
 missing share and cardinality, and whether it is dropped (constant, empty, ID-like) and why.
