@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from mlflow import MlflowClient
 
-from conftest import sqlite_uri
 from pipeline import store, tracking
 from pipeline.errors import TrackingError
+
+from conftest import sqlite_uri
 
 
 def test_a_relative_sqlite_store_is_handed_to_mlflow_as_an_absolute_path(tmp_path, monkeypatch):
