@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline import backends, deploying, retraining, store, tracking
+from pipeline import backends, deploying, model_format, retraining, store, tracking
 from pipeline.backends import local_pool
 from pipeline.config import check_outputs, min_score_problem
 from pipeline.errors import ConfigError, DataError, Interrupted
@@ -237,7 +237,7 @@ def _model(
             metric, e.alpha, *_fold_sizes(folds), tolerance=e.tolerance, relative_tolerance=e.relative_tolerance
         )
         race = racing.Race(rule, list(candidates), len(folds))
-    tracking.prewarm()  # skops and friends, for logging the model, while the fits run
+    model_format.prewarm()  # skops and friends, for logging the model, while the fits run
     progress("modeling", f"cross-validating {', '.join(candidates)} ({len(candidates) * len(folds)} fits"
              f"{'; racing' if race else ''})")
     try:

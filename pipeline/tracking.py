@@ -10,16 +10,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import importlib
 import io
 import json
 import math
-import os
 import tempfile
-import threading
 import time
-import types
-import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,13 +26,13 @@ import mlflow.sklearn
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
-from mlflow.models import Model, ModelSignature, infer_signature
+from mlflow.models import Model
 
 from pipeline import interrupts
 from pipeline.errors import TrackingError, first_line
-from pipeline.loading import PYFUNC_LOADER, record_model_files
+from pipeline.loading import record_model_files
+from pipeline.model_format import CONTRACT_FLAVOR, PYFUNC_LOADER, signature
 from pipeline.store import artifact_root, for_mlflow, point_mlflow_at
-from stages import crispml_pyfunc
 from stages.contract import CONTRACT_KEY
 
 CHAMPION = "champion"
@@ -76,25 +71,6 @@ EXPERIMENT_KIND = "custom_model_development"
 PRIMARY_METRIC_TAG = "mlflow.experiment.primaryMetric.name"
 """The experiment tag the MLflow UI charts first: crispml sets it to `holdout_<metric>` unless the user chose another."""
 """MLflow 3's UI opens an experiment of this kind in its model-training view, not the GenAI one."""
-
-PREWARMED = ("skops.io", "mlflow.pyfunc", "mlflow.models.signature")
-"""Modules `log_model` imports on first use: skops alone takes about a second."""
-
-
-def prewarm() -> None:
-    """Import what logging the model will need in a background thread, while the fits run.
-
-    The fits run in worker processes and this process mostly waits for them, so the
-    imports cost nothing on the way to the answer. Imports only: nothing is written, and a
-    module that fails to import here is imported (and fails) where it is used.
-    """
-
-    def warm() -> None:
-        for name in PREWARMED:
-            with contextlib.suppress(Exception):
-                importlib.import_module(name)
-
-    threading.Thread(target=warm, name="crispml-prewarm", daemon=True).start()
 
 
 _Write = TypeVar("_Write", bound=Callable[..., Any])
@@ -306,9 +282,9 @@ class PipelineRun:
         info = Model.log(
             artifact_path=None,
             name=MODEL_NAME,
-            flavor=_CONTRACT_FLAVOR if contract is not None else mlflow.sklearn,
+            flavor=CONTRACT_FLAVOR if contract is not None else mlflow.sklearn,
             sk_model=model,
-            signature=_signature(model, input_example, contract),
+            signature=signature(model, input_example, contract),
             input_example=input_example,
             pip_requirements=requirements,
             serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
@@ -548,37 +524,6 @@ def _start_run(client: Any, tracking_uri: str, experiment: str, run_name: str) -
     if found is None or EXPERIMENT_KIND_TAG not in (found.tags or {}):  # a kind the user chose stays
         client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     return mlflow.start_run(experiment_id=experiment_id, run_name=run_name)
-
-
-def _signature(model: Any, input_example: pd.DataFrame, contract: Mapping[str, Any] | None) -> Any:
-    """The outputs `predict` gives; no input schema for a model with a contract, which is its schema.
-
-    MLflow's column types cannot say "an integer column, or floats once a value is missing":
-    a signature refuses int64 rows for a double column and float64 rows for a long one, so
-    `pd.read_csv` of a file like the training file would fail. The contract, enforced by the
-    shipped loader (`stages.crispml_pyfunc`), takes both.
-    """
-    if contract is None:
-        return infer_signature(input_example, model.predict(input_example))
-    outputs = crispml_pyfunc.ContractModel(model, dict(contract)).predict(input_example)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # MLflow's hint about integer *input* columns: there is no input schema
-        return ModelSignature(inputs=None, outputs=infer_signature(outputs).inputs)
-
-
-def _save_with_contract_loader(path: str, mlflow_model: Model, **kwargs: Any) -> None:
-    """`mlflow.sklearn.save_model`, with the pyfunc flavor loaded by the shipped `crispml_pyfunc.py`.
-
-    The sklearn flavor stays as it is (`mlflow.sklearn.load_model` gives the pipeline); the
-    pyfunc one (`mlflow.pyfunc`, `mlflow models serve`) checks rows against the data contract
-    and returns `prediction` and `proba_<class>`, as `crispml predict` does.
-    """
-    mlflow.sklearn.save_model(path=path, mlflow_model=mlflow_model, **kwargs)
-    mlflow_model.flavors["python_function"]["loader_module"] = PYFUNC_LOADER.stem
-    mlflow_model.save(os.path.join(path, "MLmodel"))
-
-
-_CONTRACT_FLAVOR = types.SimpleNamespace(__name__="mlflow.sklearn", save_model=_save_with_contract_loader)
 
 
 def _log_metrics(client: Any, run_id: str, metrics: Mapping[str, float]) -> None:

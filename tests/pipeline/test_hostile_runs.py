@@ -27,7 +27,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from pipeline import cli, exports, interrupts, loading, tracking
+from pipeline import cli, exports, interrupts, loading, model_format, tracking
 from pipeline.backends import local_pool
 from pipeline.errors import EXIT_TERMINATED, EXIT_USAGE
 from pipeline.exports import MANIFEST, STAGING_MARKER, export_model_dir, remove_stale_staging, verify_export
@@ -160,7 +160,7 @@ def once(action: Callable[[], None]) -> Callable[..., None]:
 
 
 def _log_model(mp):  # the model is logged to the run (MLflow's Model.log saves it through crispml's flavor): a store write, held
-    flavor = tracking._CONTRACT_FLAVOR
+    flavor = model_format.CONTRACT_FLAVOR
     mp.setattr(flavor, "save_model", after(flavor.save_model, lambda *a, **k: sigterm()))
 
 
