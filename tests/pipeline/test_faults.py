@@ -480,20 +480,20 @@ def _read_only(folder: Path):
 
 @pytest.mark.parametrize("existing", [False, True], ids=["new store", "existing store"])
 def test_a_read_only_store_folder_fails_before_any_training(tmp_path, monkeypatch, capsys, existing):
-    store = tmp_path / "store"
-    store.mkdir()
+    folder = tmp_path / "store"
+    folder.mkdir()
     if existing:
-        store.check_store(sqlite_uri(store), writable=True)  # creates the database
-    undo = _read_only(store)
+        store.check_store(sqlite_uri(folder), writable=True)  # creates the database
+    undo = _read_only(folder)
     try:
         data = binary_file(tmp_path)
         monkeypatch.chdir(tmp_path)
-        code = cli.main(["run", "--data", str(data), "--target", "churned", "--models", "baseline", "--folds", "2", "--tracking-uri", sqlite_uri(store)])
+        code = cli.main(["run", "--data", str(data), "--target", "churned", "--models", "baseline", "--folds", "2", "--tracking-uri", sqlite_uri(folder)])
     finally:
         undo()
     err = capsys.readouterr().err
     assert code == EXIT_USAGE and "Traceback" not in err
-    assert f"the tracking folder {store} for" in err and "is not writable" in err
+    assert f"the tracking folder {folder} for" in err and "is not writable" in err
     assert "modeling" not in err  # nothing was trained
     assert not (tmp_path / "models").exists()
 
@@ -525,14 +525,14 @@ def test_a_model_folder_without_a_manifest_is_not_loaded(tmp_path):
 
 
 def test_a_viewer_needs_only_to_read_the_store(tmp_path):
-    store = tmp_path / "store"
-    store.mkdir()
-    store.check_store(sqlite_uri(store), writable=True)
-    undo = _read_only(store)
+    folder = tmp_path / "store"
+    folder.mkdir()
+    store.check_store(sqlite_uri(folder), writable=True)
+    undo = _read_only(folder)
     try:
-        store.check_store(sqlite_uri(store))  # what `crispml ui` asks: reading is enough
+        store.check_store(sqlite_uri(folder))  # what `crispml ui` asks: reading is enough
         with pytest.raises(TrackingError, match="is not writable"):
-            store.check_store(sqlite_uri(store), writable=True)
+            store.check_store(sqlite_uri(folder), writable=True)
     finally:
         undo()
 
