@@ -331,7 +331,7 @@ EXPORTER = textwrap.dedent(
     """
     import os, signal, sys, time
     from pathlib import Path
-    from pipeline.files import export_model_dir
+    from pipeline.exports import export_model_dir
 
     target, ready, how = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 

@@ -232,7 +232,7 @@ def test_a_server_whose_api_never_answers_fails_in_one_line_within_the_limits(st
 
 def test_crispml_bounds_mlflow_http_calls_and_keeps_the_users_own_bounds():
     probe = (
-        "import pipeline.tracking; from mlflow import environment_variables as e; "
+        "import pipeline.store; from mlflow import environment_variables as e; "
         "print(e.MLFLOW_HTTP_REQUEST_TIMEOUT.get(), e.MLFLOW_HTTP_REQUEST_MAX_RETRIES.get(), e.MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR.get())"
     )
     env = {k: v for k, v in clean_env().items() if not k.startswith("MLFLOW_HTTP_REQUEST")}
