@@ -376,19 +376,9 @@ class ProgressPrinter:
         self.stream.flush()
 
 
-def _clean(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if hasattr(value, "item"):  # numpy scalars
-        return _clean(value.item())
-    return value
-
-
 def _summary(result: Any, elapsed: float) -> dict[str, Any]:
+    from stages.deployment import json_safe
+
     board = result.leaderboard
     selection = result.selection
     rows = []
@@ -412,7 +402,7 @@ def _summary(result: Any, elapsed: float) -> dict[str, Any]:
                 "predict_seconds": r.predict_seconds,
             }
         )
-    return _clean(
+    return json_safe(
         {
             "task": result.profile.task,
             "target": result.profile.target,

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from pipeline import loading, paths, tracking
@@ -24,6 +23,7 @@ from pipeline.settings import Config
 from stages import challenge as challenging
 from stages import contract, model_registry, modeling, reporting
 from stages import selection as selecting
+from stages.deployment import json_safe
 from stages.model_card import model_card
 
 MODEL_CARD = "model_card.md"
@@ -169,7 +169,7 @@ def _manifest(
 ) -> dict[str, Any]:
     """The export's `manifest.json`, before registration fills in the version."""
     footprint = assessed.footprint
-    return _json_safe(
+    return json_safe(
         {
             **assessed.final.manifest,
             "leaderboard": table.to_dict(orient="records"),
@@ -237,19 +237,6 @@ def _budget_tags(config: Config, started: float, chosen: str, progress: Progress
     late = f"the run took {spent:.0f} s, over its time budget of {budget:g} s"
     progress(WARNING, f"{late}: refitting and exporting {chosen} took longer than the budget left for it")
     return {"crispml.budget_warning": late}
-
-
-def _json_safe(value: Any) -> Any:
-    """Plain JSON values: NaN becomes None, numpy scalars become Python ones."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
 
 
 def _requirements(packages: dict[str, str]) -> list[str]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from sklearn.base import clone
 from sklearn.pipeline import Pipeline
@@ -136,10 +137,20 @@ def _version(package: str) -> str:
         return "unknown"
 
 
+def json_safe(value: Any) -> Any:
+    """A tree of results as plain JSON values: numpy scalars as Python ones, NaN as null, keys as text."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
 def _json_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    return [
-        {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
-        for row in frame.to_dict(orient="records")
-    ]
+    return json_safe(frame.to_dict(orient="records"))
 
 
