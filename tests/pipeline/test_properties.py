@@ -26,7 +26,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from pipeline import runner, tracking
+from pipeline import deploying, loading, runner, store, tracking
 from pipeline.errors import CrispmlError
 from pipeline.exports import JOBLIB_MODEL, MANIFEST
 from pipeline.files import read_table
@@ -117,7 +117,10 @@ class _FakeRun:
 
 
 class _FakeTracking:
-    """Stands in for the `pipeline.tracking` module: no MLflow store, a tiny model folder."""
+    """Stands in for the MLflow modules the run uses (`tracking`, `store`, `loading`): no store, a tiny model folder."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
 
     @staticmethod
     def check_store(uri: str, timeout: float | None = None, writable: bool = False) -> None:
@@ -134,7 +137,7 @@ class _FakeTracking:
         (Path(path) / "MLmodel").write_text("flavors: {}\n")
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(tracking, name)
+        return getattr(self.real, name)
 
 
 def _write(frame: pd.DataFrame, path: Path) -> Path:
@@ -172,7 +175,11 @@ def test_any_small_table_ends_in_success_or_a_documented_error(tmp_path_factory:
     }
     try:
         config = config_for(tmp, path, **overrides)
-        with mock.patch.object(runner, "tracking", _FakeTracking()):
+        with (
+            mock.patch.object(runner, "tracking", _FakeTracking(tracking)),
+            mock.patch.object(runner, "store", _FakeTracking(store)),
+            mock.patch.object(deploying, "loading", _FakeTracking(loading)),
+        ):
             result = runner.run(config)
     except CrispmlError as exc:
         message = str(exc)
