@@ -63,14 +63,14 @@ CASES = [
     Case("missing file", (*RUN, "--data", "nope.csv", "--target", "label"), ("data file nope.csv does not exist", "--data"), subprocess=True),
     Case("folder, not a file", (*RUN, "--data", "folder.csv", "--target", "label"), ("is a folder, not a file",), lambda t: (t / "folder.csv").mkdir()),
     Case("unsupported extension", (*RUN, "--data", "data.xlsx", "--target", "label"), ("unsupported extension '.xlsx'", ".csv or .parquet"), raw("data.xlsx", "x")),
-    Case("empty file", (*RUN, "--data", "empty.csv", "--target", "label"), ("is empty (0 bytes)",), raw("empty.csv", b""), subprocess=True),
+    Case("empty file", (*RUN, "--data", "empty.csv", "--target", "label"), ("is empty (0 bytes)",), raw("empty.csv", b"")),
     Case("header only", (*RUN, "--data", "h.csv", "--target", "label"), ("has a header but no data rows", "add rows"), raw("h.csv", "x1,label\n")),
     Case("ragged row", (*RUN, "--data", "r.csv", "--target", "label"), ("not a well-formed CSV", "Expected 2 fields in line 3, saw 3"), raw("r.csv", "x1,label\n1,a\n2,b,oops\n3,a\n")),
-    Case("not UTF-8", (*RUN, "--data", "l1.csv", "--target", "label"), ("is not UTF-8 (byte 0xe9", "re-save it as UTF-8"), raw("l1.csv", "x1,label\n1,caf\xe9\n2,b\n".encode("latin-1")), subprocess=True),
+    Case("not UTF-8", (*RUN, "--data", "l1.csv", "--target", "label"), ("is not UTF-8 (byte 0xe9", "re-save it as UTF-8"), raw("l1.csv", "x1,label\n1,caf\xe9\n2,b\n".encode("latin-1"))),
     Case("duplicate column names", (*RUN, "--data", "d.csv", "--target", "label"), ("duplicate column names: x1", "rename them"), raw("d.csv", "x1,x1,label\n1,2,a\n3,4,b\n")),
     Case("corrupt parquet", (*RUN, "--data", "c.parquet", "--target", "label"), ("cannot be read as parquet",), raw("c.parquet", b"PAR1 not really")),
     # --- the target ----------------------------------------------------------------------
-    Case("target absent", (*RUN, "--data", "t.csv", "--target", "lable"), ("column 'lable' named as target is not in t.csv", "did you mean 'label'?"), csv("t.csv", labelled()), subprocess=True),
+    Case("target absent", (*RUN, "--data", "t.csv", "--target", "lable"), ("column 'lable' named as target is not in t.csv", "did you mean 'label'?"), csv("t.csv", labelled())),
     Case("target all missing", (*RUN, "--data", "t.csv", "--target", "label"), ("target 'label'", "has no values (every row is missing)"), csv("t.csv", labelled().assign(label=np.nan))),
     Case("target constant", (*RUN, "--data", "t.csv", "--target", "label"), ("target 'label'", "is constant (every row is 'yes')", "choose another --target"), csv("t.csv", labelled().assign(label="yes"))),
     Case("target infinite", (*RUN, "--data", "t.csv", "--target", "x1"), ("target 'x1'", "has 1 infinite values (first at row 6)"), csv("t.csv", labelled().assign(x1=lambda f: f.x1.where(f.index != 5, np.inf)))),
@@ -81,9 +81,9 @@ CASES = [
     Case("a class of one row", (*RUN, "--data", "t.csv", "--target", "label"), ("class 'rare'", "has only 1 row", "at least 2 rows"), csv("t.csv", labelled().assign(label=lambda f: np.where(f.index == 0, "rare", f.label)))),
     Case("fewer rows than folds", (*RUN[:3], "--folds", "10", "--n-jobs", "1", "--data", "t.csv", "--target", "x1"), ("only 8 training rows (after the holdout) for 10 folds", "--folds 8"), csv("t.csv", labelled(10))),
     # --- the features --------------------------------------------------------------------
-    Case("all features dropped", (*RUN, "--data", "t.csv", "--target", "label"), ("no usable feature column", "'const': constant", "'row_id': ID-like", "'blank': empty"), csv("t.csv", NO_FEATURES), subprocess=True),
+    Case("all features dropped", (*RUN, "--data", "t.csv", "--target", "label"), ("no usable feature column", "'const': constant", "'row_id': ID-like", "'blank': empty"), csv("t.csv", NO_FEATURES)),
     Case("infinite feature values", (*RUN, "--data", "t.csv", "--target", "label"), ("column 'x2' has 2 infinite values (first at row 2: inf)", "leave the cells empty"), csv("t.csv", labelled().assign(x2=lambda f: f.x2.where(~f.index.isin([1, 7]), np.inf)))),
-    Case("numbers mixed with text", (*RUN, "--data", "t.csv", "--target", "label"), ("column 'dose' mixes numbers and text", "'unknown'", "data.categorical"), csv("t.csv", MIXED), subprocess=True),
+    Case("numbers mixed with text", (*RUN, "--data", "t.csv", "--target", "label"), ("column 'dose' mixes numbers and text", "'unknown'", "data.categorical"), csv("t.csv", MIXED)),
     Case("categorical names an absent column", ("run", "--config", "c.toml", "--data", "t.csv", "--target", "label"), ("data.categorical names colur", "did you mean 'colour'?"), both(csv("t.csv", labelled()), raw("c.toml", '[data]\ncategorical = ["colur"]\n'))),
     # --- the configuration and the command line ------------------------------------------
     Case("config unknown key", ("run", "--config", "c.toml"), ("unknown key 'fold' in [modeling]", "did you mean 'folds'?"), raw("c.toml", "[modeling]\nfold = 3\n"), subprocess=True),
@@ -102,7 +102,7 @@ CASES = [
     Case("--data without --target", ("run", "--data", "t.csv"), ("--data t.csv needs --target",), csv("t.csv", labelled())),
     Case("no command", (), ("no command given",)),
     # --- the tracking store (more in test_faults.py) ---------------------------------------
-    Case("store URI with an unknown scheme", (*RUN, "--tracking-uri", "sqlit:///mlruns/mlflow.db"), ("unknown scheme 'sqlit'", "did you mean 'sqlite'?"), subprocess=True),
+    Case("store URI with an unknown scheme", (*RUN, "--tracking-uri", "sqlit:///mlruns/mlflow.db"), ("unknown scheme 'sqlit'", "did you mean 'sqlite'?")),
     Case("store server unreachable", (*RUN, "--tracking-uri", f"http://127.0.0.1:{_free_port()}"), ("cannot reach the MLflow tracking server", "Connection refused")),
     Case("store folder cannot be created", (*RUN, "--tracking-uri", "sqlite:////proc/crispml/mlflow.db"), ("cannot create the tracking folder /proc/crispml",)),
     # --- scoring -------------------------------------------------------------------------
@@ -172,6 +172,7 @@ def test_bad_input_is_one_line_and_a_documented_exit_code(case, tmp_path, monkey
 
 
 @pytest.mark.slow
+# A few cases of each kind (data, usage, config, predict) as a real process: every case runs in-process above.
 @pytest.mark.parametrize("case", [c for c in CASES if c.subprocess], ids=[c.id for c in CASES if c.subprocess])
 def test_what_reaches_the_terminal_is_the_same_one_line(case, tmp_path, request):
     args = prepare(case, tmp_path, request)

@@ -32,7 +32,6 @@ from pipeline import cli, store
 from pipeline.backends import local_pool
 from pipeline.backends.local_pool import LocalPool
 from pipeline.errors import (
-    EXIT_INTERRUPTED,
     EXIT_TERMINATED,
     EXIT_USAGE,
     ConfigError,
@@ -243,7 +242,8 @@ def crispml_env() -> dict[str, str]:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
-@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, EXIT_TERMINATED), (signal.SIGINT, EXIT_INTERRUPTED)])
+# SIGTERM only: SIGINT reaches a real run in test_hostile_runs.py's spray, and every step in-process there.
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, EXIT_TERMINATED)])
 def test_a_signal_during_modeling_ends_the_run_killed_with_the_partial_leaderboard(tmp_path, signum, code):
     common = ["--experiment", "churn", "--tracking-uri", sqlite_uri(tmp_path / "mlruns"), "--out", str(tmp_path / "models")]
     # A finished run first: its export must survive the interrupted one untouched.
