@@ -27,8 +27,6 @@ from stages.deployment import json_safe
 from stages.model_card import model_card
 
 MODEL_CARD = "model_card.md"
-
-
 MODEL_CARD_HTML = "model_card.html"
 """The model card with the evaluation plots inside it: the page MLflow's artifact viewer shows."""
 

@@ -34,8 +34,6 @@ except ImportError:  # Windows: staging folders are not locked, and none is remo
 
 
 MANIFEST = "manifest.json"
-
-
 JOBLIB_MODEL = "model.joblib"
 
 
@@ -139,8 +137,6 @@ def is_bytecode_cache(relative: Path) -> bool:
 
 STAGING_MARKER = ".crispml-staging"
 """The file that marks a staging folder as crispml's; its lock is held while the export runs."""
-
-
 _PREVIOUS = "previous"  # the old model folder, inside the staging folder, until the new one is committed
 
 

@@ -104,8 +104,6 @@ def _loading(source: str, tracking_uri: str) -> Iterator[None]:
 
 FILES_TAG = "crispml.files_sha256"
 """The logged model's tag, in the tracking database, that holds `{file: SHA-256}` of its files as logged."""
-
-
 _ADDED_ON_DOWNLOAD = "registered_model_meta"  # MLflow writes it into every models:/ download; the store has none
 
 

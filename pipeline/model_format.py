@@ -27,8 +27,6 @@ from stages import crispml_pyfunc
 
 PYFUNC_LOADER = Path(crispml_pyfunc.__file__)
 """The loader shipped in each model's `code/` folder (`stages/crispml_pyfunc.py`)."""
-
-
 PREWARMED = ("skops.io", "mlflow.pyfunc", "mlflow.models.signature")
 """Modules `log_model` imports on first use: skops alone takes about a second."""
 

@@ -23,8 +23,6 @@ class Progress(Protocol):
 
 WARNING = "warning"
 """The progress stage of warnings: `progress(WARNING, message)` (the command line prints them on stderr)."""
-
-
 FIT = "fit"
 """The progress stage of each finished (candidate, fold) fit: `progress(FIT, "12/30 fits", 0.4)`."""
 

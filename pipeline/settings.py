@@ -17,14 +17,8 @@ from stages.model_registry import MODELS
 from stages.selection import SIMPLEST_EQUIVALENT
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
 DEFAULT_DATA = REPO_ROOT / "data" / "penguins.csv"
-
-
 DEFAULT_TARGET = "species"
-
-
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 
 

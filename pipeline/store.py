@@ -30,12 +30,8 @@ from pipeline.errors import TrackingError, did_you_mean, first_line
 
 STORE_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks", "file", "")
 """URI schemes MLflow can track to (`file` and bare paths are refused by MLflow 3 itself)."""
-
-
 STORE_TIMEOUT = 10.0
 """Seconds `check_store` waits for a locked SQLite store to free up."""
-
-
 HTTP_LIMITS = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",

@@ -22,23 +22,13 @@ from stages.preparation import conform_features
 from stages.understanding import CATEGORICAL, NUMERIC, DataProfile
 
 PREDICTION = "prediction"
-
-
 PROBA_PREFIX = "proba_"
-
-
 MAX_CONTRACT_CATEGORIES = 1000
 """A categorical column with more distinct values than this is not listed in the contract (and not checked for unseen ones)."""
-
-
 CONTRACT_KEY = "crispml_contract"
 """The key of the data contract in an MLflow model's metadata (the `MLmodel` file) and in `manifest.json`."""
-
-
 MISSING_DRIFT = 0.1
 """A column whose share of missing values exceeds the training share by more than this is reported..."""
-
-
 MISSING_DRIFT_MIN_ROWS = 20
 """...in a batch of at least this many rows; in a smaller one, only missing values in a column that had none."""
 

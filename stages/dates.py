@@ -18,20 +18,10 @@ from pandas.tseries.api import guess_datetime_format
 DATE_MIN_SHARE = 0.95
 """A text column is a date column when at least this share of its values read as dates in
 the format of its first values (the others become missing, and are counted)."""
-
-
 DATE_PARTS = ("year", "month", "dayofweek")
-
-
 HOUR = "hour"
-
-
 _DATE_SAMPLE = 200
-
-
 _DATE_GUESSES = 20
-
-
 _FULL_DATE = re.compile(r"(?=.*%[dj])(?=.*%[mbB])(?=.*%[Yy])")
 
 

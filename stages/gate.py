@@ -13,26 +13,8 @@ from typing import Any
 
 from stages.evaluation import Footprint
 from stages.metrics import METRICS
-from stages.selection import (  # noqa: F401  (re-exported: the selection used to live here)
-    BASELINE,
-    BEST_MEAN,
-    DEPRECATED_RULES,
-    SELECTION_RULES,
-    SIMPLEST_EQUIVALENT,
-    SIMPLEST_WITHIN_NOISE,
-    Comparison,
-    LossPosterior,
-    PairedTest,
-    Selection,
-    annotated_leaderboard,
-    corrected_ttest,
-    loss_posterior,
-    select_model,
-)
 
 GO = "go"
-
-
 NO_GO = "no-go"
 
 

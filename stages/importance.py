@@ -18,31 +18,11 @@ from sklearn.inspection import permutation_importance
 
 from stages.fold_fits import predict_with_proba
 from stages.metrics import METRICS
-from stages.selection import (  # noqa: F401  (re-exported: the selection used to live here)
-    BASELINE,
-    BEST_MEAN,
-    DEPRECATED_RULES,
-    SELECTION_RULES,
-    SIMPLEST_EQUIVALENT,
-    SIMPLEST_WITHIN_NOISE,
-    Comparison,
-    LossPosterior,
-    PairedTest,
-    Selection,
-    annotated_leaderboard,
-    corrected_ttest,
-    loss_posterior,
-    select_model,
-)
 
 IMPORTANCE_SECONDS = 2.0
 """About how long permutation importance may spend predicting, judged by the candidate's CV predict times."""
-
-
 IMPORTANCE_ROWS = (100, 1000)
 """Fewest and most holdout rows permutation importance shuffles."""
-
-
 MAX_IMPORTANCE_COLUMNS = 50
 """At most this many input columns are shuffled; on wider data a one-pass screen picks them.
 

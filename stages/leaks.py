@@ -20,17 +20,11 @@ disagree on the target at most this share as often as random pairs of rows do. F
 numeric target that is 1 - R² of predicting the target from the feature alone: 0.02 is a
 correlation of 0.99 for a straight line. For classes it is the share of the target's Gini
 impurity the feature leaves."""
-
-
 LEAK_SAMPLE_ROWS = 10_000
 """The leak check pairs at most this many labelled rows (a random sample), so it costs the
 same on a million rows, and one sort per column: linear in the number of columns."""
-
-
 LEAK_MIN_ROWS = 20
 """Below this many labelled rows the leak check is not run: pairs of rows that agree by chance are too likely."""
-
-
 LEAK_NOTE = "possible target leak"
 
 

@@ -80,8 +80,6 @@ scored 0.43 and linear regression 0.48; on penguins' body mass the two were leve
 
 MLP_REGRESSION_PATIENCE = 20
 """Epochs without an improvement of the validation r2 before a regression MLP stops (`n_iter_no_change`)."""
-
-
 GRADIENT_BOOSTING_EARLY_STOPPING_MIN_ROWS = 10_000
 """Above this many training rows gradient boosting stops early on the loss of a 10% validation split.
 
@@ -99,28 +97,16 @@ same choice (and the leaderboard can say which).
 # than O(n^2) time, so it stops being usable between 20,000 and 50,000 rows.
 EXACT_SVM_MAX_ROWS = 20_000
 """Up to this many rows the SVM is an exact RBF kernel machine; above, a kernel approximation."""
-
-
 NYSTROEM_COMPONENTS = 300
 """Kernel features of the approximate SVM (Nystroem approximation of the RBF kernel)."""
-
-
 APPROX_SVM_MAX_ROWS = 30_000
 """The approximate SVM learns from at most this many rows."""
-
-
 FOREST_ROWS_PER_TREE = 20_000
 """Above this many rows each random forest tree is grown on a bootstrap sample of this size (`max_samples`)."""
-
-
 BOOSTING_MAX_ROWS = 100_000
 """AdaBoost learns from at most this many rows (its stumps are fitted one after another)."""
-
-
 MLP_MAX_ROWS = 100_000
 """The MLP learns from at most this many rows (with early stopping, so it stops when it stops improving)."""
-
-
 GRADIENT_BOOSTING_MAX_ROWS = 200_000
 """Gradient boosting learns from at most this many rows (see `_gradient_boosting` for the measurement)."""
 
@@ -249,12 +235,8 @@ class ModelSpec:
 
 COMMON_TRUSTED_TYPES = ("numpy.dtype",)
 """Types beyond skops' defaults that any fitted pipeline may hold (a column's dtype)."""
-
-
 _TREE = "sklearn.tree._tree.Tree"
 """The nodes of a fitted decision tree (forests and AdaBoost are made of them)."""
-
-
 MODELS: dict[str, ModelSpec] = {
     "baseline": ModelSpec(
         regression=lambda s: DummyRegressor(strategy="mean"),

@@ -1,10 +1,10 @@
 """Phase 3, modeling: the candidates, compared by cross-validation on the same folds.
 
-`MODELS` maps a short name to one factory per task family; adding a model is one entry.
-`compare_models` hands every (candidate, fold) fit to one executor (`stages.fitting`: the
-wiring's pool of worker processes or Dask cluster), scores each fold with every metric of the task, and turns a
-candidate that fails, hangs past its time limit or runs out of memory into a leaderboard
-row with the reason instead of stopping the run.
+The candidates come from the registry (`stages.model_registry`). `compare_models` hands every
+(candidate, fold) fit to one executor (`stages.fitting`: the wiring's pool of worker processes
+or Dask cluster), scores each fold with every metric of the task (`stages.fold_fits`), and
+turns a candidate that fails, hangs past its time limit or runs out of memory into a
+leaderboard row with the reason instead of stopping the run.
 """
 
 from __future__ import annotations

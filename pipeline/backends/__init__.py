@@ -8,7 +8,11 @@ A backend is an executor (`stages.fitting.Executor`): adding one is a module her
 registers its factory, and one import line below.
 """
 
-from pipeline.backends import dask_cluster, local_pool  # noqa: F401  (each registers itself)
+# Each module registers its backend as it is imported; `local`, the default, first (`names()` keeps this order).
+from pipeline.backends import local_pool  # noqa: F401
+
+# isort: split
+from pipeline.backends import dask_cluster  # noqa: F401
 from pipeline.backends.base import executor, names, preflight
 
 __all__ = ["executor", "names", "preflight"]

@@ -109,7 +109,6 @@ def run_on_dask(
     return run.outcomes  # type: ignore[return-value]
 
 
-@register("dask", preflight=lambda scheduler: check_cluster(scheduler))
 @dataclass(frozen=True)
 class DaskCluster:
     """The `dask` backend (`stages.fitting.Executor`): a Dask cluster's workers decide how many
@@ -117,11 +116,9 @@ class DaskCluster:
     used, and neither is `pick` (the scheduler decides).
 
     Attributes:
-        n_jobs: Not used (the registry's factories all take one).
         scheduler: The scheduler's address (`tcp://host:8786`); empty starts a local cluster.
     """
 
-    n_jobs: int = -1
     scheduler: str = ""
 
     def run(
@@ -142,6 +139,9 @@ class DaskCluster:
         if not tasks:
             return []
         return run_on_dask(fn, shared, tasks, self.scheduler, group_seconds, deadline, on_group_done, on_task_done, judge)
+
+
+register("dask", preflight=lambda scheduler: check_cluster(scheduler))(lambda _n_jobs, scheduler: DaskCluster(scheduler))
 
 
 def check_cluster(scheduler: str) -> None:

@@ -86,7 +86,6 @@ def prestart() -> None:
         forkserver.ensure_running()
 
 
-@register("local", preflight=lambda _scheduler: prestart())
 @dataclass(frozen=True)
 class LocalPool:
     """The `local` backend: this machine's worker processes (`stages.fitting.Executor`).
@@ -98,11 +97,9 @@ class LocalPool:
 
     Attributes:
         n_jobs: Workers at once; -1 uses every core.
-        scheduler: Not used (the registry's factories all take one).
     """
 
     n_jobs: int = -1
-    scheduler: str = ""
 
     def run(
         self,
@@ -133,6 +130,9 @@ class LocalPool:
             fn, shared, tasks, worker_count(self.n_jobs, len(tasks)), group_seconds, memory_bytes, on_group_done,
             on_task_done, deadline, judge, pick,
         ).run()
+
+
+register("local", preflight=lambda _scheduler: prestart())(lambda n_jobs, _scheduler: LocalPool(n_jobs))
 
 
 def run_calls(

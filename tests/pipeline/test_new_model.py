@@ -35,8 +35,8 @@ class NearestMean(ClassifierMixin, BaseEstimator):
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
 
 
-class MeanOfNeighbours(RegressorMixin, BaseEstimator):
-    """The regression side of the entry: the training mean (it only has to exist, and be exportable)."""
+class TrainingMean(RegressorMixin, BaseEstimator):
+    """The regression side of the entry: predicts the training mean (it only has to exist and be exportable)."""
 
     def fit(self, X, y):
         self.mean_ = float(np.mean(y))
@@ -47,11 +47,11 @@ class MeanOfNeighbours(RegressorMixin, BaseEstimator):
 
 
 ENTRY = ModelSpec(
-    regression=lambda s: MeanOfNeighbours(),
+    regression=lambda s: TrainingMean(),
     classification=lambda s: NearestMean(),
     complexity=1,
     space={"sharpness": [0.5, 1.0, 2.0]},
-    trusted_types=(f"{__name__}.NearestMean", f"{__name__}.MeanOfNeighbours"),
+    trusted_types=(f"{__name__}.NearestMean", f"{__name__}.TrainingMean"),
 )
 
 
