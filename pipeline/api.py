@@ -30,12 +30,13 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline import interrupts, loading, phases, runner
+from pipeline import interrupts, phases, runner
 from pipeline.config import apply_overrides, load_config
 from pipeline.errors import DataError, UsageError, did_you_mean
 from pipeline.exports import verify_export
 from pipeline.files import bytes_as_text, read_table
 from pipeline.settings import Config
+from pipeline.tracking import loading
 from stages import contract
 from stages.challenge import Challenge
 from stages.evaluation import Evaluation

@@ -16,10 +16,12 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline import loading, paths, tracking
+from pipeline import paths
 from pipeline.exports import export_model_dir
 from pipeline.phases import WARNING, Assessed, Prepared, Progress
 from pipeline.settings import Config
+from pipeline.tracking import loading, registry
+from pipeline.tracking import runs as tracking
 from stages import challenge as challenging
 from stages import contract, model_registry, modeling, reporting
 from stages import selection as selecting
@@ -67,7 +69,7 @@ def deploy(
     example = raw_example.loc[:, list(final.contract.inputs)]
     logged = tracker.log_model(final.model, example, requirements, model_registry.trusted_types(), metadata)
     # The card names the alias, which is this model's once the run commits; the manifest names the version.
-    alias = tracking.CHALLENGER if challenger else tracking.CHAMPION
+    alias = registry.CHALLENGER if challenger else registry.CHAMPION
     registered = f"models:/{config.experiment}@{alias}" if register else ""
     target = paths.export_target(config.deployment.out, config.experiment)
     exported = decision.go and not challenger
@@ -100,7 +102,7 @@ def deploy(
 
     if challenger:  # registered as `challenger`; the champion's export stays where it is
         register_version()
-        tracker.commit(_budget_tags(config, started, selection.chosen, progress), alias=tracking.CHALLENGER)
+        tracker.commit(_budget_tags(config, started, selection.chosen, progress), alias=registry.CHALLENGER)
         progress("deployment", f"model {registered} registered; not exported: the export stays the champion's")
         return logged, registered, None
 
@@ -207,7 +209,7 @@ def _described(
     result, decision, metric = assessed.result, assessed.decision, prepared.metric
     score = result.holdout.get(metric, math.nan)
     # Short, most telling first: the runs table cuts a long name at about 20 characters.
-    label = tracking.CHALLENGER if challenge is not None and not challenge.promoted else decision.label
+    label = registry.CHALLENGER if challenge is not None and not challenge.promoted else decision.label
     name = f"{selection.chosen} {score:.4f} {label} {dt.datetime.now():%Y-%m-%d %H:%M}"
     final = assessed.final.manifest
     lines = [

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from pipeline import loading, tracking
 from pipeline.errors import first_line
 from pipeline.phases import WARNING, Assessed, Prepared, Progress
 from pipeline.settings import Config
+from pipeline.tracking import loading, registry
+from pipeline.tracking import runs as tracking
 from stages import challenge as challenging
 from stages import contract, evaluation
 
@@ -91,7 +92,7 @@ def against_champion(
 
 
 def _against(
-    champion: tracking.Champion,
+    champion: registry.Champion,
     config: Config,
     prepared: Prepared,
     result: evaluation.Evaluation,
@@ -118,13 +119,13 @@ def _against(
     # Without its record nothing says which of these rows the champion learnt from: scored on
     # them it would look better than it is, and no later run could ever replace it.
     if champion.record_problem:
-        return not_compared(f"has a {tracking.CHAMPION_RECORD} that {champion.record_problem}")
+        return not_compared(f"has a {registry.CHAMPION_RECORD} that {champion.record_problem}")
     if champion.record is None:
-        return not_compared(f"has no {tracking.CHAMPION_RECORD} of the rows it learnt from (logged by an older crispml?)")
+        return not_compared(f"has no {registry.CHAMPION_RECORD} of the rows it learnt from (logged by an older crispml?)")
     try:
         record = challenging.ChampionRecord.from_bytes(champion.record)
     except ValueError as exc:
-        return not_compared(f"has an unusable {tracking.CHAMPION_RECORD} ({exc})")
+        return not_compared(f"has an unusable {registry.CHAMPION_RECORD} ({exc})")
     missing = sorted({c for c in (*theirs.inputs, *record.columns) if c not in holdout.columns}, key=str)
     if missing:
         return not_compared(f"needs column(s) the new data lacks: {', '.join(map(str, missing))}")

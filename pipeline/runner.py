@@ -12,13 +12,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline import backends, deploying, model_format, retraining, store, tracking
+from pipeline import backends, deploying, retraining
 from pipeline.backends import local_pool
 from pipeline.config import check_outputs, min_score_problem
 from pipeline.errors import ConfigError, DataError, Interrupted
 from pipeline.files import read_table, sha256_of
 from pipeline.phases import FIT, WARNING, Assessed, Prepared, Progress, Table
 from pipeline.settings import Config
+from pipeline.tracking import model_format, store
+from pipeline.tracking import runs as tracking
 from stages import challenge as challenging
 from stages import (
     cleaning,
@@ -192,9 +194,7 @@ def _understand_and_prepare(config: Config, data: pd.DataFrame, source: str, pro
     X, y = preparation.features_and_target(data, profile)
     split = preparation.split_holdout(X, y, profile.task, config.preparation.holdout, config.seed)
     folds = modeling.make_folds(split.y_train, profile.task, config.modeling.folds, config.seed)
-    preprocessor = preparation.build_preprocessor(
-        profile, config.preparation.rare_category_share, config.preparation.max_categories
-    )
+    preprocessor = preparation.build_preprocessor(profile, config.preparation)
     settings = model_registry.ModelSettings(profile.task, config.seed, config.modeling.mlp_hidden_layers, len(split.y_train))
     candidates = model_registry.build_candidates(config.modeling.models, preprocessor, settings)
     if config.modeling.tune:  # `<name>:tuned` variants, cross-validated on the same folds as the defaults
@@ -230,12 +230,9 @@ def _model(
 ) -> tuple[modeling.Leaderboard, selecting.Selection, pd.DataFrame]:
     """Modeling: every candidate on the same folds, then the selection rule picks one; and the annotated leaderboard."""
     metric, candidates, folds = prepared.metric, prepared.candidates, prepared.folds
-    e = config.evaluation
     race = None
     if config.modeling.race:  # the selection rule's own test, on the folds so far
-        rule = racing.RaceRule(
-            metric, e.alpha, *_fold_sizes(folds), tolerance=e.tolerance, relative_tolerance=e.relative_tolerance
-        )
+        rule = racing.RaceRule.following(config.evaluation, metric, *_fold_sizes(folds))
         race = racing.Race(rule, list(candidates), len(folds))
     model_format.prewarm()  # skops and friends, for logging the model, while the fits run
     progress("modeling", f"cross-validating {', '.join(candidates)} ({len(candidates) * len(folds)} fits"
@@ -266,9 +263,7 @@ def _model(
     if best is None:
         errors = "; ".join(f"{r.name}: {r.error}" for r in board.rows)
         raise DataError(f"every candidate failed to fit ({errors}); check the data or the model list")
-    selection = selecting.select_model(
-        board, e.selection, e.alpha, *_fold_sizes(folds), tolerance=e.tolerance, relative_tolerance=e.relative_tolerance
-    )
+    selection = selecting.select_model(board, config.evaluation, *_fold_sizes(folds))
     table = selecting.annotated_leaderboard(board, selection)
     tracker.log_frame(table, "leaderboard.csv")
     tracker.set_tags(
@@ -334,17 +329,7 @@ def _evaluate(
         fitted=fits["final"],
     )
     footprint = evaluation.measure_footprint(final.model, split.X_test)
-    b = config.business
-    decision = gate.decide(
-        metric,
-        result.holdout[metric],
-        baseline_holdout[metric],
-        footprint,
-        min_score=b.min_score,
-        min_margin_over_baseline=b.min_margin_over_baseline,
-        max_latency_ms_per_row=b.max_latency_ms_per_row,
-        max_model_mb=b.max_model_mb,
-    )
+    decision = gate.decide(metric, result.holdout[metric], baseline_holdout[metric], footprint, config.business)
     tracker.log_metrics({"predict_ms_per_row": footprint.ms_per_row, "model_mb": footprint.model_mb})
     tracker.set_tags({"crispml.decision": decision.label})
     if decision.reasons:

@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline import loading
 from pipeline.errors import DataError
 from pipeline.exports import verify_export
 from pipeline.files import check_scored_output, read_table, write_table
+from pipeline.tracking import loading
 from stages import contract
 
 

@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from pipeline import loading, payloads, store
+from pipeline import payloads
 from pipeline.errors import EXIT_OK, DataError, TrackingError, UsageError
 from pipeline.exports import verify_export
+from pipeline.tracking import loading, store
 from stages.contract import DataContract, check_rows
 
 HOST = "127.0.0.1"
@@ -322,7 +323,7 @@ class ContractGate:
         app: The ASGI application to protect.
         contract: The model's data contract.
         max_bytes: The largest request body read; a larger one is drained and answered 413.
-        raw_rows: The model is loaded by crispml's pyfunc loader (`stages.crispml_pyfunc`),
+        raw_rows: The model is loaded by crispml's pyfunc loader (`pipeline.tracking.crispml_pyfunc`),
             which reads raw rows itself: the checked rows go on as sent (every layout as
             `dataframe_split`), and it answers `prediction` and `proba_<class>` per row.
     """

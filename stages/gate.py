@@ -9,13 +9,36 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from stages.evaluation import Footprint
 from stages.metrics import METRICS
 
 GO = "go"
 NO_GO = "no-go"
+
+
+class Criteria(Protocol):
+    """The business success criteria the gate reads: the config's `[business]` section has them.
+
+    Attributes:
+        min_score: Worst acceptable holdout score (highest, for lower-is-better metrics), or None.
+        min_margin_over_baseline: The model must beat the baseline by more than this.
+        max_latency_ms_per_row: Most milliseconds per row, or None.
+        max_model_mb: Largest model in MB, or None.
+    """
+
+    @property
+    def min_score(self) -> float | None: ...
+
+    @property
+    def min_margin_over_baseline(self) -> float: ...
+
+    @property
+    def max_latency_ms_per_row(self) -> float | None: ...
+
+    @property
+    def max_model_mb(self) -> float | None: ...
 
 
 @dataclass(frozen=True)
@@ -66,11 +89,7 @@ def decide(
     holdout: float,
     baseline_holdout: float,
     footprint: Footprint,
-    *,
-    min_score: float | None = None,
-    min_margin_over_baseline: float = 0.0,
-    max_latency_ms_per_row: float | None = None,
-    max_model_mb: float | None = None,
+    criteria: Criteria,
 ) -> Decision:
     """The go/no-go gate: check the business criteria against the holdout evaluation.
 
@@ -79,14 +98,13 @@ def decide(
         holdout: The chosen model's holdout score.
         baseline_holdout: The baseline's holdout score on the same rows.
         footprint: The final model's prediction time and size.
-        min_score: Worst acceptable holdout score (highest, for lower-is-better metrics), or None.
-        min_margin_over_baseline: The model must beat the baseline by more than this.
-        max_latency_ms_per_row: Most milliseconds per row, or None.
-        max_model_mb: Largest model in MB, or None.
+        criteria: The business criteria (the `[business]` section).
 
     Returns:
         The decision: go only if every check passes.
     """
+    min_score, min_margin_over_baseline = criteria.min_score, criteria.min_margin_over_baseline
+    max_latency_ms_per_row, max_model_mb = criteria.max_latency_ms_per_row, criteria.max_model_mb
     m = METRICS[metric]
     checks = []
     if min_score is not None:

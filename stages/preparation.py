@@ -8,6 +8,7 @@ from rows a model is scored on.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import pandas as pd
 from sklearn.compose import ColumnTransformer
@@ -20,6 +21,21 @@ from stages.errors import DataError
 from stages.understanding import CLASSIFICATION, DataProfile
 
 MISSING_CATEGORY = "__missing__"
+
+
+class Encoding(Protocol):
+    """How categories are encoded: the config's `[preparation]` section has it.
+
+    Attributes:
+        rare_category_share: Share of rows below which a category is grouped as "infrequent".
+        max_categories: Most one-hot columns per categorical feature.
+    """
+
+    @property
+    def rare_category_share(self) -> float: ...
+
+    @property
+    def max_categories(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -124,7 +140,7 @@ def split_holdout(X: pd.DataFrame, y: pd.Series, task: str, holdout: float, seed
     return Split(X_train=X_train, y_train=y_train, X_test=X_test, y_test=y_test)
 
 
-def build_preprocessor(profile: DataProfile, rare_category_share: float, max_categories: int) -> ColumnTransformer:
+def build_preprocessor(profile: DataProfile, encoding: Encoding) -> ColumnTransformer:
     """An unfitted preprocessor for the profiled features.
 
     Numeric columns: median imputation, then standard scaling. Categorical columns: missing
@@ -135,12 +151,13 @@ def build_preprocessor(profile: DataProfile, rare_category_share: float, max_cat
 
     Args:
         profile: The data profile.
-        rare_category_share: Share of rows below which a category is grouped.
-        max_categories: Most one-hot columns per categorical feature.
+        encoding: The share below which a category is grouped and the most one-hot columns
+            per feature (`Encoding`).
 
     Returns:
         The unfitted `ColumnTransformer`.
     """
+    rare_category_share, max_categories = encoding.rare_category_share, encoding.max_categories
     numeric = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
     categorical = Pipeline(
         [

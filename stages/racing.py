@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from stages.metrics import DEFAULT_RELATIVE_TOLERANCE, DEFAULT_TOLERANCE, METRICS
 from stages.modeling import RACED_OUT, RACED_OUT_PREFIX
-from stages.selection import BASELINE, loss_posterior
+from stages.selection import BASELINE, SelectionSettings, loss_posterior
 
 __all__ = ["MIN_FOLDS", "RACED_OUT", "RACED_OUT_PREFIX", "Race", "RaceRule"]
 
@@ -66,6 +66,21 @@ class RaceRule:
     relative_tolerance: float = DEFAULT_RELATIVE_TOLERANCE
     min_folds: int = MIN_FOLDS
     protected: frozenset[str] = frozenset({BASELINE})
+
+    @classmethod
+    def following(cls, settings: SelectionSettings, metric: str, n_train: float, n_test: float) -> RaceRule:
+        """The race that follows the selection rule: the same alpha and tolerances, on the folds so far.
+
+        Args:
+            settings: The selection rule's settings (the `[evaluation]` section).
+            metric: The primary metric.
+            n_train: Training rows per fold (mean).
+            n_test: Test rows per fold (mean).
+
+        Returns:
+            The rule.
+        """
+        return cls(metric, settings.alpha, n_train, n_test, settings.tolerance, settings.relative_tolerance)
 
 
 class Race:

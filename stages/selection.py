@@ -16,13 +16,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from stages.metrics import DEFAULT_RELATIVE_TOLERANCE, DEFAULT_TOLERANCE, METRICS
+from stages.metrics import METRICS
 from stages.model_registry import complexity as complexity_of
 from stages.modeling import OK, CandidateResult, Leaderboard
 from stages.tuning import default_name, is_tuned
@@ -36,6 +36,31 @@ DEPRECATED_RULES: Mapping[str, str] = {SIMPLEST_WITHIN_NOISE: SIMPLEST_EQUIVALEN
 """Old rule names still accepted, and the rule each now stands for."""
 BASELINE = "baseline"
 """The dummy candidate: the floor a model must beat, never chosen while another candidate succeeded."""
+
+
+class SelectionSettings(Protocol):
+    """What the selection rule reads: the config's `[evaluation]` section has it.
+
+    Attributes:
+        selection: `simplest_equivalent`, `best_mean` (or the deprecated `simplest_within_noise`).
+        alpha: The largest accepted chance of losing more than the tolerance; also the
+            significance level of the informational t-test.
+        tolerance: The tolerance in the metric's units, for a metric with a fixed scale.
+        relative_tolerance: The tolerance as a share of the top one's |mean score|, for a
+            metric whose `Metric.relative_tolerance` is set (rmse, mae, log_loss).
+    """
+
+    @property
+    def selection(self) -> str: ...
+
+    @property
+    def alpha(self) -> float: ...
+
+    @property
+    def tolerance(self) -> float: ...
+
+    @property
+    def relative_tolerance(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -252,14 +277,10 @@ class Selection:
 
 def select_model(
     board: Leaderboard,
-    rule: str,
-    alpha: float,
+    settings: SelectionSettings,
     n_train: float,
     n_test: float,
     complexity: Mapping[str, float] | None = None,
-    *,
-    tolerance: float = DEFAULT_TOLERANCE,
-    relative_tolerance: float = DEFAULT_RELATIVE_TOLERANCE,
 ) -> Selection:
     """Choose the model to evaluate and deploy from the leaderboard.
 
@@ -281,17 +302,12 @@ def select_model(
 
     Args:
         board: The leaderboard, best first.
-        rule: `simplest_equivalent`, `best_mean` (or the deprecated `simplest_within_noise`).
-        alpha: The largest accepted chance of losing more than the tolerance; also the
-            significance level of the informational t-test.
+        settings: The rule, its alpha and its tolerances (`SelectionSettings`).
         n_train: Training rows per fold (mean), for the correction for overlapping folds.
         n_test: Test rows per fold (mean).
         complexity: `{name: rank}`, simplest lowest; default: `stages.model_registry.complexity`, each
             model's `stages.model_registry.MODELS` entry, a `:tuned` variant just above its default
             (unknown names rank last).
-        tolerance: The tolerance in the metric's units, for a metric with a fixed scale.
-        relative_tolerance: The tolerance as a share of the top one's |mean score|, for a
-            metric whose `Metric.relative_tolerance` is set (rmse, mae, log_loss).
 
     Returns:
         The selection.
@@ -299,6 +315,7 @@ def select_model(
     Raises:
         ValueError: An unknown rule, or no candidate that did not fail.
     """
+    rule, alpha = settings.selection, settings.alpha
     applied = DEPRECATED_RULES.get(rule, rule)
     if applied not in SELECTION_RULES:
         raise ValueError(f"unknown selection rule '{rule}'; use {' or '.join(SELECTION_RULES)}")
@@ -308,7 +325,7 @@ def select_model(
     if not ok:
         raise ValueError("no candidate finished cross-validation; there is nothing to choose from")
     top = ok[0]
-    tol, basis = metric.tolerance(top.mean(m), tolerance, relative_tolerance)
+    tol, basis = metric.tolerance(top.mean(m), settings.tolerance, settings.relative_tolerance)
     comparisons = []
     for r in ok:
         if r is top:

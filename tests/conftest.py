@@ -12,7 +12,7 @@ import pytest
 
 from pipeline.config import apply_overrides
 from pipeline.runner import RunResult, run
-from pipeline.settings import DEFAULT_DATA, Config
+from pipeline.settings import DEFAULT_DATA, Config, PreparationConfig
 from stages.contract import build_contract
 from stages.model_registry import ModelSettings, build_candidates
 from stages.preparation import build_preprocessor, features_and_target
@@ -121,5 +121,5 @@ def trained_on_raw():
     cleaned = clean_data(raw, "y")
     profile = profile_data(cleaned.frame, "y", cleaning=cleaned.report)
     X, y = features_and_target(cleaned.frame, profile)
-    model = build_candidates(["linear"], build_preprocessor(profile, 0.01, 20), ModelSettings("binary", 0))["linear"]
+    model = build_candidates(["linear"], build_preprocessor(profile, PreparationConfig()), ModelSettings("binary", 0))["linear"]
     return raw, model.fit(X, y), X, build_contract(X, profile), profile

@@ -53,3 +53,16 @@ def test_the_graph_is_read_at_all():
     graph = _graph()
     assert "stages.modeling" in graph["pipeline.runner"] and "stages.fitting" in graph["stages.modeling"]
     assert "pipeline.backends.base" in graph["pipeline.backends.local_pool"]
+
+
+def _imports_mlflow(path: Path) -> bool:
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+        if any(n == "mlflow" or n.startswith("mlflow.") for n in names):
+            return True
+    return False
+
+
+def test_every_mlflow_call_is_in_the_tracking_package():
+    callers = sorted(name for name, path in _modules().items() if _imports_mlflow(path))
+    assert callers and all(name.startswith("pipeline.tracking.") for name in callers), callers

@@ -28,7 +28,7 @@ from sklearn.dummy import DummyClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
-from pipeline import cli, store
+from pipeline import cli
 from pipeline.backends import local_pool
 from pipeline.backends.local_pool import LocalPool
 from pipeline.errors import (
@@ -42,6 +42,7 @@ from pipeline.errors import (
 from pipeline.exports import JOBLIB_MODEL, MANIFEST, export_model_dir, sealed_manifest, verify_export
 from pipeline.files import sha256_of
 from pipeline.runner import run
+from pipeline.tracking import store
 from stages import model_registry, modeling
 from stages.fitting import NOT_IN_BUDGET, Task
 from stages.modeling import FAILED, OK, compare_models, make_folds

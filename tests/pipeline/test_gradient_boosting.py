@@ -15,10 +15,10 @@ from sklearn.compose import TransformedTargetRegressor
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 
-from pipeline import loading
 from pipeline.exports import MANIFEST
 from pipeline.runner import run
-from pipeline.settings import DEFAULT_DATA
+from pipeline.settings import DEFAULT_DATA, PreparationConfig
+from pipeline.tracking import loading
 from stages.model_registry import (
     GRADIENT_BOOSTING_EARLY_STOPPING_MIN_ROWS,
     MLP_EARLY_STOPPING_MIN_ROWS,
@@ -53,7 +53,7 @@ def _fitted(name: str, task: str, n_rows: int):
     frame = _frame(task)
     profile = profile_data(frame, "y")
     X, y = features_and_target(frame, profile)
-    pipeline = build_candidates([name], build_preprocessor(profile, 0.01, 20), ModelSettings(task, 0, n_rows=n_rows))[name]
+    pipeline = build_candidates([name], build_preprocessor(profile, PreparationConfig()), ModelSettings(task, 0, n_rows=n_rows))[name]
     return unwrap(pipeline.fit(X, y)), X
 
 

@@ -471,7 +471,7 @@ def test_write_table_refuses_a_folder_and_a_path_under_a_file(tmp_path):
 
 
 def test_score_refuses_input_columns_named_like_its_outputs(nested_run):
-    from pipeline import loading
+    from pipeline.tracking import loading
     from stages.contract import score
 
     loaded = loading.load_model(str(nested_run.export_dir), nested_run.tracking_uri)

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import cli, config, loading, paths, runner, settings
+from pipeline import cli, config, paths, runner, settings
 from pipeline.errors import EXIT_OK, ConfigError
+from pipeline.tracking import loading
 
 from hostile import RUN, Hostile, both, csv, labelled, raw, run_case
 

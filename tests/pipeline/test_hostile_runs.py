@@ -27,11 +27,14 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from pipeline import cli, exports, interrupts, loading, model_format, tracking
+from pipeline import cli, exports, interrupts
 from pipeline.backends import local_pool
 from pipeline.errors import EXIT_TERMINATED, EXIT_USAGE
 from pipeline.exports import MANIFEST, STAGING_MARKER, export_model_dir, remove_stale_staging, verify_export
 from pipeline.files import sha256_of
+from pipeline.tracking import loading, model_format
+from pipeline.tracking import runs as tracking
+from pipeline.tracking.registry import CHAMPION
 
 from conftest import sqlite_uri
 from hostile import RUN, Hostile, both, csv, labelled, raw, run_case
@@ -80,7 +83,7 @@ class Registry:
 def registry(uri: str) -> Registry:
     client = MlflowClient(uri, registry_uri=uri)
     try:
-        champion = client.get_model_version_by_alias(EXPERIMENT, tracking.CHAMPION)
+        champion = client.get_model_version_by_alias(EXPERIMENT, CHAMPION)
     except MlflowException:
         champion = None
     versions = tuple(sorted(str(v.version) for v in client.search_model_versions(f"name = '{EXPERIMENT}'")))
@@ -546,7 +549,7 @@ def check_consistent(uri: str, export: Path, killed_runs: set[str]) -> None:
     client = MlflowClient(uri, registry_uri=uri)
     running = [r.info.run_id for r in all_runs(uri) if r.info.status == "RUNNING"]
     assert set(running) <= killed_runs, running  # only SIGKILLed runs stay RUNNING
-    champion = client.get_model_version_by_alias(EXPERIMENT, tracking.CHAMPION)
+    champion = client.get_model_version_by_alias(EXPERIMENT, CHAMPION)
     assert client.get_run(champion.run_id).info.status == "FINISHED"
     manifest = verify_export(export)
     assert manifest["mlflow"]["run_id"] == champion.run_id and manifest["mlflow"]["version"] == str(champion.version)

@@ -28,9 +28,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-from pipeline import cli, loading, payloads
+from pipeline import cli, payloads
 from pipeline.servers import ContractGate
 from pipeline.settings import DEFAULT_DATA
+from pipeline.tracking import loading
 
 import hostile
 from servers_util import CRISPML, HOST, Server, clean_env, free_port, running

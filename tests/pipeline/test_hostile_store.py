@@ -28,10 +28,12 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
-from pipeline import cli, files, loading, store, tracking
+from pipeline import cli, files
 from pipeline.errors import EXIT_BUG, EXIT_OK, EXIT_USAGE, ModelLoadError
 from pipeline.exports import MANIFEST, MANIFEST_SEAL, sealed_manifest, verify_export
 from pipeline.runner import run
+from pipeline.tracking import loading, store
+from pipeline.tracking import runs as tracking
 
 from conftest import REPO, config_for, sqlite_uri
 from hostile import RUN, Hostile, both, csv, labelled, raw, run_case
@@ -232,7 +234,7 @@ def test_a_server_whose_api_never_answers_fails_in_one_line_within_the_limits(st
 
 def test_crispml_bounds_mlflow_http_calls_and_keeps_the_users_own_bounds():
     probe = (
-        "import pipeline.store; from mlflow import environment_variables as e; "
+        "import pipeline.tracking.store; from mlflow import environment_variables as e; "
         "print(e.MLFLOW_HTTP_REQUEST_TIMEOUT.get(), e.MLFLOW_HTTP_REQUEST_MAX_RETRIES.get(), e.MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR.get())"
     )
     env = {k: v for k, v in clean_env().items() if not k.startswith("MLFLOW_HTTP_REQUEST")}

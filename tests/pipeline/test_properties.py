@@ -26,10 +26,12 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from pipeline import deploying, loading, runner, store, tracking
+from pipeline import deploying, runner
 from pipeline.errors import CrispmlError
 from pipeline.exports import JOBLIB_MODEL, MANIFEST
 from pipeline.files import read_table
+from pipeline.tracking import loading, store
+from pipeline.tracking import runs as tracking
 from stages.contract import CONTRACT_KEY, PREDICTION, DataContract, score
 
 from conftest import config_for

@@ -126,7 +126,7 @@ def test_export_has_joblib_and_a_manifest_whose_hashes_match(penguins_run):
 def test_the_mlmodel_file_holds_the_contract_as_one_json_string_and_the_older_tree_still_reads(penguins_run):
     from mlflow.models import Model
 
-    from pipeline import loading
+    from pipeline.tracking import loading
     from stages.contract import CONTRACT_KEY
 
     folder = penguins_run.result.export_dir
@@ -263,7 +263,7 @@ def test_the_experiment_names_its_primary_metric_for_the_ui_and_keeps_a_users_ow
     client = MlflowClient(penguins_run.tracking_uri)
     experiment = client.get_experiment_by_name(penguins_run.result.experiment)
     assert experiment.tags["mlflow.experiment.primaryMetric.name"] == "holdout_balanced_accuracy"
-    from pipeline import tracking
+    from pipeline.tracking import runs as tracking
 
     run = tracking.PipelineRun(client, experiment.experiment_id, penguins_run.result.run_id, penguins_run.tracking_uri)
     client.set_experiment_tag(experiment.experiment_id, "mlflow.experiment.primaryMetric.name", "my_metric")

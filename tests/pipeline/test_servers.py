@@ -27,10 +27,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-from pipeline import loading
 from pipeline.cli import main
 from pipeline.exports import verify_export
 from pipeline.settings import DEFAULT_DATA
+from pipeline.tracking import loading
 from stages.contract import contract_from_signature
 
 from servers_util import CRISPML, HOST, LIGHT_SERVER, MLFLOW, PLAIN_PATH, Server, clean_env, free_port, running

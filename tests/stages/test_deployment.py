@@ -3,6 +3,7 @@ import pandas as pd
 import pytest
 
 from pipeline.errors import DataError
+from pipeline.settings import BusinessConfig, EvaluationConfig, PreparationConfig
 from stages.contract import PREDICTION, DataContract, build_contract, check_rows, contract_from_signature, score
 from stages.model_registry import ModelSettings, build_candidates
 from stages.preparation import build_preprocessor, features_and_target
@@ -13,7 +14,7 @@ from stages.understanding import profile_data
 def fitted(mixed_frame):
     profile = profile_data(mixed_frame, "label")
     X, y = features_and_target(mixed_frame, profile)
-    model = build_candidates(["linear"], build_preprocessor(profile, 0.01, 20), ModelSettings("binary", 0))["linear"]
+    model = build_candidates(["linear"], build_preprocessor(profile, PreparationConfig()), ModelSettings("binary", 0))["linear"]
     return model.fit(X, y), build_contract(X, profile)
 
 
@@ -112,7 +113,7 @@ def test_high_cardinality_text_is_encoded_into_a_bounded_number_of_columns():
     profile = profile_data(frame, "y")
     assert any("'city' has" in w and "high cardinality" in w and "grouped" in w for w in profile.warnings)
     X, _ = features_and_target(frame, profile)
-    encoded = build_preprocessor(profile, 0.01, 20).fit_transform(X)
+    encoded = build_preprocessor(profile, PreparationConfig()).fit_transform(X)
     assert encoded.shape == (n, 1 + 20)  # one numeric column and at most 20 one-hot columns
     contract = build_contract(X, profile)
     assert next(c for c in contract.columns if c.name == "city").categories is None  # too many to list
@@ -129,9 +130,9 @@ def card_inputs(mixed_frame):
     profile = profile_data(mixed_frame, "label")
     X, y = features_and_target(mixed_frame, profile)
     split = split_holdout(X, y, profile.task, 0.25, seed=0)
-    candidates = build_candidates(["baseline", "linear"], build_preprocessor(profile, 0.01, 20), ModelSettings("binary", 0))
+    candidates = build_candidates(["baseline", "linear"], build_preprocessor(profile, PreparationConfig()), ModelSettings("binary", 0))
     board = compare_models(candidates, split.X_train, split.y_train, make_folds(split.y_train, "binary", 3, 0), "binary", "roc_auc")
-    selection = select_model(board, "simplest_within_noise", 0.05, 30, 15)
+    selection = select_model(board, EvaluationConfig(selection="simplest_within_noise"), 30, 15)
     chosen = next(r for r in board.rows if r.name == selection.chosen)
     result = evaluate_holdout(chosen, candidates[chosen.name], split, "binary", "roc_auc")
     importance = permutation_importances(result.fitted, split.X_test, split.y_test, "roc_auc", result.classes, 0)
@@ -157,7 +158,7 @@ def test_the_model_card_names_the_chosen_model_and_the_go_decision(card_inputs):
     from stages.model_card import model_card
 
     inputs = card_inputs
-    decision = decide("roc_auc", inputs["evaluation"].holdout["roc_auc"], 0.5, inputs["footprint"], min_score=0.6)
+    decision = decide("roc_auc", inputs["evaluation"].holdout["roc_auc"], 0.5, inputs["footprint"], BusinessConfig(min_score=0.6))
     card = model_card(**inputs, decision=decision, registered="models:/churn@champion", export_dir="models/churn/model")
     assert card.startswith("# Model card: churn")
     assert "**Model:** `linear` (LogisticRegression), chosen by `simplest_equivalent`" in card  # the deprecated name maps to it
@@ -177,7 +178,7 @@ def test_the_model_card_of_a_no_go_model_says_why_and_how_to_inspect_it(card_inp
     from stages.model_card import model_card
 
     inputs = card_inputs
-    decision = decide("roc_auc", inputs["evaluation"].holdout["roc_auc"], 0.5, inputs["footprint"], max_model_mb=0.001)
+    decision = decide("roc_auc", inputs["evaluation"].holdout["roc_auc"], 0.5, inputs["footprint"], BusinessConfig(max_model_mb=0.001))
     inputs = {**inputs, "objective": "Flag customers likely to churn next month", "candidate_warnings": ("ConvergenceWarning: lbfgs failed",)}
     card = model_card(**inputs, decision=decision, registered="", export_dir="")
     assert "**Decision: NO-GO**: the model is 0.010 MB; at most 0.001 is allowed" in card
@@ -231,7 +232,7 @@ def test_the_model_card_shows_what_the_data_step_did(trained_on_raw, card_inputs
 
     *_, profile = trained_on_raw
     inputs = {**card_inputs, "profile": profile}
-    decision = decide("roc_auc", inputs["evaluation"].holdout["roc_auc"], 0.5, inputs["footprint"])
+    decision = decide("roc_auc", inputs["evaluation"].holdout["roc_auc"], 0.5, inputs["footprint"], BusinessConfig())
     card = model_card(**inputs, decision=decision, registered="", export_dir="models/m/model")
     section = card[card.index("### What the data step did") : card.index("## How the model was chosen")]
     assert "- read as missing (markers such as `?`, `NA`, `-`, blank): `age` 12 cells (e.g. '?')" in section

@@ -7,6 +7,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.metrics import balanced_accuracy_score
 from sklearn.utils.validation import check_is_fitted
 
+from pipeline.settings import BusinessConfig, EvaluationConfig, PreparationConfig
 from stages.evaluation import Footprint, evaluate_holdout, holdout_warnings, measure_footprint
 from stages.gate import decide
 from stages.importance import permutation_importances
@@ -30,7 +31,7 @@ def test_holdout_scores_the_best_candidate_on_rows_it_never_saw(mixed_frame):
     profile = profile_data(mixed_frame, "label")
     X, y = features_and_target(mixed_frame, profile)
     split = split_holdout(X, y, profile.task, 0.25, seed=0)
-    candidates = build_candidates(["baseline", "linear"], build_preprocessor(profile, 0.01, 20), ModelSettings("binary", 0))
+    candidates = build_candidates(["baseline", "linear"], build_preprocessor(profile, PreparationConfig()), ModelSettings("binary", 0))
     board = compare_models(candidates, split.X_train, split.y_train, make_folds(split.y_train, "binary", 3, 0), "binary", "balanced_accuracy")
     best = board.best
     result = evaluate_holdout(best, candidates[best.name], split, "binary", "balanced_accuracy")
@@ -98,7 +99,7 @@ NOISY_WORSE = [-0.25, 0.18, 0.10, -0.05, 0.12]  # r2 0.02 on average, swinging f
 
 def test_a_much_worse_noisy_simpler_candidate_is_not_chosen():
     board = _board([_row("svm", STABLE_TOP, "r2"), _row("linear", NOISY_WORSE, "r2")], metric="r2")
-    selection = select_model(board, SIMPLEST_EQUIVALENT, 0.05, n_train=80, n_test=20)
+    selection = select_model(board, EvaluationConfig(selection=SIMPLEST_EQUIVALENT), n_train=80, n_test=20)
     assert selection.top == "svm" and selection.chosen == "svm"
     linear = selection.comparison("linear")
     # The old rule was fooled: its own spread made a loss of 0.28 r2 "not significant"...
@@ -114,7 +115,7 @@ def test_a_truly_equivalent_simpler_candidate_is_chosen():
     top = np.array([0.900, 0.930, 0.870, 0.920, 0.880])
     close = top - np.array([0.001, 0.0015, 0.0005, 0.001, 0.001])  # 0.001 worse on every fold, give or take 0.0005
     board = _board([_row("mlp", top), _row("linear", close), _row("baseline", [0.5] * 5)])
-    selection = select_model(board, SIMPLEST_EQUIVALENT, 0.05, n_train=80, n_test=20)
+    selection = select_model(board, EvaluationConfig(selection=SIMPLEST_EQUIVALENT), n_train=80, n_test=20)
     assert selection.top == "mlp" and selection.chosen == "linear"
     linear = selection.comparison("linear")
     assert linear.equivalent and linear.p_worse < 0.001 and linear.expected_loss == pytest.approx(0.001)
@@ -126,7 +127,7 @@ def test_a_truly_equivalent_simpler_candidate_is_chosen():
     assert "at most 5% accepted" in selection.reason
     assert selection.tolerance == 0.005 and selection.tolerance_basis == "0.005 balanced_accuracy"
     # The usual rule takes the top one regardless.
-    assert select_model(board, BEST_MEAN, 0.05, 80, 20).chosen == "mlp"
+    assert select_model(board, EvaluationConfig(selection=BEST_MEAN), 80, 20).chosen == "mlp"
 
 
 @pytest.mark.parametrize(("loss", "chosen"), [(0.0049, "linear"), (0.0051, "mlp")])
@@ -134,12 +135,12 @@ def test_the_tolerance_is_the_boundary(loss, chosen):
     top = np.array([0.900, 0.930, 0.870, 0.920, 0.880])
     steady = top - loss + np.array([0.0, 1e-5, -1e-5, 0.0, 0.0])  # near-zero variance
     board = _board([_row("mlp", top), _row("linear", steady)])
-    selection = select_model(board, SIMPLEST_EQUIVALENT, 0.05, 80, 20)
+    selection = select_model(board, EvaluationConfig(selection=SIMPLEST_EQUIVALENT), 80, 20)
     assert selection.chosen == chosen
     assert selection.comparison("linear").p_worse == pytest.approx(0.0 if chosen == "linear" else 1.0, abs=1e-4)
     # A wider tolerance accepts the larger loss too; none accepts only a candidate that does not lose.
-    assert select_model(board, SIMPLEST_EQUIVALENT, 0.05, 80, 20, tolerance=0.006).chosen == "linear"
-    assert select_model(board, SIMPLEST_EQUIVALENT, 0.05, 80, 20, tolerance=0.0).chosen == "mlp"
+    assert select_model(board, EvaluationConfig(selection=SIMPLEST_EQUIVALENT, tolerance=0.006), 80, 20).chosen == "linear"
+    assert select_model(board, EvaluationConfig(selection=SIMPLEST_EQUIVALENT, tolerance=0.0), 80, 20).chosen == "mlp"
 
 
 def test_a_metric_where_lower_is_better_gets_a_relative_tolerance():
@@ -148,7 +149,7 @@ def test_a_metric_where_lower_is_better_gets_a_relative_tolerance():
     far = top + np.array([4.0, 4.1, 3.9, 4.0, 4.0])  # worse by 4.0
     rows = [_row("svm", top, "rmse"), _row("random_forest", close, "rmse"), _row("linear", far, "rmse")]
     board = _board(rows, metric="rmse")
-    selection = select_model(board, SIMPLEST_EQUIVALENT, 0.05, 80, 20)
+    selection = select_model(board, EvaluationConfig(selection=SIMPLEST_EQUIVALENT), 80, 20)
     assert selection.top == "svm" and selection.chosen == "random_forest"  # linear is simpler but loses 4.0 > 3.0
     assert selection.tolerance == pytest.approx(3.0) and selection.tolerance_basis == "1% of the top one's 300 rmse = 3"
     forest, linear = selection.comparison("random_forest"), selection.comparison("linear")
@@ -156,8 +157,8 @@ def test_a_metric_where_lower_is_better_gets_a_relative_tolerance():
     assert forest.equivalent and not linear.equivalent and linear.p_worse > 0.99
     assert "also practically as good" not in selection.reason and "1% of the top one's 300 rmse = 3" in selection.reason
     # A 2% tolerance (6.0) lets the simplest one through; the absolute tolerance does not apply to rmse.
-    assert select_model(board, SIMPLEST_EQUIVALENT, 0.05, 80, 20, relative_tolerance=0.02).chosen == "linear"
-    assert select_model(board, SIMPLEST_EQUIVALENT, 0.05, 80, 20, tolerance=10.0).chosen == "random_forest"
+    assert select_model(board, EvaluationConfig(selection=SIMPLEST_EQUIVALENT, relative_tolerance=0.02), 80, 20).chosen == "linear"
+    assert select_model(board, EvaluationConfig(selection=SIMPLEST_EQUIVALENT, tolerance=10.0), 80, 20).chosen == "random_forest"
 
 
 def test_loss_posterior_matches_a_hand_computed_example():
@@ -208,8 +209,8 @@ def test_loss_posterior_refuses_bad_input(args, message):
 
 def test_the_deprecated_rule_name_means_simplest_equivalent():
     board = _board([_row("svm", STABLE_TOP, "r2"), _row("linear", NOISY_WORSE, "r2")], metric="r2")
-    old = select_model(board, SIMPLEST_WITHIN_NOISE, 0.05, 80, 20)
-    new = select_model(board, SIMPLEST_EQUIVALENT, 0.05, 80, 20)
+    old = select_model(board, EvaluationConfig(selection=SIMPLEST_WITHIN_NOISE), 80, 20)
+    new = select_model(board, EvaluationConfig(selection=SIMPLEST_EQUIVALENT), 80, 20)
     assert old.chosen == new.chosen == "svm" and old.rule == SIMPLEST_EQUIVALENT
     assert old.reason.startswith("simplest_equivalent (configured as 'simplest_within_noise', a deprecated name for it): ")
     assert old.reason.split(": ", 1)[1] == new.reason.split(": ", 1)[1]
@@ -217,7 +218,7 @@ def test_the_deprecated_rule_name_means_simplest_equivalent():
 
 def test_the_top_model_that_is_also_the_simplest_is_kept():
     board = _board([_row("linear", STABLE_TOP, "r2"), _row("svm", NOISY_WORSE, "r2"), _row("baseline", [0.0] * 5, "r2")], metric="r2")
-    selection = select_model(board, SIMPLEST_EQUIVALENT, 0.05, 80, 20)
+    selection = select_model(board, EvaluationConfig(selection=SIMPLEST_EQUIVALENT), 80, 20)
     assert selection.chosen == "linear"
     assert "is also the simplest candidate" in selection.reason and "tolerance 0.005 r2" in selection.reason
 
@@ -226,31 +227,31 @@ def test_the_baseline_is_the_floor_never_the_choice():
     # Everything is practically as good as the baseline: the simplest real model is chosen, not the dummy.
     floor = [0.52, 0.48, 0.55, 0.45, 0.50]
     board = _board([_row("baseline", floor), _row("svm", [v - 0.001 for v in floor]), _row("mlp", [v - 0.002 for v in floor])])
-    selection = select_model(board, SIMPLEST_EQUIVALENT, 0.05, 80, 20)
+    selection = select_model(board, EvaluationConfig(selection=SIMPLEST_EQUIVALENT), 80, 20)
     assert selection.top == "baseline" and selection.chosen == "svm"
     assert "floor" in selection.reason and "also practically as good: mlp" in selection.reason
-    assert select_model(board, BEST_MEAN, 0.05, 80, 20).chosen == "svm"
+    assert select_model(board, EvaluationConfig(selection=BEST_MEAN), 80, 20).chosen == "svm"
     # Nothing practically as good as the baseline: the best real model by mean.
     worse = _board([_row("baseline", floor), _row("mlp", [0.40, 0.49, 0.44, 0.47, 0.42]), _row("linear", [0.30, 0.45, 0.35, 0.40, 0.33])])
-    selection = select_model(worse, SIMPLEST_EQUIVALENT, 0.05, 80, 20)
+    selection = select_model(worse, EvaluationConfig(selection=SIMPLEST_EQUIVALENT), 80, 20)
     assert selection.chosen == "mlp" and "no candidate is practically as good as the top one, the baseline" in selection.reason
     # ...unless it is the only candidate left.
     only = _board([_row("baseline", [0.5] * 5), CandidateResult("svm", "SVC", {}, FAILED, error="boom")])
-    assert select_model(only, SIMPLEST_EQUIVALENT, 0.05, 80, 20).chosen == "baseline"
+    assert select_model(only, EvaluationConfig(selection=SIMPLEST_EQUIVALENT), 80, 20).chosen == "baseline"
 
 
 def test_ties_in_complexity_are_broken_by_predict_time():
     top = [0.90, 0.93, 0.87, 0.92, 0.88]
     board = _board([_row("a", top, predict_seconds=0.5), _row("b", [v - 0.001 for v in top], predict_seconds=0.01)])
-    assert select_model(board, SIMPLEST_EQUIVALENT, 0.05, 80, 20, complexity={"a": 1, "b": 1}).chosen == "b"
-    assert select_model(board, SIMPLEST_EQUIVALENT, 0.05, 80, 20, complexity={"a": 1, "b": 2}).chosen == "a"
+    assert select_model(board, EvaluationConfig(selection=SIMPLEST_EQUIVALENT), 80, 20, complexity={"a": 1, "b": 1}).chosen == "b"
+    assert select_model(board, EvaluationConfig(selection=SIMPLEST_EQUIVALENT), 80, 20, complexity={"a": 1, "b": 2}).chosen == "a"
 
 
 def test_the_annotated_leaderboard_marks_the_chosen_row_and_failed_candidates():
     failed = CandidateResult("svm", "SVC", {}, FAILED, error="boom")
     top = [0.90, 0.93, 0.87, 0.92, 0.88]
     board = _board([_row("mlp", top), _row("linear", [v - 0.001 for v in top]), failed])
-    frame = annotated_leaderboard(board, select_model(board, SIMPLEST_EQUIVALENT, 0.05, 80, 20))
+    frame = annotated_leaderboard(board, select_model(board, EvaluationConfig(selection=SIMPLEST_EQUIVALENT), 80, 20))
     assert list(frame.columns[:9]) == [
         "rank", "model", "status", "chosen", "diff_vs_top", "p_value", "within_noise", "p_worse", "equivalent",
     ]
@@ -263,7 +264,7 @@ def test_the_annotated_leaderboard_marks_the_chosen_row_and_failed_candidates():
 
 def test_select_model_refuses_an_unknown_rule():
     with pytest.raises(ValueError, match="unknown selection rule 'best'; use simplest_equivalent or best_mean"):
-        select_model(_board([_row("linear", STABLE_TOP)]), "best", 0.05, 80, 20)
+        select_model(_board([_row("linear", STABLE_TOP)]), EvaluationConfig(selection="best"), 80, 20)
 
 
 def test_a_holdout_score_far_outside_the_cv_spread_is_flagged():
@@ -287,7 +288,7 @@ def test_holdout_evaluation_carries_the_flag(mixed_frame):
     profile = profile_data(mixed_frame, "label")
     X, y = features_and_target(mixed_frame, profile)
     split = split_holdout(X, y, profile.task, 0.25, seed=0)
-    candidates = build_candidates(["linear"], build_preprocessor(profile, 0.01, 20), ModelSettings("binary", 0))
+    candidates = build_candidates(["linear"], build_preprocessor(profile, PreparationConfig()), ModelSettings("binary", 0))
     folds = make_folds(split.y_train, "binary", 3, 0)
     row = compare_models(candidates, split.X_train, split.y_train, folds, "binary", "balanced_accuracy").rows[0]
     # Pretend the folds scored far worse than the holdout will: the evaluation must say so.
@@ -304,7 +305,7 @@ FOOTPRINT = Footprint(ms_per_row=0.05, model_mb=0.2)
 def test_the_gate_says_go_when_every_criterion_holds():
     decision = decide(
         "balanced_accuracy", 0.95, 0.33, FOOTPRINT,
-        min_score=0.9, min_margin_over_baseline=0.5, max_latency_ms_per_row=1.0, max_model_mb=1.0,
+        BusinessConfig(min_score=0.9, min_margin_over_baseline=0.5, max_latency_ms_per_row=1.0, max_model_mb=1.0),
     )
     assert decision.go and decision.label == "go" and decision.reasons == ()
     assert [c.criterion for c in decision.checks] == ["min_score", "min_margin_over_baseline", "max_latency_ms_per_row", "max_model_mb"]
@@ -314,7 +315,7 @@ def test_the_gate_says_go_when_every_criterion_holds():
 def test_the_gate_names_every_failed_criterion():
     decision = decide(
         "balanced_accuracy", 0.80, 0.75, Footprint(ms_per_row=3.0, model_mb=12.5),
-        min_score=0.85, min_margin_over_baseline=0.1, max_latency_ms_per_row=1.0, max_model_mb=10.0,
+        BusinessConfig(min_score=0.85, min_margin_over_baseline=0.1, max_latency_ms_per_row=1.0, max_model_mb=10.0),
     )
     assert not decision.go and decision.label == "no-go"
     assert len(decision.reasons) == 4
@@ -327,22 +328,22 @@ def test_the_gate_names_every_failed_criterion():
 
 
 def test_min_score_is_a_maximum_for_a_metric_where_lower_is_better():
-    assert decide("rmse", 240.0, 800.0, FOOTPRINT, min_score=250.0).go
-    decision = decide("rmse", 260.0, 800.0, FOOTPRINT, min_score=250.0)
+    assert decide("rmse", 240.0, 800.0, FOOTPRINT, BusinessConfig(min_score=250.0)).go
+    decision = decide("rmse", 260.0, 800.0, FOOTPRINT, BusinessConfig(min_score=250.0))
     assert not decision.go and "highest (lower is better)" in decision.reasons[0]
 
 
 def test_the_model_must_beat_the_baseline_by_default():
-    assert not decide("r2", 0.0, 0.0, FOOTPRINT).go  # equal to the dummy is not good enough
-    assert not decide("rmse", 900.0, 800.0, FOOTPRINT).go  # a higher rmse than the dummy's
-    assert decide("rmse", 700.0, 800.0, FOOTPRINT).go
-    assert not decide("r2", math.nan, 0.0, FOOTPRINT).go
+    assert not decide("r2", 0.0, 0.0, FOOTPRINT, BusinessConfig()).go  # equal to the dummy is not good enough
+    assert not decide("rmse", 900.0, 800.0, FOOTPRINT, BusinessConfig()).go  # a higher rmse than the dummy's
+    assert decide("rmse", 700.0, 800.0, FOOTPRINT, BusinessConfig()).go
+    assert not decide("r2", math.nan, 0.0, FOOTPRINT, BusinessConfig()).go
 
 
 def test_permutation_importance_names_the_raw_input_columns(mixed_frame):
     profile = profile_data(mixed_frame, "label")
     X, y = features_and_target(mixed_frame, profile)
-    model = build_candidates(["linear"], build_preprocessor(profile, 0.01, 20), ModelSettings("binary", 0))["linear"].fit(X, y)
+    model = build_candidates(["linear"], build_preprocessor(profile, PreparationConfig()), ModelSettings("binary", 0))["linear"].fit(X, y)
     importance = permutation_importances(model, X, y, "balanced_accuracy", np.array(["no", "yes"]), seed=0)
     assert set(importance.features) == {"x1", "x2", "colour"}  # not the one-hot columns
     assert importance.features[0] == "x1" and importance.mean[0] > 0.2  # the label is x1 plus noise
@@ -353,7 +354,7 @@ def test_permutation_importance_names_the_raw_input_columns(mixed_frame):
 def test_measure_footprint_times_prediction_and_sizes_the_model(mixed_frame):
     profile = profile_data(mixed_frame, "label")
     X, y = features_and_target(mixed_frame, profile)
-    models = build_candidates(["linear", "random_forest"], build_preprocessor(profile, 0.01, 20), ModelSettings("binary", 0))
+    models = build_candidates(["linear", "random_forest"], build_preprocessor(profile, PreparationConfig()), ModelSettings("binary", 0))
     linear = measure_footprint(models["linear"].fit(X, y), X)
     forest = measure_footprint(models["random_forest"].fit(X, y), X)
     assert 0 < linear.ms_per_row < 100 and 0 < linear.model_mb < forest.model_mb
@@ -383,7 +384,7 @@ def test_holdout_evaluation_times_the_whole_pipeline_for_the_importance_budget(m
     profile = profile_data(mixed_frame, "label")
     X, y = features_and_target(mixed_frame, profile)
     split = split_holdout(X, y, profile.task, 0.25, 0)
-    model = build_candidates(["linear"], build_preprocessor(profile, 0.01, 20), ModelSettings("binary", 0))["linear"]
+    model = build_candidates(["linear"], build_preprocessor(profile, PreparationConfig()), ModelSettings("binary", 0))["linear"]
     row = CandidateResult("linear", "LogisticRegression", {}, OK, fold_scores={"roc_auc": (0.5,) * 5}, predict_seconds=math.nan)
     result = evaluate_holdout(row, model, split, profile.task, "roc_auc")
     assert 0 < result.predict_seconds < 60
@@ -401,7 +402,7 @@ def test_a_holdout_bigger_than_the_shuffles_is_timed_again_on_as_many_rows_as_th
     profile = profile_data(data, "target")
     features, target = features_and_target(data, profile)
     split = split_holdout(features, target, profile.task, 0.5, 0)
-    model = build_candidates(["linear"], build_preprocessor(profile, 0.01, 20), ModelSettings(profile.task, 0))["linear"]
+    model = build_candidates(["linear"], build_preprocessor(profile, PreparationConfig()), ModelSettings(profile.task, 0))["linear"]
     row = CandidateResult("linear", "LogisticRegression", {}, OK, fold_scores={"roc_auc": (0.5,) * 5})
     events = []
     predict, permute = evaluation.predict_with_proba, importance.permutation_importances
@@ -442,7 +443,7 @@ def test_permutation_importance_on_a_wide_frame_shuffles_at_most_the_capped_colu
     X, y, classes = _wide_frame(300, 400, task)
     data = X.assign(target=y)
     profile = profile_data(data, "target")
-    model = build_candidates(["linear"], build_preprocessor(profile, 0.01, 20), ModelSettings(profile.task, 0))["linear"]
+    model = build_candidates(["linear"], build_preprocessor(profile, PreparationConfig()), ModelSettings(profile.task, 0))["linear"]
     model.fit(X, y)
     metric = "r2" if task == "regression" else "roc_auc"
     importance = permutation_importances(model, X, y, metric, classes, seed=0, n_repeats=2, max_rows=300)
@@ -452,7 +453,7 @@ def test_permutation_importance_on_a_wide_frame_shuffles_at_most_the_capped_colu
     assert importance.features[0] == "x3"
     # Under the cap every column is shuffled (on 60 of the columns: shuffling all 401 costs 802 predictions).
     few = X[["x3", "group", *[f"x{i}" for i in range(58) if i != 3]]]
-    small = build_candidates(["linear"], build_preprocessor(profile_data(few.assign(target=y), "target"), 0.01, 20),
+    small = build_candidates(["linear"], build_preprocessor(profile_data(few.assign(target=y), "target"), PreparationConfig()),
                              ModelSettings(profile.task, 0))["linear"].fit(few, y)
     narrow = permutation_importances(small, few, y, metric, classes, seed=0, n_repeats=2, max_rows=300, max_columns=60)
     assert narrow.note == "" and len(narrow.features) == 59 and narrow.n_columns == 59

@@ -14,6 +14,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from pipeline.backends.local_pool import LocalPool
+from pipeline.settings import PreparationConfig
 from stages.early_stopping import EarlyStoppingClassifier
 from stages.errors import DataError
 from stages.metrics import METRICS
@@ -153,7 +154,7 @@ def test_fewer_rows_than_folds_is_an_error():
 def test_a_failing_candidate_is_reported_and_the_others_go_on(mixed_frame):
     profile = profile_data(mixed_frame, "label")
     X, y = features_and_target(mixed_frame, profile)
-    pre = build_preprocessor(profile, 0.01, 20)
+    pre = build_preprocessor(profile, PreparationConfig())
     candidates = build_candidates(["baseline", "linear"], pre, ModelSettings("binary", 0))
     candidates["exploding"] = Pipeline([("prepare", clone(pre)), ("model", ExplodingClassifier())])
     board = compare_models(candidates, X, y, make_folds(y, "binary", 3, 0), "binary", "roc_auc")
@@ -210,7 +211,7 @@ def test_all_candidates_run_for_each_task(task):
         y = pd.Series(pd.cut(signal, 3, labels=["lo", "mid", "hi"]).astype(str), name="y")
     profile = profile_data(X.assign(y=y), "y")
     assert profile.task == task
-    pre = build_preprocessor(profile, 0.01, 20)
+    pre = build_preprocessor(profile, PreparationConfig())
     candidates = build_candidates(list(MODELS), pre, ModelSettings(task, 0))
     metric = {"regression": "r2", "binary": "roc_auc", "multiclass": "balanced_accuracy"}[task]
     board = compare_models(candidates, X, y, make_folds(y, task, 3, 0), task, metric, LocalPool(2))

@@ -5,6 +5,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from pipeline.errors import DataError
+from pipeline.settings import PreparationConfig
 from stages.preparation import build_preprocessor, conform_features, features_and_target, split_holdout
 from stages.understanding import profile_data
 
@@ -65,7 +66,7 @@ def test_a_class_with_one_row_cannot_be_stratified():
 
 def test_preprocessor_is_unfitted_and_encodes_rare_and_unseen_categories(mixed_frame):
     profile = profile_data(mixed_frame, "label")
-    pre = build_preprocessor(profile, rare_category_share=0.05, max_categories=20)
+    pre = build_preprocessor(profile, PreparationConfig(rare_category_share=0.05))
     with pytest.raises(NotFittedError):
         check_is_fitted(pre)
     X, _ = features_and_target(mixed_frame, profile)

@@ -12,6 +12,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from pipeline.backends.local_pool import LocalPool
+from pipeline.settings import EvaluationConfig
 from stages.modeling import OK, RACED_OUT, compare_models, make_folds
 from stages.racing import MIN_FOLDS, Race, RaceRule
 from stages.selection import loss_posterior, select_model
@@ -168,7 +169,7 @@ def test_compare_models_races_out_a_clearly_worse_candidate_which_is_then_never_
     assert not math.isnan(coin.mean("balanced_accuracy"))
     assert rows["linear"].status == OK and len(rows["linear"].fold_scores["balanced_accuracy"]) == N_FOLDS
     assert rows["baseline"].status == OK and len(rows["baseline"].fold_scores["balanced_accuracy"]) == N_FOLDS
-    selection = select_model(board, "best_mean", 0.05, 320, 80)
+    selection = select_model(board, EvaluationConfig(selection="best_mean"), 320, 80)
     assert selection.chosen == "linear" and selection.comparison("coin") is None
     assert [r.name for r in board.rows][-1] == "coin"  # ranked after every finished candidate
 
@@ -268,7 +269,7 @@ def test_a_candidate_raced_out_by_a_rival_that_later_fails_finishes_its_folds_an
     assert rows["strong"].status == "failed" and "on purpose" in rows["strong"].error
     assert rows["coin"].status == OK and len(rows["coin"].fold_scores["balanced_accuracy"]) == N_FOLDS  # revived
     assert not race.out  # its verdict, which rested on strong, was withdrawn
-    assert select_model(board, "simplest_equivalent", 0.05, 320, 80).chosen == "coin"  # as with --no-race
+    assert select_model(board, EvaluationConfig(selection="simplest_equivalent"), 320, 80).chosen == "coin"  # as with --no-race
 
 
 def test_racing_is_off_under_a_time_budget_whose_schedule_runs_candidate_by_candidate(classification):
@@ -280,3 +281,10 @@ def test_racing_is_off_under_a_time_budget_whose_schedule_runs_candidate_by_cand
     board = compare_models(_candidates(), X, y, folds, "binary", "balanced_accuracy", LocalPool(2),
                            deadline=time.monotonic() + 600, race=race)
     assert all(r.status == OK and len(r.fold_scores["balanced_accuracy"]) == N_FOLDS for r in board.rows)
+
+
+def test_the_race_follows_the_selection_rules_settings():
+    settings = EvaluationConfig(alpha=0.1, tolerance=0.02, relative_tolerance=0.03)
+    rule = RaceRule.following(settings, "r2", 400.0, 100.0)
+    assert (rule.metric, rule.alpha, rule.n_train, rule.n_test) == ("r2", 0.1, 400.0, 100.0)
+    assert (rule.tolerance, rule.relative_tolerance) == (0.02, 0.03)

@@ -6,6 +6,7 @@ import pytest
 from matplotlib.image import imread
 from sklearn.neural_network import MLPRegressor
 
+from pipeline.settings import EvaluationConfig, PreparationConfig
 from stages import reporting
 from stages.evaluation import evaluate_holdout
 from stages.importance import Importance, permutation_importances
@@ -73,7 +74,7 @@ def _row(name, scores):
 def test_cv_score_box_plot_highlights_the_chosen_model():
     rows = (_row("mlp", [0.80, 0.84, 0.78]), _row("linear", [0.79, 0.83, 0.79]), _row("baseline", [0.0, -0.01, 0.0]))
     board = Leaderboard("regression", "r2", ("r2",), 3, rows)
-    selection = select_model(board, "simplest_within_noise", 0.05, 40, 20)
+    selection = select_model(board, EvaluationConfig(selection="simplest_within_noise"), 40, 20)
     pixels = assert_png(reporting.cv_scores_plot(board, selection))
     # The chosen box is drawn in the highlight colour (orange: high red, low blue).
     orange = (pixels[..., 0] > 0.9) & (pixels[..., 2] < 0.6) & (pixels[..., 1] > 0.6)
@@ -97,10 +98,10 @@ def test_evaluation_plots_cover_the_task(mixed_frame):
     profile = profile_data(mixed_frame, "label")
     X, y = features_and_target(mixed_frame, profile)
     split = split_holdout(X, y, profile.task, 0.25, seed=0)
-    candidates = build_candidates(["baseline", "linear"], build_preprocessor(profile, 0.01, 20), ModelSettings("binary", 0))
+    candidates = build_candidates(["baseline", "linear"], build_preprocessor(profile, PreparationConfig()), ModelSettings("binary", 0))
     folds = make_folds(split.y_train, "binary", 3, 0)
     board = compare_models(candidates, split.X_train, split.y_train, folds, "binary", "roc_auc")
-    selection = select_model(board, "simplest_within_noise", 0.05, 30, 15)
+    selection = select_model(board, EvaluationConfig(selection="simplest_within_noise"), 30, 15)
     result = evaluate_holdout(board.best, candidates[selection.chosen], split, "binary", "roc_auc")
     importance = permutation_importances(result.fitted, split.X_test, split.y_test, "roc_auc", result.classes, 0)
     plots = reporting.evaluation_plots(result, board, selection, importance, result.fitted.steps[-1][1])

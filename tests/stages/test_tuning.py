@@ -15,10 +15,13 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
-from pipeline import cli, loading, store, tracking
+from pipeline import cli
 from pipeline.exports import MANIFEST
 from pipeline.files import sha256_of
 from pipeline.runner import run
+from pipeline.settings import EvaluationConfig, PreparationConfig
+from pipeline.tracking import loading, store
+from pipeline.tracking import runs as tracking
 from stages.deployment import refit_for_deployment
 from stages.evaluation import evaluate_holdout
 from stages.fold_fits import predict_with_proba
@@ -145,7 +148,7 @@ def test_a_metric_that_does_not_fit_the_task_has_no_scorer():
 def test_a_tuned_candidate_searches_several_settings_and_unwraps_to_plain_estimators(frame):
     profile = profile_data(frame, "label")
     X, y = features_and_target(frame, profile)
-    candidates = build_candidates(["random_forest"], build_preprocessor(profile, 0.01, 20), ModelSettings("binary", 0, n_rows=len(y)))
+    candidates = build_candidates(["random_forest"], build_preprocessor(profile, PreparationConfig()), ModelSettings("binary", 0, n_rows=len(y)))
     tuned = tuned_candidates(candidates, "binary", "roc_auc", seed=0, spaces=SPACES)["random_forest:tuned"]
     fitted = clone(tuned).fit(X, y)
     search = fitted.steps[-1][1]
@@ -179,12 +182,12 @@ def test_the_default_wins_when_tuning_is_practically_equivalent():
         _row("random_forest", [0.907, 0.928, 0.888, 0.920, 0.898]),
     ]
     board = Leaderboard("binary", "accuracy", ("accuracy",), 5, rank(rows, METRICS["accuracy"]))
-    chosen = select_model(board, SIMPLEST_EQUIVALENT, 0.05, 80, 20)
+    chosen = select_model(board, EvaluationConfig(selection=SIMPLEST_EQUIVALENT), 80, 20)
     assert chosen.top == "random_forest" and chosen.chosen == "linear"
-    assert select_model(board, BEST_MEAN, 0.05, 80, 20).chosen == "random_forest"
+    assert select_model(board, EvaluationConfig(selection=BEST_MEAN), 80, 20).chosen == "random_forest"
     # Without the default, the tuned linear model still ranks below the next family.
     without = Leaderboard("binary", "accuracy", ("accuracy",), 5, rank(rows[1:], METRICS["accuracy"]))
-    assert select_model(without, SIMPLEST_EQUIVALENT, 0.05, 80, 20).chosen == "linear:tuned"
+    assert select_model(without, EvaluationConfig(selection=SIMPLEST_EQUIVALENT), 80, 20).chosen == "linear:tuned"
     frame = annotated_leaderboard(board, chosen).set_index("model")
     assert frame.loc["linear:tuned", "tuned_vs_default"] == pytest.approx(0.0012)
     assert frame["tuned_vs_default"].drop("linear:tuned").isna().all()
@@ -193,10 +196,10 @@ def test_the_default_wins_when_tuning_is_practically_equivalent():
 def test_the_gain_is_positive_when_a_tuned_loss_is_lower():
     rows = [CandidateResult(name=n, estimator="X", params={}, status=OK, fold_scores={"rmse": s}) for n, s in [("svm", (2.0, 2.2)), ("svm:tuned", (1.0, 1.2))]]
     board = Leaderboard("regression", "rmse", ("rmse",), 2, rank(rows, METRICS["rmse"]))
-    frame = annotated_leaderboard(board, select_model(board, BEST_MEAN, 0.05, 80, 20)).set_index("model")
+    frame = annotated_leaderboard(board, select_model(board, EvaluationConfig(selection=BEST_MEAN), 80, 20)).set_index("model")
     assert frame.loc["svm:tuned", "tuned_vs_default"] == pytest.approx(1.0)
     untuned = Leaderboard("regression", "rmse", ("rmse",), 2, rows[:1])
-    assert "tuned_vs_default" not in annotated_leaderboard(untuned, select_model(untuned, BEST_MEAN, 0.05, 80, 20))
+    assert "tuned_vs_default" not in annotated_leaderboard(untuned, select_model(untuned, EvaluationConfig(selection=BEST_MEAN), 80, 20))
 
 
 def test_nested_search_on_the_outer_folds_then_refit_and_save_without_trusting_the_search(frame, tmp_path):
@@ -204,7 +207,7 @@ def test_nested_search_on_the_outer_folds_then_refit_and_save_without_trusting_t
     profile = profile_data(frame, "label")
     X, y = features_and_target(frame, profile)
     split = split_holdout(X, y, "binary", 0.25, seed=0)
-    candidates = build_candidates(["linear"], build_preprocessor(profile, 0.01, 20), ModelSettings("binary", 0, n_rows=len(split.y_train)))
+    candidates = build_candidates(["linear"], build_preprocessor(profile, PreparationConfig()), ModelSettings("binary", 0, n_rows=len(split.y_train)))
     candidates |= tuned_candidates(candidates, "binary", "roc_auc", seed=0, spaces=SPACES)
     folds = make_folds(split.y_train, "binary", 3, 0)
     board = compare_models(candidates, split.X_train, split.y_train, folds, "binary", "roc_auc")

@@ -3,9 +3,8 @@
 It is copied into each model as one file and runs where crispml is not installed, so it
 cannot import crispml: the few reading rules below (`_text_read`, `_as_text`, `_datetimes`,
 the numeric check) restate `stages.cleaning` and `stages.contract.check_rows` on purpose,
-and `tests/stages/test_crispml_pyfunc.py` checks that both read a messy raw file to the same
-features. It is also the one place outside `pipeline/tracking.py` that calls MLflow: it is
-what MLflow calls to load the model.
+and `tests/pipeline/tracking/test_crispml_pyfunc.py` checks that both read a messy raw file to the
+same features. It lives with the rest of crispml's MLflow code: it is what MLflow calls to load the model.
 
 Plain MLflow loads a crispml model through this file: `mlflow.pyfunc.load_model`,
 `mlflow models serve`, and `crispml serve` (which runs MLflow's own scoring server). It

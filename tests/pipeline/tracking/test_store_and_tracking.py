@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from mlflow import MlflowClient
 
-from pipeline import store, tracking
 from pipeline.errors import TrackingError
+from pipeline.tracking import runs as tracking
+from pipeline.tracking import store
 
 from conftest import sqlite_uri
 

@@ -1,7 +1,6 @@
-"""MLflow runs and the registry: one parent run per pipeline run, a child run per candidate, the model and its aliases.
+"""MLflow runs: one parent run per pipeline run, a child run per candidate, the logged model and its registry version.
 
-With `pipeline.store` (the store's URI and health) and `pipeline.loading` (models loaded
-with their files checked), every MLflow call crispml makes. Nothing here decides anything;
+The registry's aliases are `pipeline.tracking.registry`'s; nothing here decides anything,
 it records what the stages returned.
 """
 
@@ -30,18 +29,20 @@ from mlflow.models import Model
 
 from pipeline import interrupts
 from pipeline.errors import TrackingError, first_line
-from pipeline.loading import record_model_files
-from pipeline.model_format import CONTRACT_FLAVOR, PYFUNC_LOADER, signature
-from pipeline.store import artifact_root, for_mlflow, point_mlflow_at
+from pipeline.tracking.loading import record_model_files
+from pipeline.tracking.model_format import CONTRACT_FLAVOR, PYFUNC_LOADER, signature
+from pipeline.tracking.registry import (
+    CHAMPION,
+    CHAMPION_RECORD,
+    CHAMPION_RECORD_TAG,
+    Champion,
+    alias_version,
+    find_champion,
+    undo_registration,
+)
+from pipeline.tracking.store import artifact_root, for_mlflow, point_mlflow_at
 from stages.contract import CONTRACT_KEY
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
-"""The alias of the latest version that passed its gate but not the comparison with `champion`."""
-CHAMPION_RECORD = "challenge/record.npz"
-"""The run artifact that lets a later run compare against this run's model fairly (`stages.challenge`)."""
-CHAMPION_RECORD_TAG = "crispml.challenge_record_sha256"
-"""The record's SHA-256, a tag of its run: a record edited in the store is not used."""
 MODEL_NAME = "model"
 TAG_MAX = 5000
 """Longest tag value crispml writes (MLflow refuses a tag over 8,000 characters; reasons are cut at this)."""
@@ -68,9 +69,9 @@ NOTE_TAG = "mlflow.note.content"
 """The run page's description (markdown)."""
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
+"""MLflow 3's UI opens an experiment of this kind in its model-training view, not the GenAI one."""
 PRIMARY_METRIC_TAG = "mlflow.experiment.primaryMetric.name"
 """The experiment tag the MLflow UI charts first: crispml sets it to `holdout_<metric>` unless the user chose another."""
-"""MLflow 3's UI opens an experiment of this kind in its model-training view, not the GenAI one."""
 
 
 _Write = TypeVar("_Write", bound=Callable[..., Any])
@@ -331,46 +332,7 @@ class PipelineRun:
         Returns:
             None when the model is not registered or has no `champion`.
         """
-        try:
-            version = self.client.get_model_version_by_alias(name, CHAMPION)
-        except mlflow.exceptions.MlflowException as exc:
-            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):  # no such model, or no alias
-                return None
-            first = first_line(exc)
-            raise TrackingError(
-                f"cannot look up the champion of `{name}` in the registry at {self.tracking_uri} ({first[:200]}); "
-                "the run compares a new model with it before it moves: check the store and run again"
-            ) from None
-        record, problem = None, ""
-        try:
-            folder = str(Path(CHAMPION_RECORD).parent)
-            listed = {info.path for info in self.client.list_artifacts(version.run_id, folder)} if version.run_id else set()
-            content = b""
-            if CHAMPION_RECORD in listed:  # a record that is there but cannot be read is the store's failure, not "none"
-                with tempfile.TemporaryDirectory(prefix="crispml-") as tmp:
-                    content = Path(self.client.download_artifacts(version.run_id, CHAMPION_RECORD, tmp)).read_bytes()
-                expected = self.client.get_run(version.run_id).data.tags.get(CHAMPION_RECORD_TAG)
-        except (mlflow.exceptions.MlflowException, OSError) as exc:
-            first = first_line(exc)
-            raise TrackingError(
-                f"cannot read the record of champion version {version.version} of `{name}` from {self.tracking_uri} "
-                f"({first[:200]}); the run compares a new model with it before it moves: check the store and run again"
-            ) from None
-        if CHAMPION_RECORD in listed:
-            if expected is None:
-                problem = f"was never sealed (its run has no {CHAMPION_RECORD_TAG} tag)"
-            elif expected != hashlib.sha256(content).hexdigest():
-                problem = f"does not match the SHA-256 its run recorded ({CHAMPION_RECORD_TAG}): it changed in the store"
-            else:
-                record = content
-        return Champion(
-            name=name,
-            version=str(version.version),
-            run_id=str(version.run_id or ""),
-            uri=f"models:/{name}/{version.version}",
-            record=record,
-            record_problem=problem,
-        )
+        return find_champion(self.client, name, self.tracking_uri)
 
     @_store_write
     def commit(self, tags: Mapping[str, Any] | None = None, alias: str = CHAMPION) -> None:
@@ -397,7 +359,7 @@ class PipelineRun:
             self._ended = "FINISHED"
             if self._version:
                 self._alias = alias
-                self._previous = _alias_version(self.client, self._registering, alias)
+                self._previous = alias_version(self.client, self._registering, alias)
                 self.client.set_registered_model_alias(self._registering, alias, self._version)
         except mlflow.exceptions.MlflowException as exc:
             first = first_line(exc)
@@ -410,17 +372,7 @@ class PipelineRun:
     def _abandon(self, status: str) -> None:
         """End an uncommitted run FAILED or KILLED and undo what it did to the registry."""
         if self._registering:
-            alias = self._alias
-            with contextlib.suppress(Exception):  # undo what can be undone; ending the run comes next
-                if self._version and _alias_version(self.client, self._registering, alias) == self._version:
-                    if self._previous is None:
-                        self.client.delete_registered_model_alias(self._registering, alias)
-                    else:
-                        self.client.set_registered_model_alias(self._registering, alias, self._previous)
-            with contextlib.suppress(Exception):
-                for version in self.client.search_model_versions(f"run_id = '{self.run_id}'"):
-                    if version.name == self._registering:
-                        self.client.delete_model_version(version.name, version.version)
+            undo_registration(self.client, self.run_id, self._registering, self._version, self._alias, self._previous)
         for key in self._commit_tags:
             with contextlib.suppress(Exception):
                 self.client.delete_tag(self.run_id, key)
@@ -429,36 +381,6 @@ class PipelineRun:
         else:
             mlflow.end_run(status)
         self._ended = status
-
-
-@dataclass(frozen=True)
-class Champion:
-    """The version a registered model's `champion` alias points at.
-
-    Attributes:
-        name: The registered model.
-        version: Its version number.
-        run_id: The run that logged it.
-        uri: `models:/<name>/<version>`: this version, even if the alias moves meanwhile.
-        record: Its run's `challenge/record.npz`, or None (a model logged before records were kept,
-            or a record that fails its check).
-        record_problem: Why a record that is there is not used ("" when it is, or there is none).
-    """
-
-    name: str
-    version: str
-    run_id: str
-    uri: str
-    record: bytes | None
-    record_problem: str = ""
-
-
-def _alias_version(client: Any, name: str, alias: str) -> str | None:
-    """The version an alias points at, or None when it is not set."""
-    try:
-        return str(client.get_model_version_by_alias(name, alias).version)
-    except mlflow.exceptions.MlflowException:
-        return None
 
 
 @contextmanager

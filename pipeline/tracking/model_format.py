@@ -2,7 +2,7 @@
 
 A model with a contract is saved through the sklearn flavor with `CONTRACT_FLAVOR`, which
 points the `python_function` flavor at the loader shipped in the model's `code/` folder
-(`stages/crispml_pyfunc.py`), so plain MLflow scores raw rows as crispml does.
+(`pipeline/tracking/crispml_pyfunc.py`), so plain MLflow scores raw rows as crispml does.
 `prewarm` imports what saving needs while the fits run.
 """
 
@@ -23,10 +23,10 @@ import mlflow.sklearn
 import pandas as pd
 from mlflow.models import Model, ModelSignature, infer_signature
 
-from stages import crispml_pyfunc
+from pipeline.tracking import crispml_pyfunc
 
 PYFUNC_LOADER = Path(crispml_pyfunc.__file__)
-"""The loader shipped in each model's `code/` folder (`stages/crispml_pyfunc.py`)."""
+"""The loader shipped in each model's `code/` folder (`pipeline/tracking/crispml_pyfunc.py`)."""
 PREWARMED = ("skops.io", "mlflow.pyfunc", "mlflow.models.signature")
 """Modules `log_model` imports on first use: skops alone takes about a second."""
 
@@ -53,7 +53,7 @@ def signature(model: Any, input_example: pd.DataFrame, contract: Mapping[str, An
     MLflow's column types cannot say "an integer column, or floats once a value is missing":
     a signature refuses int64 rows for a double column and float64 rows for a long one, so
     `pd.read_csv` of a file like the training file would fail. The contract, enforced by the
-    shipped loader (`stages.crispml_pyfunc`), takes both.
+    shipped loader (`pipeline.tracking.crispml_pyfunc`), takes both.
     """
     if contract is None:
         return infer_signature(input_example, model.predict(input_example))

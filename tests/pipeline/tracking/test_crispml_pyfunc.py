@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 
-from stages import crispml_pyfunc
+from pipeline.tracking import crispml_pyfunc
+from pipeline.tracking.crispml_pyfunc import ContractError, ContractModel, conform, inputs
 from stages.contract import check_rows, score
-from stages.crispml_pyfunc import ContractError, ContractModel, conform, inputs
 from stages.fold_fits import predict_with_proba
 
 

@@ -29,8 +29,8 @@ from pipeline import interrupts
 from pipeline.errors import CrispmlError, ModelLoadError, first_line
 from pipeline.exports import is_bytecode_cache
 from pipeline.files import sha256_of
-from pipeline.model_format import PYFUNC_LOADER
-from pipeline.store import check_store, for_mlflow, point_mlflow_at, sqlite_file
+from pipeline.tracking.model_format import PYFUNC_LOADER
+from pipeline.tracking.store import check_store, for_mlflow, point_mlflow_at, sqlite_file
 from stages.contract import CONTRACT_KEY, DataContract, contract_from_signature
 
 
