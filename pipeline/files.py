@@ -22,7 +22,7 @@ import zipfile
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pandas as pd
 
@@ -122,6 +122,14 @@ def file_problem(path: Path, flag: str) -> str:
 def read_table(path: Path) -> pd.DataFrame:
     """Read a data file: delimited text (plain or compressed) or Parquet, every column with one type.
 
+    As `read_hashed`, without the hash.
+    """
+    return read_hashed(path)[0]
+
+
+def read_hashed(path: Path) -> tuple[pd.DataFrame, str]:
+    """Read a data file and its SHA-256 in one pass: delimited text (plain or compressed) or Parquet.
+
     A text table (`.csv`, `.tsv`, `.txt`) is UTF-8 (a byte-order mark is allowed); its
     separator (`,`, `;`, tab or `|`) is detected from its first lines, and it may be gzip,
     bz2, xz or zip compressed (told by its first bytes, whatever its name). In a
@@ -131,11 +139,14 @@ def read_table(path: Path) -> pd.DataFrame:
     Parquet columns of bytes that are all UTF-8 are read as text; nested ones (lists,
     structs, maps) are kept as they are, for data understanding to leave out.
 
+    The file is read whole once, and hashed as it is read (its first bytes are also read
+    to tell its kind and separator); the hash is the file's, as `sha256_of` gives it.
+
     Args:
         path: The file.
 
     Returns:
-        Its rows.
+        Its rows, and the file's SHA-256 (hex).
 
     Raises:
         DataError: The file is missing, not a regular file, unreadable, of an unsupported
@@ -161,8 +172,9 @@ def read_table(path: Path) -> pd.DataFrame:
     except PermissionError:
         raise DataError(f"data file {path} cannot be read (permission denied); check its permissions") from None
     content = next((kind for magic, kind in _MAGIC if head.startswith(magic)), None)
+    digest = hashlib.sha256()
     if content == "parquet":
-        frame = _read_parquet(path)
+        frame = _read_parquet(path, digest)
     elif path.suffix.lower() in PARQUET_SUFFIXES:
         seems = f"it is {content}-compressed" if content else "it looks like text" if _looks_like_text(head) else ""
         raise DataError(
@@ -175,18 +187,47 @@ def read_table(path: Path) -> pd.DataFrame:
             "or compress it with gzip, bz2, xz or zip"
         )
     else:
-        frame = _read_text(path, content)
+        frame = _read_text(path, content, digest)
     if frame.empty:
         raise DataError(f"data file {path} has a header but no data rows; add rows")
     dupes = [str(c) for c, n in Counter(map(str, frame.columns)).items() if n > 1]
     if dupes:
         raise DataError(f"data file {path} has duplicate column names: {', '.join(dupes)}; rename them")
-    return frame
+    return frame, digest.hexdigest()
 
 
-def _read_parquet(path: Path) -> pd.DataFrame:
+class _Hashing(io.RawIOBase):
+    """A file read front to back that feeds every byte it gives to a digest (not seekable, so nothing is read twice)."""
+
+    def __init__(self, raw: IO[bytes], digest: Any) -> None:
+        super().__init__()
+        self._raw, self._digest = raw, digest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._raw.readinto(buffer)  # type: ignore[attr-defined]
+        if n:
+            self._digest.update(memoryview(buffer)[:n])
+        return n or 0
+
+
+@contextlib.contextmanager
+def _hashed(path: Path, digest: Any) -> Iterator[IO[bytes]]:
+    """The file, hashed as it is read; whatever the reader left unread is hashed on close."""
+    with open(path, "rb", buffering=0) as raw:
+        reader = io.BufferedReader(_Hashing(raw, digest), 1 << 20)
+        yield reader
+        for _ in iter(lambda: reader.read(1 << 20), b""):
+            pass
+
+
+def _read_parquet(path: Path, digest: Any) -> pd.DataFrame:
     try:
-        frame = pd.read_parquet(path)
+        content = path.read_bytes()  # Parquet is read from its end (the footer) first: one read into memory
+        digest.update(content)
+        frame = pd.read_parquet(io.BytesIO(content))
     except PermissionError:
         raise DataError(f"data file {path} cannot be read (permission denied); check its permissions") from None
     except Exception as exc:  # pyarrow and friends raise many types for a corrupt file
@@ -219,8 +260,8 @@ def _looks_like_text(head: bytes) -> bool:
     return all(32 <= b < 127 or b in b"\t\r\n" for b in head)
 
 
-def _read_text(path: Path, compression: str | None) -> pd.DataFrame:
-    """Read a delimited text table, its separator detected from its first lines."""
+def _read_text(path: Path, compression: str | None, digest: Any) -> pd.DataFrame:
+    """Read a delimited text table, its separator detected from its first lines, hashing the file as it is read."""
     sample, whole = _text_sample(path, compression)
     separator, header = _separator(sample, whole)
     dupes = [c for c, n in Counter(header).items() if n > 1]
@@ -229,7 +270,14 @@ def _read_text(path: Path, compression: str | None) -> pd.DataFrame:
     try:
         # low_memory=False parses each column whole: read in chunks, a column of numbers
         # that turns to text after the first chunk would hold ints and strings mixed.
-        frame = pd.read_csv(path, sep=separator, compression=compression, encoding="utf-8", low_memory=False)
+        with contextlib.ExitStack() as stack:
+            if compression == "zip":  # an archive is read from its end (its directory) first: one read into memory
+                content = path.read_bytes()
+                digest.update(content)
+                source: Any = io.BytesIO(content)
+            else:  # plain or a stream (gzip, bz2, xz): hashed as pandas reads it
+                source = stack.enter_context(_hashed(path, digest))
+            frame = pd.read_csv(source, sep=separator, compression=compression, encoding="utf-8", low_memory=False)
     except PermissionError:
         raise DataError(f"data file {path} cannot be read (permission denied); check its permissions") from None
     except UnicodeDecodeError as exc:

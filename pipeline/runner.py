@@ -16,7 +16,7 @@ from pipeline import backends, deploying, retraining
 from pipeline.backends import local_pool
 from pipeline.config import check_outputs, min_score_problem
 from pipeline.errors import ConfigError, DataError, Interrupted
-from pipeline.files import read_table, sha256_of
+from pipeline.files import read_hashed
 from pipeline.phases import FIT, WARNING, Assessed, Prepared, Progress, Table
 from pipeline.settings import Config
 from pipeline.tracking import model_format, store
@@ -123,7 +123,9 @@ def run(
     deadline = started + CV_SHARE_OF_BUDGET * budget if budget else None
     if table is None:
         data_path = Path(config.data.path)
-        table = Table(read_table(data_path), str(data_path), sha256_of(data_path))
+        frame, sha256 = read_hashed(data_path)  # the file is read once, and hashed as it is read
+        table = Table(frame, str(data_path), sha256)
+        del frame
     data_sha256 = table.sha256
     raw_example = table.frame.head(deployment.INPUT_EXAMPLE_ROWS).copy()  # the model's example: rows as read, not cleaned
     prepared = _understand_and_prepare(config, table.frame, table.source, progress)  # phases 1 and 2: understanding, preparation
