@@ -1,3 +1,3 @@
-"""crispml's wiring: configuration, the runner and its phases, the compute backends, MLflow, files, the command line and the API."""
+"""crispml's wiring: configuration, the runner and its phases, the compute backends (`backends/`), MLflow (`tracking/`), files, the command line and the API."""
 
 __version__ = "0.1.0"

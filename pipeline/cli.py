@@ -376,32 +376,33 @@ class ProgressPrinter:
         self.stream.flush()
 
 
+def _leaderboard_rows(table: Any, board: Any) -> list[dict[str, Any]]:
+    """The annotated leaderboard's rows as `--json` gives them: each metric's mean and std nested, and the folds run."""
+    folds = {r.name: len(next(iter(r.fold_scores.values()), ())) for r in board.rows}  # fewer for a raced-out row
+    flags = ("chosen", "within_noise", "equivalent")
+    return [
+        {
+            **{k: bool(row[k]) if k in flags else row[k] for k in ("model", "status", "error", *_COMPARISON)},
+            "folds": folds[row["model"]],
+            "mean": {m: row[f"{m}_mean"] for m in board.metrics},
+            "std": {m: row[f"{m}_std"] for m in board.metrics},
+            "fit_seconds": row["fit_seconds"],
+            "predict_seconds": row["predict_seconds"],
+        }
+        for row in table.to_dict("records")
+    ]
+
+
+_COMPARISON = ("chosen", "diff_vs_top", "p_value", "within_noise", "p_worse", "equivalent")
+
+
 def _summary(result: Any, elapsed: float) -> dict[str, Any]:
+    """`--json`'s document: the run's results, the leaderboard as the one annotated table (`RunResult.table`)."""
     from stages.deployment import json_safe
 
     board = result.leaderboard
     selection = result.selection
-    rows = []
-    for r in board.rows:
-        c = selection.comparison(r.name)
-        rows.append(
-            {
-                "model": r.name,
-                "status": r.status,
-                "error": r.error,
-                "chosen": r.name == selection.chosen,
-                "diff_vs_top": c.mean_diff if c else None,
-                "p_value": c.p_value if c else None,
-                "within_noise": bool(c and c.within_noise),
-                "p_worse": c.p_worse if c else None,
-                "equivalent": bool(c and c.equivalent),
-                "folds": len(next(iter(r.fold_scores.values()), ())),  # fewer than the run's for a raced-out row
-                "mean": {m: r.mean(m) for m in board.metrics},
-                "std": {m: r.std(m) for m in board.metrics},
-                "fit_seconds": r.fit_seconds,
-                "predict_seconds": r.predict_seconds,
-            }
-        )
+    rows = _leaderboard_rows(result.table, board)
     return json_safe(
         {
             "task": result.profile.task,

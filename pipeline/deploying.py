@@ -11,6 +11,7 @@ import datetime as dt
 import math
 import os
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,7 @@ def deploy(
     deletes the new version and ends the run FAILED or KILLED, and a process killed
     outright leaves `champion` on a run that finished, or where it was.
     """
-    # 65 lines: the steps' order is the protocol above, kept in one function so that it reads in one place.
+    # 66 lines: the steps' order is the protocol above, kept in one function so that it reads in one place.
     final, decision = assessed.final, assessed.decision
     name, description = _described(config, prepared, selection, assessed, challenge)
     tracker.describe(name, description)  # the runs page tells runs apart; each run page says what it chose
@@ -84,21 +85,8 @@ def deploy(
         progress("deployment", f"no-go: model logged as {logged.uri}; not registered as champion, not exported")
         return logged, "", None
 
-    def register_version() -> dict[str, Any]:  # once the export's files are written, just before it moves in
-        model_description = (
-            f"crispml models that predict `{prepared.profile.target}` ({prepared.profile.task}) from experiment "
-            f"`{config.experiment}`, ranked by {prepared.metric}. `champion` is the version deployed; `challenger` the "
-            "latest that passed its gate but not the comparison with the champion. Each version's description says "
-            "which candidate it is, why it was chosen, its holdout score, the gate, the comparison and its data."
-        )
-        version = (
-            tracker.register(logged, config.experiment, description=description, model_description=model_description).version
-            if register
-            else ""
-        )
-        entry = {**manifest["mlflow"], "registered_model": config.experiment if register else "", "version": version}
-        tracker.log_json({**manifest, "mlflow": entry}, "manifest.json")
-        return {"mlflow": entry}
+    # Once the export's files are written, just before it moves in.
+    register_version = partial(_register_version, tracker, logged, config, prepared, description, manifest, register)
 
     if challenger:  # registered as `challenger`; the champion's export stays where it is
         register_version()
@@ -122,6 +110,32 @@ def deploy(
     )
     progress("deployment", f"model {registered or logged.uri} exported to {export_dir}")
     return logged, registered, export_dir
+
+
+def _register_version(
+    tracker: tracking.PipelineRun,
+    logged: tracking.LoggedModel,
+    config: Config,
+    prepared: Prepared,
+    description: str,
+    manifest: dict[str, Any],
+    register: bool,
+) -> dict[str, Any]:
+    """Create the registry version (when registering) and log the manifest that names it; the export's manifest entry."""
+    model_description = (
+        f"crispml models that predict `{prepared.profile.target}` ({prepared.profile.task}) from experiment "
+        f"`{config.experiment}`, ranked by {prepared.metric}. `champion` is the version deployed; `challenger` the "
+        "latest that passed its gate but not the comparison with the champion. Each version's description says "
+        "which candidate it is, why it was chosen, its holdout score, the gate, the comparison and its data."
+    )
+    version = (
+        tracker.register(logged, config.experiment, description=description, model_description=model_description).version
+        if register
+        else ""
+    )
+    entry = {**manifest["mlflow"], "registered_model": config.experiment if register else "", "version": version}
+    tracker.log_json({**manifest, "mlflow": entry}, "manifest.json")
+    return {"mlflow": entry}
 
 
 def _card(

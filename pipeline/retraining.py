@@ -11,6 +11,7 @@ fairly is `not_compared`, with the reason, and the new model takes its place.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -91,6 +92,26 @@ def against_champion(
     return outcome
 
 
+def _comparable_record(
+    champion: registry.Champion, target: str, classes: Any, prepared: Prepared, result: evaluation.Evaluation
+) -> challenging.ChampionRecord | str:
+    """The champion's record of the rows it learnt from, when it can be compared with this run's model; else why not."""
+    if target and target != prepared.profile.target:
+        return f"predicts `{target}`, this run `{prepared.profile.target}`"
+    if (classes is None) != (result.classes is None):
+        return f"is a {'regression' if classes is None else 'classification'} model, this run's task is {prepared.profile.task}"
+    # Without its record nothing says which of these rows the champion learnt from: scored on
+    # them it would look better than it is, and no later run could ever replace it.
+    if champion.record_problem:
+        return f"has a {registry.CHAMPION_RECORD} that {champion.record_problem}"
+    if champion.record is None:
+        return f"has no {registry.CHAMPION_RECORD} of the rows it learnt from (logged by an older crispml?)"
+    try:
+        return challenging.ChampionRecord.from_bytes(champion.record)
+    except ValueError as exc:
+        return f"has an unusable {registry.CHAMPION_RECORD} ({exc})"
+
+
 def _against(
     champion: registry.Champion,
     config: Config,
@@ -110,22 +131,10 @@ def _against(
         loaded = loading.load_model(champion.uri, config.tracking_uri)
     except Exception as exc:  # noqa: BLE001  (whatever keeps the champion from loading, it cannot be compared)
         return not_compared(f"cannot be loaded ({first_line(exc)[:300]})")
-    theirs = loaded.contract
-    if theirs.target and theirs.target != prepared.profile.target:
-        return not_compared(f"predicts `{theirs.target}`, this run `{prepared.profile.target}`")
-    classes = getattr(loaded.model, "classes_", None)
-    if (classes is None) != (result.classes is None):
-        return not_compared(f"is a {'regression' if classes is None else 'classification'} model, this run's task is {prepared.profile.task}")
-    # Without its record nothing says which of these rows the champion learnt from: scored on
-    # them it would look better than it is, and no later run could ever replace it.
-    if champion.record_problem:
-        return not_compared(f"has a {registry.CHAMPION_RECORD} that {champion.record_problem}")
-    if champion.record is None:
-        return not_compared(f"has no {registry.CHAMPION_RECORD} of the rows it learnt from (logged by an older crispml?)")
-    try:
-        record = challenging.ChampionRecord.from_bytes(champion.record)
-    except ValueError as exc:
-        return not_compared(f"has an unusable {registry.CHAMPION_RECORD} ({exc})")
+    theirs, classes = loaded.contract, getattr(loaded.model, "classes_", None)
+    record = _comparable_record(champion, theirs.target, classes, prepared, result)
+    if isinstance(record, str):
+        return not_compared(record)
     missing = sorted({c for c in (*theirs.inputs, *record.columns) if c not in holdout.columns}, key=str)
     if missing:
         return not_compared(f"needs column(s) the new data lacks: {', '.join(map(str, missing))}")
@@ -148,15 +157,12 @@ def _against(
         None if result.proba is None else result.proba[at],
         None if result.classes is None else tuple(result.classes.tolist()),
     )
-    e = config.evaluation
     return challenging.compare(
         prepared.metric,
         result.y_true[at],
         new,
         challenging.combined(parts, len(at)),
-        alpha=e.alpha,
-        tolerance=e.tolerance,
-        relative_tolerance=e.relative_tolerance,
+        config.evaluation,
         champion_version=version,
         rows_left_out=sources.left_out,
     )

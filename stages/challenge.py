@@ -32,7 +32,8 @@ from scipy import stats
 
 from stages.cleaning import MISSING_MARKERS
 from stages.contract import PREDICTION, PROBA_PREFIX
-from stages.metrics import METRICS
+from stages.metrics import METRICS, Metric
+from stages.selection import SelectionSettings
 
 FIRST = "first"
 """No champion yet: the new model becomes it."""
@@ -391,10 +392,8 @@ def compare(
     y_true: np.ndarray,
     new: Predictions,
     champion: Predictions,
+    settings: SelectionSettings,
     *,
-    alpha: float,
-    tolerance: float,
-    relative_tolerance: float,
     champion_version: str,
     rows_left_out: int = 0,
 ) -> Challenge:
@@ -405,16 +404,15 @@ def compare(
         y_true: The rows' targets.
         new: The new model's predictions on them.
         champion: The champion's, on the same rows in the same order.
-        alpha: The largest accepted chance that the new model loses more than the tolerance.
-        tolerance: The tolerance for a fixed-scale metric, in its units.
-        relative_tolerance: The tolerance for a data-scaled metric, as a share of the champion's score.
+        settings: The selection rule's alpha (the largest accepted chance that the new model loses
+            more than the tolerance) and tolerances (the `[evaluation]` section).
         champion_version: The champion's registry version.
         rows_left_out: Holdout rows left out of the comparison (the champion learnt from them).
 
     Returns:
         The challenge: promoted when `p_worse <= alpha`.
     """
-    m = METRICS[metric]
+    m, alpha = METRICS[metric], settings.alpha
     classes = None if new.classes is None else tuple(label_text(new.classes).tolist())
     truth = label_text(y_true) if classes is not None else np.asarray(y_true, dtype=float)
     labels = np.array(classes, dtype=object) if classes is not None else None
@@ -435,22 +433,15 @@ def compare(
         )
     if m.row_loss is None:
         raise ValueError(f"metric {metric} has no row_loss in the registry; add one to compare models row by row")
-    try:
-        with warnings.catch_warnings():  # an undefined score is reported below, in words
-            warnings.simplefilter("ignore")
-            champ_score = m.score(truth, champ_values, champ_proba, labels)
-            new_score = m.score(truth, new_values, new_proba, labels)
-            champ_loss, weights = m.row_loss(truth, champ_values, champ_proba, labels)
-            new_loss, _ = m.row_loss(truth, new_values, new_proba, labels)
-    except ValueError:  # e.g. ROC AUC of rows that hold one class only
-        champ_score = new_score = math.nan
+    champ_score, champ_loss, weights = _scored(m, truth, champ_values, champ_proba, labels)
+    new_score, new_loss, _ = _scored(m, truth, new_values, new_proba, labels)
     if not (math.isfinite(champ_score) and math.isfinite(new_score)) or not np.isfinite(champ_loss - new_loss).all():
         return Challenge(
             CHALLENGER, False,
             f"the {len(truth)} holdout rows new to the champion cannot be scored by {metric} "
             f"(too few classes among them, say): nothing shows the new model is as good; it stays champion", **base,
         )
-    absolute, _ = m.tolerance(champ_score, tolerance, relative_tolerance)
+    absolute, _ = m.tolerance(champ_score, settings.tolerance, settings.relative_tolerance)
     loss_tol = m.loss_tolerance(absolute, champ_score)
     expected, scale = paired_difference(new_loss - champ_loss, weights, m.se_factor)
     p_worse = _p_above(expected, scale, len(truth) - 1, loss_tol)
@@ -469,6 +460,17 @@ def compare(
         champion_score=champ_score, new_score=new_score, expected_loss=expected,
         tolerance=absolute, loss_tolerance=loss_tol, p_worse=p_worse, **base,
     )
+
+
+def _scored(m: Metric, truth: np.ndarray, values: np.ndarray, proba: np.ndarray | None, labels: Any) -> tuple[float, np.ndarray, np.ndarray]:
+    """A model's score on the rows, its per-row losses and their weights; a NaN score when the metric is undefined there."""
+    with warnings.catch_warnings():  # an undefined score is reported by the caller, in words
+        warnings.simplefilter("ignore")
+        try:
+            loss, weights = m.row_loss(truth, values, proba, labels)  # type: ignore[misc]
+            return m.score(truth, values, proba, labels), loss, weights
+        except ValueError:  # e.g. ROC AUC of rows that hold one class only
+            return math.nan, np.full(len(truth), math.nan), np.ones(len(truth))
 
 
 def paired_difference(d: np.ndarray, weights: np.ndarray, se_factor: float = 1.0) -> tuple[float, float]:

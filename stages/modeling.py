@@ -249,6 +249,8 @@ def compare_models(
         Interrupted: Ctrl-C or SIGTERM stopped the comparison; its `partial` is the
             leaderboard so far, with unfinished candidates failed as interrupted.
     """
+    # 68 lines: the callbacks below close over this comparison's tasks and race; as functions of
+    # their own each would take five of them as arguments, and the scheduling would read in five places.
     metrics = metrics_for(task)
     classes = np.unique(y.to_numpy()) if task in CLASSIFICATION else None
     names = list(candidates)

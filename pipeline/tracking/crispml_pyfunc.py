@@ -115,6 +115,11 @@ def conform(frame: pd.DataFrame, contract: dict[str, Any]) -> pd.DataFrame:
         ContractError: A needed column is missing, or a numeric one holds text or an infinite value.
     """
     needed = inputs(contract)
+    return _checked(_read_as_training(_needed_rows(frame, needed), needed, _plan(contract)), contract)
+
+
+def _needed_rows(frame: pd.DataFrame, needed: list[str]) -> pd.DataFrame:
+    """The columns the model reads, each once, by name; a missing or repeated one is refused."""
     names = [str(c) for c in frame.columns]
     absent = [c for c in needed if c not in names]
     if absent:
@@ -125,8 +130,11 @@ def conform(frame: pd.DataFrame, contract: dict[str, Any]) -> pd.DataFrame:
     dupes = sorted({n for n in needed if names.count(n) > 1})  # a repeated column the model does not read is let be
     if dupes:
         raise ContractError(f"the input has duplicate column names: {', '.join(dupes)}; rename them")
-    rows = pd.DataFrame({n: frame.iloc[:, names.index(n)].to_numpy() for n in needed})
-    plan = _plan(contract)
+    return pd.DataFrame({n: frame.iloc[:, names.index(n)].to_numpy() for n in needed})
+
+
+def _read_as_training(rows: pd.DataFrame, needed: list[str], plan: dict[str, Any]) -> dict[str, Any]:
+    """Each column as training's data step read it: missing markers, numbers in text, thousands, dates, categories."""
     markers = set(plan.get("markers", []))
     numbers, thousands = set(plan.get("numbers", [])), set(plan.get("thousands", []))
     categorical = set(plan.get("categorical", []))
@@ -150,6 +158,11 @@ def conform(frame: pd.DataFrame, contract: dict[str, Any]) -> pd.DataFrame:
         elif name in categorical:
             col = _as_text(col)
         columns[name] = col
+    return columns
+
+
+def _checked(columns: dict[str, Any], contract: dict[str, Any]) -> pd.DataFrame:
+    """The model's input in training's column order and types; text or an infinite value in a numeric column is refused."""
     out = {}
     for spec in contract["columns"]:
         name, raw = spec["name"], columns[spec["name"]]

@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline.settings import EvaluationConfig
 from stages import challenge
 from stages.challenge import ChampionRecord, Predictions, compare, fair_rows, row_fingerprints
 from stages.metrics import METRICS
@@ -63,7 +64,7 @@ def _flip(y: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 
 def _compare(metric: str, y, new, champ, **kw):
-    return compare(metric, y, new, champ, alpha=0.05, tolerance=0.005, relative_tolerance=0.01, champion_version="3", **kw)
+    return compare(metric, y, new, champ, EvaluationConfig(), champion_version="3", **kw)
 
 
 def test_the_same_predictions_are_practically_as_good_and_take_champion():
