@@ -1,3 +1,5 @@
+"""The data step: missing markers, stray spaces, numbers and dates in text, and a saved plan that scoring applies."""
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -95,34 +97,6 @@ def test_text_dates_become_calendar_features():
     assert cleaned.frame.loc[2].isna().sum() == 3
     assert cleaned.report.plan.dates == (DateColumn("day", "%Y-%m-%d", ("year", "month", "dayofweek")),)
     assert any("date column 'day' became calendar features day_year, day_month, day_dayofweek" in w for w in cleaned.report.warnings)
-
-
-def test_an_hour_feature_is_made_only_when_a_value_has_a_time():
-    stamps = pd.to_datetime(["2021-03-01 00:00", "2021-03-02 14:30", "2021-03-03 09:00"])
-    with_time = clean_data(pd.DataFrame({"t": stamps}))
-    assert with_time.frame["t_hour"].tolist() == [0.0, 14.0, 9.0]
-    midnight = clean_data(pd.DataFrame({"t": stamps.normalize()}))
-    assert list(midnight.frame.columns) == ["t_year", "t_month", "t_dayofweek"]
-
-
-def test_day_first_dates_are_read_day_first():
-    cleaned = clean_data(pd.DataFrame({"d": ["01/02/2021", "13/02/2021", "25/12/2021"]}))
-    assert cleaned.report.plan.dates[0].format == "%d/%m/%Y"
-    assert cleaned.frame["d_month"].tolist() == [2.0, 2.0, 12.0]
-
-
-@pytest.mark.parametrize(
-    ("values", "is_date"),
-    [
-        (["20210301", "20211225", "20220704"], False),  # plain numbers: read as numbers, not dates
-        (["Jan", "Feb", "Mar"], False),  # month names: no year, no day
-        (["2021-03"] * 3, False),  # no day
-        ([*(f"2021-01-{d:02d}" for d in range(1, 20)), "soon"], True),  # 95% read as dates: a date column
-        ([*(f"2021-01-{d:02d}" for d in range(1, 19)), "soon", "later"], False),  # 90%: not
-    ],
-)
-def test_a_date_column_has_full_dates_in_nearly_every_cell(values, is_date):
-    assert bool(clean_data(pd.DataFrame({"v": values})).report.plan.dates) is is_date
 
 
 def test_the_target_is_never_expanded_or_retyped():

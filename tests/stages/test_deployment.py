@@ -1,243 +1,81 @@
+"""Deployment: the chosen pipeline refitted on every labelled row, its manifest, and results made plain JSON."""
+
+import json
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.utils.validation import check_is_fitted
 
-from pipeline.errors import DataError
-from pipeline.settings import BusinessConfig, EvaluationConfig, PreparationConfig
-from stages.contract import PREDICTION, DataContract, build_contract, check_rows, contract_from_signature, score
+from pipeline.settings import PreparationConfig
+from stages.contract import CONTRACT_KEY, DataContract, build_contract
+from stages.deployment import INPUT_EXAMPLE_ROWS, json_safe, refit_for_deployment
+from stages.evaluation import evaluate_holdout
+from stages.metrics import METRICS
 from stages.model_registry import ModelSettings, build_candidates
-from stages.preparation import build_preprocessor, features_and_target
+from stages.modeling import FAILED, OK, CandidateResult, Leaderboard, rank
+from stages.preparation import build_preprocessor, features_and_target, split_holdout
 from stages.understanding import profile_data
 
 
 @pytest.fixture
-def fitted(mixed_frame):
+def deployable(mixed_frame):
+    """What the runner hands deployment: every labelled row, the chosen unfitted pipeline, its leaderboard and evaluation."""
     profile = profile_data(mixed_frame, "label")
     X, y = features_and_target(mixed_frame, profile)
-    model = build_candidates(["linear"], build_preprocessor(profile, PreparationConfig()), ModelSettings("binary", 0))["linear"]
-    return model.fit(X, y), build_contract(X, profile)
+    pipeline = build_candidates(["linear"], build_preprocessor(profile, PreparationConfig()), ModelSettings("binary", 0))["linear"]
+    rows = [
+        CandidateResult("linear", "LogisticRegression", {}, OK, fold_scores={"roc_auc": (0.80, 0.90, 0.85)}),
+        CandidateResult("svm", "SVC", {}, FAILED, error="boom"),
+    ]
+    board = Leaderboard("binary", "roc_auc", ("roc_auc",), 3, rank(rows, METRICS["roc_auc"]))
+    evaluation = evaluate_holdout(rows[0], pipeline, split_holdout(X, y, profile.task, 0.25, seed=0), "binary", "roc_auc")
+    return profile, X, y, pipeline, board, evaluation
 
 
-def test_score_keeps_every_row_in_order_and_adds_predictions_and_probabilities(fitted, mixed_frame):
-    model, contract = fitted
-    rows = mixed_frame.drop(columns="label").iloc[::-1].assign(note="carried through")
-    out = score(model, rows, contract).frame
-    assert list(out.index) == list(rows.index) and len(out) == len(rows)
-    assert set(out[PREDICTION]) <= {"yes", "no"}
-    assert np.allclose(out["proba_no"] + out["proba_yes"], 1.0)
-    assert (out["note"] == "carried through").all()
-    assert "prediction" not in rows.columns  # the input is not modified
+def test_the_chosen_pipeline_is_refitted_on_every_labelled_row_and_left_unfitted_itself(deployable):
+    profile, X, y, pipeline, board, evaluation = deployable
+    final = refit_for_deployment(pipeline, X, y, profile, board, evaluation, "ab" * 32, 7)
+    with pytest.raises(NotFittedError):
+        check_is_fitted(pipeline)
+    everything = clone(pipeline).fit(X, y)
+    assert (final.model.predict(X) == everything.predict(X)).all()
+    assert np.allclose(final.model.predict_proba(X), everything.predict_proba(X))
+    assert not np.allclose(final.model.predict_proba(X), evaluation.fitted.predict_proba(X))  # not the holdout's 45 rows
+    assert [type(step).__name__ for _, step in final.model.steps] == ["ColumnTransformer", "LogisticRegression"]
+    assert final.name == "linear" and final.features == ("x1", "x2", "colour") and final.numeric == ("x1", "x2")
+    pd.testing.assert_frame_equal(final.input_example, X.head(INPUT_EXAMPLE_ROWS))
 
 
-def test_integer_input_for_a_float_feature_is_accepted(fitted, mixed_frame):
-    model, contract = fitted
-    rows = mixed_frame.drop(columns="label").head(3).assign(x2=[1, 2, 3])
-    assert len(score(model, rows, contract).frame) == 3
+def test_the_manifest_records_provenance_scores_the_leaderboard_and_the_contract(deployable):
+    profile, X, y, pipeline, board, evaluation = deployable
+    manifest = refit_for_deployment(pipeline, X, y, profile, board, evaluation, "ab" * 32, 7).manifest
+    assert (manifest["model"], manifest["estimator"], manifest["task"], manifest["metric"]) == ("linear", "LogisticRegression", "binary", "roc_auc")
+    assert manifest["seed"] == 7 and manifest["tuning"] is None and manifest["classes"] == ["no", "yes"]
+    assert manifest["data"] == {"source": profile.source, "sha256": "ab" * 32, "rows": 60, "labelled_rows": 60, "columns": 6, "target": "label"}
+    assert manifest["features"]["names"] == ["x1", "x2", "colour"] and set(manifest["features"]["dropped"]) == {"row_id", "constant"}
+    assert manifest["cv"] == {"mean": evaluation.cv_mean, "std": evaluation.cv_std, "folds": 3}
+    assert manifest["holdout"] == evaluation.holdout
+    assert {"python", "scikit-learn", "mlflow"} <= set(manifest["packages"])
+    assert [r["model"] for r in manifest["leaderboard"]] == ["linear", "svm"]
+    assert manifest["leaderboard"][0]["roc_auc_mean"] == pytest.approx(0.85) and manifest["leaderboard"][1]["roc_auc_mean"] is None
+    assert DataContract.from_dict(manifest[CONTRACT_KEY]) == build_contract(X, profile)
+    json.dumps(json_safe(manifest), allow_nan=False)  # as the export writes it (cv scores of metrics not scored are NaN)
 
 
-def test_a_missing_column_is_named(fitted, mixed_frame):
-    model, contract = fitted
-    with pytest.raises(DataError, match=r"lacks 1 column\(s\) the model needs: x2"):
-        score(model, mixed_frame.drop(columns=["label", "x2"]), contract)
+def test_a_pipeline_already_fitted_on_every_row_is_used_as_it_is(deployable):
+    profile, X, y, pipeline, board, evaluation = deployable
+    already = clone(pipeline).fit(X.iloc[:30], y.iloc[:30])  # fitted on fewer rows, to tell it from a refit
+    final = refit_for_deployment(pipeline, X, y, profile, board, evaluation, "ab" * 32, 0, fitted=already)
+    assert np.allclose(final.model.predict_proba(X), already.predict_proba(X))
+    assert not np.allclose(final.model.predict_proba(X), clone(pipeline).fit(X, y).predict_proba(X))
 
 
-def test_text_in_a_numeric_column_is_named_with_the_bad_value(fitted, mixed_frame):
-    model, contract = fitted
-    rows = mixed_frame.drop(columns="label").astype({"x1": object})
-    rows.loc[7, "x1"] = "n/a"
-    with pytest.raises(DataError, match=r"column 'x1' must be numeric \(it was float64 in training\) but the data to score holds 'n/a' \(row 8"):
-        score(model, rows, contract)
-
-
-def test_an_infinite_value_is_an_error_not_a_crash(fitted, mixed_frame):
-    model, contract = fitted
-    rows = mixed_frame.drop(columns="label").assign(x2=np.inf)
-    with pytest.raises(DataError, match=r"column 'x2' of the data to score holds an infinite value \(row 1"):
-        score(model, rows, contract)
-
-
-def test_the_contract_records_columns_types_categories_ranges_and_missing_shares(fitted, mixed_frame):
-    _, contract = fitted
-    by_name = {c.name: c for c in contract.columns}
-    assert contract.features == ("x1", "x2", "colour") and contract.numeric == ("x1", "x2")
-    assert contract.target == "label"
-    assert by_name["colour"].categories == ("blue", "green", "red") and by_name["colour"].dtype in ("str", "object")
-    assert by_name["x2"].minimum == pytest.approx(mixed_frame["x2"].min())
-    assert by_name["x2"].maximum == pytest.approx(mixed_frame["x2"].max())
-    assert by_name["x2"].missing_share == pytest.approx(2 / 60)
-    assert DataContract.from_dict(contract.to_dict()) == contract  # survives JSON and MLmodel YAML
-
-
-def test_unseen_categories_out_of_range_values_and_extra_columns_are_scored_and_counted(fitted, mixed_frame):
-    model, contract = fitted
-    rows = mixed_frame.drop(columns="label").assign(extra="x")
-    rows.loc[[0, 1, 2], "colour"] = "purple"
-    rows.loc[4, "x2"] = 1e6
-    scored = score(model, rows, contract)
-    assert len(scored.frame) == len(rows) and list(scored.frame.index) == list(rows.index)
-    assert scored.frame[PREDICTION].notna().all()
-    assert scored.check.unseen == {"colour": 3} and scored.check.out_of_range == {"x2": 1}
-    assert scored.check.ignored == ("row_id", "constant", "extra")
-    text = "\n".join(scored.warnings)
-    assert "'colour' has 3 of 60 rows with a category not seen in training (e.g. 'purple')" in text
-    assert "'x2' has 1 of 60 rows outside the training range" in text and "extra" in text
-
-
-def test_missing_values_beyond_the_training_share_are_reported(fitted, mixed_frame):
-    _, contract = fitted
-    rows = mixed_frame.drop(columns="label")
-    rows.loc[:29, "x1"] = np.nan
-    check = check_rows(rows, contract)
-    assert check.missing == {"x1": 30}
-    assert any("'x1' is 50% missing (30 of 60 rows) against 0% in training" in w for w in check.warnings)
-
-
-def test_a_model_without_a_saved_contract_still_checks_columns_and_types():
-    contract = contract_from_signature(("a", "b"), ("a",))
-    with pytest.raises(DataError, match="column 'a' must be numeric but the request holds 'x'"):
-        check_rows(pd.DataFrame({"a": ["x"], "b": ["y"]}), contract, what="the request")
-    assert check_rows(pd.DataFrame({"a": [1.0], "b": ["new"]}), contract).warnings == ()
-
-
-def test_high_cardinality_text_is_encoded_into_a_bounded_number_of_columns():
-    rng = np.random.default_rng(0)
-    n = 20_000
-    frame = pd.DataFrame(
-        {
-            # 30 common cities (70% of rows) and a long tail of 5,000 rare ones
-            "city": [f"city-{i}" for i in np.where(rng.random(n) < 0.7, rng.integers(0, 30, n), rng.integers(30, 5_030, n))],
-            "x": rng.normal(size=n),
-            "y": rng.choice(["a", "b"], size=n),
-        }
-    )
-    profile = profile_data(frame, "y")
-    assert any("'city' has" in w and "high cardinality" in w and "grouped" in w for w in profile.warnings)
-    X, _ = features_and_target(frame, profile)
-    encoded = build_preprocessor(profile, PreparationConfig()).fit_transform(X)
-    assert encoded.shape == (n, 1 + 20)  # one numeric column and at most 20 one-hot columns
-    contract = build_contract(X, profile)
-    assert next(c for c in contract.columns if c.name == "city").categories is None  # too many to list
-
-
-@pytest.fixture
-def card_inputs(mixed_frame):
-    from stages.evaluation import Footprint, evaluate_holdout
-    from stages.importance import permutation_importances
-    from stages.modeling import compare_models, make_folds
-    from stages.preparation import split_holdout
-    from stages.selection import select_model
-
-    profile = profile_data(mixed_frame, "label")
-    X, y = features_and_target(mixed_frame, profile)
-    split = split_holdout(X, y, profile.task, 0.25, seed=0)
-    candidates = build_candidates(["baseline", "linear"], build_preprocessor(profile, PreparationConfig()), ModelSettings("binary", 0))
-    board = compare_models(candidates, split.X_train, split.y_train, make_folds(split.y_train, "binary", 3, 0), "binary", "roc_auc")
-    selection = select_model(board, EvaluationConfig(selection="simplest_within_noise"), 30, 15)
-    chosen = next(r for r in board.rows if r.name == selection.chosen)
-    result = evaluate_holdout(chosen, candidates[chosen.name], split, "binary", "roc_auc")
-    importance = permutation_importances(result.fitted, split.X_test, split.y_test, "roc_auc", result.classes, 0)
-    footprint = Footprint(ms_per_row=0.02, model_mb=0.01)
-    return {
-        "experiment": "churn",
-        "objective": "",
-        "profile": profile,
-        "data_sha256": "ab" * 32,
-        "leaderboard": board,
-        "selection": selection,
-        "evaluation": result,
-        "footprint": footprint,
-        "importance": importance,
-        "estimator": "LogisticRegression",
-        "candidate_warnings": (),
-        "model_uri": "models:/m-123",
-    }
-
-
-def test_the_model_card_names_the_chosen_model_and_the_go_decision(card_inputs):
-    from stages.gate import decide
-    from stages.model_card import model_card
-
-    inputs = card_inputs
-    decision = decide("roc_auc", inputs["evaluation"].holdout["roc_auc"], 0.5, inputs["footprint"], BusinessConfig(min_score=0.6))
-    card = model_card(**inputs, decision=decision, registered="models:/churn@champion", export_dir="models/churn/model")
-    assert card.startswith("# Model card: churn")
-    assert "**Model:** `linear` (LogisticRegression), chosen by `simplest_equivalent`" in card  # the deprecated name maps to it
-    assert "**Decision: GO**" in card and "NO-GO" not in card
-    assert "Predict `label` (binary)" in card  # the generated intended use
-    assert "| min_score | roc_auc at least as good as 0.6 |" in card
-    assert inputs["selection"].reason in card
-    assert "| 1 | linear |" in card and "| **yes** |" in card and "p-value" in card
-    assert f"| roc_auc | {inputs['evaluation'].cv_mean['roc_auc']:.4f}" in card
-    assert "`x1`" in card and "ID-like" in card  # features, and the dropped row_id with its reason
-    assert 'mlflow.pyfunc.load_model("models:/churn@champion")' in card and "registered as `models:/churn@champion`" in card
-    assert "Exported to `models/churn/model`" in card
-
-
-def test_the_model_card_of_a_no_go_model_says_why_and_how_to_inspect_it(card_inputs):
-    from stages.gate import decide
-    from stages.model_card import model_card
-
-    inputs = card_inputs
-    decision = decide("roc_auc", inputs["evaluation"].holdout["roc_auc"], 0.5, inputs["footprint"], BusinessConfig(max_model_mb=0.001))
-    inputs = {**inputs, "objective": "Flag customers likely to churn next month", "candidate_warnings": ("ConvergenceWarning: lbfgs failed",)}
-    card = model_card(**inputs, decision=decision, registered="", export_dir="")
-    assert "**Decision: NO-GO**: the model is 0.010 MB; at most 0.001 is allowed" in card
-    assert "Flag customers likely to churn next month" in card
-    assert "- the gate failed: the model is 0.010 MB" in card
-    assert "- while fitting linear: ConvergenceWarning: lbfgs failed" in card
-    assert "neither registered as `champion` nor exported" in card
-    assert 'mlflow.pyfunc.load_model("models:/m-123")' in card and "Exported to" not in card
-
-
-def test_the_raw_training_file_scores_as_it_is_through_the_saved_plan(trained_on_raw):
-    raw, model, X, contract, _ = trained_on_raw
-    assert contract.features == ("age", "income", "visit_month", "visit_dayofweek", "colour")  # visit_year is constant
-    assert contract.inputs == ("age", "income", "visit", "colour")
-    saved = DataContract.from_dict(contract.to_dict())  # as the model's metadata holds it
-    assert saved == contract
-    scored = score(model, raw.drop(columns="y"), saved)
-    assert scored.frame[PREDICTION].tolist() == model.predict(X).tolist()  # as trained, cell for cell
-    assert list(scored.frame.columns[:4]) == ["age", "income", "visit", "colour"] and scored.frame["income"].iloc[0] == raw["income"].iloc[0]
-    text = "\n".join(scored.warnings)
-    assert "read 12 cells as missing" in text and "thousands separators" in text and "'colour' 40" in text
-    assert "ignored" not in text  # 'visit' is a model input: its calendar features are
-
-
-def test_a_raw_request_is_read_by_the_plan_and_a_bad_cell_is_still_named(trained_on_raw):
-    _, model, _, contract, _ = trained_on_raw
-    one = pd.DataFrame({"age": [" ?"], "income": ["3,750"], "visit": ["2021-03-04"], "colour": ["red  "]})
-    check = check_rows(one, contract, what="the request")
-    assert check.features.iloc[0].tolist()[1:] == [3750.0, 3.0, 3.0, "red"] and np.isnan(check.features.iloc[0, 0])
-    with pytest.raises(DataError, match=r"column 'income' must be numeric .* holds 'lots' \(row 1"):
-        check_rows(one.assign(income="lots"), contract, what="the request")
-    with pytest.raises(DataError, match=r"lacks 1 column\(s\) the model needs: visit; add them \(the model needs: age, income, visit, colour\)"):
-        check_rows(one.drop(columns="visit"), contract)
-
-
-def test_an_old_contract_without_a_plan_still_loads_and_checks_rows_as_given(fitted, mixed_frame):
-    model, contract = fitted
-    old = contract.to_dict()
-    old.pop("cleaning", None)  # what crispml wrote before the data step
-    loaded = DataContract.from_dict(old)
-    assert loaded.cleaning is None and loaded.inputs == loaded.features
-    rows = mixed_frame.drop(columns="label").assign(colour=" red")
-    check = check_rows(rows, loaded)
-    assert check.cleaning is None and check.unseen == {"colour": len(rows)}  # not stripped: as before
-    assert len(score(model, rows, loaded).frame) == len(rows)
-
-
-def test_the_model_card_shows_what_the_data_step_did(trained_on_raw, card_inputs):
-    from stages.gate import decide
-    from stages.model_card import model_card
-
-    *_, profile = trained_on_raw
-    inputs = {**card_inputs, "profile": profile}
-    decision = decide("roc_auc", inputs["evaluation"].holdout["roc_auc"], 0.5, inputs["footprint"], BusinessConfig())
-    card = model_card(**inputs, decision=decision, registered="", export_dir="models/m/model")
-    section = card[card.index("### What the data step did") : card.index("## How the model was chosen")]
-    assert "- read as missing (markers such as `?`, `NA`, `-`, blank): `age` 12 cells (e.g. '?')" in section
-    assert "- spaces stripped around text: `colour` 40 cells, `y` 30 cells" in section
-    assert "- text read as numbers: `age`, `income` (118 cells with thousands separators, e.g. '76,630')" in section  # 2 are below 1,000
-    assert "- dates turned into calendar features: `visit` -> `visit_year`, `visit_month`, `visit_dayofweek`" in section
-    assert "- dropped columns: `visit_year` (constant" in section
-    assert "with the columns `age`, `income`, `visit`, `colour`" in card  # what crispml predict and serve take
+def test_json_safe_makes_numpy_scalars_nan_and_keys_plain():
+    out = json_safe({1: np.float64(0.5), "n": (np.int64(2), math.nan, np.float32("nan")), "ok": [None, "x", True], "d": {"b": np.bool_(True)}})
+    assert out == {"1": 0.5, "n": [2, None, None], "ok": [None, "x", True], "d": {"b": True}}
+    assert type(out["1"]) is float and type(out["n"][0]) is int and type(out["d"]["b"]) is bool
+    assert json.loads(json.dumps(out, allow_nan=False)) == out

@@ -1,16 +1,19 @@
+"""Plots and reports: evaluation plots for every task, cross-validated scores, importance, loss curves, and the HTML reports."""
+
 import io
 
 import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.image import imread
+from sklearn.compose import TransformedTargetRegressor
 from sklearn.neural_network import MLPRegressor
 
 from pipeline.settings import EvaluationConfig, PreparationConfig
 from stages import reporting
 from stages.evaluation import evaluate_holdout
 from stages.importance import Importance, permutation_importances
-from stages.model_registry import ModelSettings, build_candidates
+from stages.model_registry import MODELS, ModelSettings, build_candidates
 from stages.modeling import OK, CandidateResult, Leaderboard, compare_models, make_folds
 from stages.preparation import build_preprocessor, features_and_target, split_holdout
 from stages.selection import select_model
@@ -152,3 +155,14 @@ def test_an_html_report_holds_its_plots_and_renders_its_tables():
     assert "<table>" in page and "<td>1</td>" in page
     assert f'src="data:image/png;base64,{encoded}"' in page and 'src="p.png"' not in page  # no file beside it is needed
     assert page.count(encoded) == 2  # q.png, which the text does not link, is appended
+
+
+def test_the_loss_curve_of_the_regression_mlp_is_drawn_from_inside_its_target_transformer():
+    from stages.reporting import loss_curve_plot
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(250, 2))
+    fitted = MODELS["mlp"].build(ModelSettings(task="regression", seed=0, n_rows=250)).fit(X, 100 * X[:, 0])
+    assert isinstance(fitted, TransformedTargetRegressor)
+    assert loss_curve_plot(fitted).startswith(b"\x89PNG")
+    assert loss_curve_plot(MODELS["linear"].build(ModelSettings(task="regression", seed=0)).fit(X, X[:, 0])) is None
