@@ -14,14 +14,6 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def test_defaults_without_a_file():
-    config = load_config(None)
-    assert config == Config()
-    assert config.modeling.folds == 5 and config.preparation.holdout == 0.2
-    assert config.experiment == "penguins"
-    assert config.tracking_uri == "sqlite:///mlruns/mlflow.db"
-
-
 def test_a_file_sets_fields_and_keeps_other_defaults(tmp_path):
     config = load_config(
         write(tmp_path, 'seed = 7\n[business]\ntarget = "y"\nmetric = "rmse"\n[modeling]\nmodels = ["linear", "svm"]\nfolds = 3\n')
@@ -43,12 +35,6 @@ def test_flags_override_the_file(tmp_path):
     config = load_config(write(tmp_path, "[modeling]\nfolds = 3\n"))
     config = apply_overrides(config, {"modeling.folds": 4, "seed": 1, "business.task": None})
     assert config.modeling.folds == 4 and config.seed == 1 and config.business.task == "auto"
-
-
-def test_tracking_uri_precedence(monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///elsewhere.db")
-    assert Config().tracking_uri == "sqlite:///elsewhere.db"
-    assert apply_overrides(Config(), {"tracking.uri": "http://h:5000"}).tracking_uri == "http://h:5000"
 
 
 @pytest.mark.parametrize(

@@ -123,23 +123,6 @@ def test_export_has_joblib_and_a_manifest_whose_hashes_match(penguins_run):
     assert list(model.classes_) == manifest["classes"]
 
 
-def test_the_mlmodel_file_holds_the_contract_as_one_json_string_and_the_older_tree_still_reads(penguins_run):
-    from mlflow.models import Model
-
-    from pipeline.tracking import loading
-    from stages.contract import CONTRACT_KEY
-
-    folder = penguins_run.result.export_dir
-    manifest = json.loads((folder / MANIFEST).read_text())
-    model = Model.load(folder / "MLmodel")
-    saved = model.metadata[CONTRACT_KEY]
-    assert isinstance(saved, str) and json.loads(saved) == manifest[CONTRACT_KEY]  # a scalar, cheap for YAML to parse
-    from_string = loading.model_contract(model, "the export")
-    model.metadata = {CONTRACT_KEY: manifest[CONTRACT_KEY]}  # as models saved before 2026-12 have it
-    assert loading.model_contract(model, "the export") == from_string
-    assert from_string.features == tuple(c["name"] for c in manifest[CONTRACT_KEY]["columns"])
-
-
 def test_same_seed_gives_the_same_leaderboard(tmp_path):
     kwargs = {"modeling.models": ["baseline", "linear", "random_forest", "mlp"], "modeling.folds": 3}
     first = run(config_for(tmp_path / "a", **kwargs)).leaderboard
@@ -257,16 +240,3 @@ def test_the_ui_can_tell_runs_apart_and_the_registry_says_what_each_version_is(p
     version = client.get_model_version_by_alias("penguins", "champion")
     assert version.description == note
     assert "predict `species` (multiclass)" in client.get_registered_model("penguins").description
-
-
-def test_the_experiment_names_its_primary_metric_for_the_ui_and_keeps_a_users_own(penguins_run):
-    client = MlflowClient(penguins_run.tracking_uri)
-    experiment = client.get_experiment_by_name(penguins_run.result.experiment)
-    assert experiment.tags["mlflow.experiment.primaryMetric.name"] == "holdout_balanced_accuracy"
-    from pipeline.tracking import runs as tracking
-
-    run = tracking.PipelineRun(client, experiment.experiment_id, penguins_run.result.run_id, penguins_run.tracking_uri)
-    client.set_experiment_tag(experiment.experiment_id, "mlflow.experiment.primaryMetric.name", "my_metric")
-    run.mark_primary_metric("accuracy")  # a later run leaves the user's choice alone
-    assert client.get_experiment(experiment.experiment_id).tags["mlflow.experiment.primaryMetric.name"] == "my_metric"
-    client.set_experiment_tag(experiment.experiment_id, "mlflow.experiment.primaryMetric.name", "holdout_balanced_accuracy")

@@ -16,22 +16,14 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import mlflow.sklearn
 import pandas as pd
 import pytest
 import requests
 from mlflow import MlflowClient
-from mlflow.models import infer_signature
-from sklearn.compose import make_column_transformer
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import OneHotEncoder
 
 from pipeline.cli import main
 from pipeline.exports import verify_export
 from pipeline.settings import DEFAULT_DATA
-from pipeline.tracking import loading
-from stages.contract import contract_from_signature
 
 from servers_util import CRISPML, HOST, LIGHT_SERVER, MLFLOW, PLAIN_PATH, Server, clean_env, free_port, running
 
@@ -166,16 +158,6 @@ def test_serve_without_a_model_exits_2(tmp_path: Path, capsys: pytest.CaptureFix
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0
     assert err.startswith(f"crispml: error: no model at {tmp_path / 'nothing'}: the folder has no MLmodel file")
-
-
-def test_a_model_saved_without_a_contract_is_served_with_its_signature(tmp_path: Path) -> None:
-    X = pd.DataFrame({"a": [0.5, 1.5, 2.5, 3.5], "b": ["x", "y", "x", "y"]})
-    encode = make_column_transformer((OneHotEncoder(), ["b"]), remainder="passthrough")
-    model = make_pipeline(encode, LogisticRegression()).fit(X, [0, 1, 0, 1])
-    # A plain MLflow model folder, as a user saves it without crispml: a signature, no contract.
-    mlflow.sklearn.save_model(model, str(tmp_path / "model"), signature=infer_signature(X, model.predict(X)))
-    scoring = loading.scoring_app(str(tmp_path / "model"), f"sqlite:///{tmp_path / 'mlflow.db'}")
-    assert scoring.contract == contract_from_signature(("a", "b"), ("a",))
 
 
 def test_serve_on_a_tampered_model_folder_exits_2(
