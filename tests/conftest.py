@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +21,28 @@ from stages.preparation import build_preprocessor, features_and_target
 from stages.understanding import profile_data
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _burn(stop_at: float) -> None:
+    while time.monotonic() < stop_at:
+        pass
+
+
+@pytest.fixture
+def both_cores_busy():
+    """Two processes that keep both cores busy while the test runs (the machine CI may be on).
+
+    For tests of time limits: a limit that passes only on an idle machine is a defect.
+    They stop after 120 s at the latest, or when the test ends.
+    """
+    stop_at = time.monotonic() + 120
+    hogs = [multiprocessing.get_context("spawn").Process(target=_burn, args=(stop_at,), daemon=True) for _ in range(2)]
+    for hog in hogs:
+        hog.start()
+    yield
+    for hog in hogs:
+        hog.kill()
+        hog.join()
 
 
 @pytest.fixture(autouse=True)

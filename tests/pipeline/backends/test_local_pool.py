@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import time
 from pathlib import Path
 
@@ -34,24 +33,6 @@ def _quick(shared, args):
 def _sleep(shared, seconds):
     time.sleep(seconds)
     return seconds
-
-
-def _burn(stop_at: float) -> None:
-    while time.monotonic() < stop_at:
-        pass
-
-
-@pytest.fixture
-def both_cores_busy():
-    """Two processes that keep both cores busy while the test runs (the machine CI may be on)."""
-    stop_at = time.monotonic() + 60
-    hogs = [multiprocessing.get_context("spawn").Process(target=_burn, args=(stop_at,), daemon=True) for _ in range(2)]
-    for hog in hogs:
-        hog.start()
-    yield
-    for hog in hogs:
-        hog.kill()
-        hog.join()
 
 
 def test_a_slow_worker_start_up_is_not_charged_to_the_fits(both_cores_busy):
