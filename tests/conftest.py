@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import importlib.util
 import multiprocessing
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +24,16 @@ from stages.preparation import build_preprocessor, features_and_target
 from stages.understanding import profile_data
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@functools.cache
+def benchmark_script():
+    """`benchmarks/run_benchmark.py` as a module (it is a script, not a package): its data sets and helpers."""
+    spec = importlib.util.spec_from_file_location("run_benchmark", REPO / "benchmarks" / "run_benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["run_benchmark"] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
 
 
 def _burn(stop_at: float) -> None:

@@ -5,7 +5,6 @@ No timing: the benchmark's numbers come from `run_benchmark.py` itself on an idl
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -16,11 +15,9 @@ import pytest
 from pipeline.settings import ModelingConfig
 from stages.model_registry import MODELS
 
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "run_benchmark.py"
-_spec = importlib.util.spec_from_file_location("run_benchmark", _PATH)
-rb = importlib.util.module_from_spec(_spec)
-sys.modules["run_benchmark"] = rb  # dataclasses look their module up by name
-_spec.loader.exec_module(rb)
+from conftest import benchmark_script
+
+rb = benchmark_script()
 
 
 def test_plain_loop_fits_crispmls_default_candidates():
