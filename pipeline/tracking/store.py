@@ -27,6 +27,7 @@ import mlflow.sklearn
 from mlflow import MlflowClient
 
 from pipeline.errors import TrackingError, did_you_mean, first_line
+from pipeline.tracking import schema
 
 STORE_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks", "file", "")
 """URI schemes MLflow can track to (`file` and bare paths are refused by MLflow 3 itself)."""
@@ -129,7 +130,8 @@ def check_store(tracking_uri: str, timeout: float | None = None, writable: bool 
     database can take a write (not read-only); then that MLflow can open and read the
     store, with MLflow's own logging silenced, so a failure prints crispml's one line only.
     With `writable`, a new SQLite store is created under a file lock, so two runs starting
-    at once against a fresh `mlruns/` do not both create its tables.
+    at once against a fresh `mlruns/` do not both create its tables; it is written from
+    MLflow's schema kept as SQL (`pipeline.tracking.schema`) rather than by MLflow's migrations.
 
     Args:
         tracking_uri: The tracking URI.
@@ -162,6 +164,8 @@ def check_store(tracking_uri: str, timeout: float | None = None, writable: bool 
     with _store_lock(database if writable else None):
         if writable and database is not None and database.is_file():
             _check_sqlite_writable(tracking_uri, database, timeout)
+        if writable and database is not None and not (database.exists() or database.is_symlink()):
+            schema.make_store(database)  # MLflow's schema in milliseconds, not its migrations in seconds
         try:
             with quiet_mlflow():
                 MlflowClient(for_mlflow(tracking_uri)).search_experiments(max_results=1)
