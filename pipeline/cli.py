@@ -10,6 +10,8 @@ registered or exported); 4 it passed the gate but may be worse than the registry
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import gc
 import json
 import math
@@ -193,16 +195,30 @@ def main(argv: Sequence[str] | None = None) -> int:
 def entry() -> NoReturn:
     """The `crispml` command: `main`, then exit with its code.
 
-    Before exiting, every object is moved out of the garbage collector's reach
-    (`gc.freeze`): the interpreter's own clean-up then skips the collections over the
-    million objects MLflow, SQLAlchemy and matplotlib leave behind, which took 1.2-1.7 s
-    of a 16 s run on penguins. Exit handlers still run (child processes are reaped, temporary
-    files removed). Only the command does this; `main` called in a process that goes on
-    leaves the collector alone.
+    Every exit handler runs as usual (child processes are reaped, temporary files removed,
+    MLflow's threads stopped); then the process ends at once, its standard output and error
+    flushed, without the interpreter's own clean-up: tearing down every module and the
+    million objects MLflow, SQLAlchemy and scikit-learn leave behind took 0.6-0.8 s of a 9 s
+    run on penguins, after all the work was done and written. Only the command does this;
+    `main` called in a process that goes on leaves the process alone. A `main` that does not
+    return (`--help`) exits the usual way.
     """
+    returned: list[int] = []
+    atexit.register(_end_now, returned)  # registered first, so the last exit handler to run
     code = main()
-    gc.freeze()
+    returned.append(code)
+    gc.freeze()  # the exit handlers' garbage collections skip those objects too
     sys.exit(code)
+
+
+def _end_now(returned: list[int]) -> None:
+    """The last exit handler: end the process with `main`'s code, skipping the interpreter's teardown."""
+    if not returned:
+        return
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a closed pipe: nothing more can reach it
+            stream.flush()
+    os._exit(returned[0])
 
 
 def _store_lost(exc: BaseException) -> str:

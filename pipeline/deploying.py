@@ -69,6 +69,8 @@ def deploy(
     # The example is raw rows, as a file like the training file reads: what the shipped pyfunc loader takes.
     example = raw_example.loc[:, list(final.contract.inputs)]
     logged = tracker.log_model(final.model, example, requirements, model_registry.trusted_types(), metadata)
+    plots = assessed.plots.done()  # drawn in a worker process while the model was logged
+    tracker.log_files(plots, "plots")
     # The card names the alias, which is this model's once the run commits; the manifest names the version.
     alias = registry.CHALLENGER if challenger else registry.CHAMPION
     registered = f"models:/{config.experiment}@{alias}" if register else ""
@@ -76,7 +78,7 @@ def deploy(
     exported = decision.go and not challenger
     card = _card(config, prepared, board, selection, assessed, challenge, logged.uri, registered, _shown(target) if exported else "")
     tracker.log_text(card, MODEL_CARD)
-    tracker.log_text(reporting.html_report(f"Model card: {config.experiment}", card, assessed.plots), MODEL_CARD_HTML)
+    tracker.log_text(reporting.html_report(f"Model card: {config.experiment}", card, plots), MODEL_CARD_HTML)
     manifest = _manifest(config, table, selection, assessed, challenge, tracker.run_id, logged.uri)
     if not decision.go:
         tracker.log_json(manifest, "manifest.json")
@@ -98,7 +100,7 @@ def deploy(
         tags = _budget_tags(config, started, selection.chosen, progress)
         tracker.commit({**tags, "crispml.export_dir": str(target.resolve())})
 
-    extra = {MODEL_CARD: card.encode("utf-8"), **{f"plots/{name}": png for name, png in assessed.plots.items()}}
+    extra = {MODEL_CARD: card.encode("utf-8"), **{f"plots/{name}": png for name, png in plots.items()}}
     export_dir = export_model_dir(
         target,
         lambda folder: loading.copy_logged_model(logged.uri, folder, config.tracking_uri),

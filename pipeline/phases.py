@@ -12,6 +12,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from pipeline.backends.local_pool import Started
 from stages import deployment, evaluation, gate, model_registry, modeling, preparation, understanding
 
 
@@ -25,6 +26,30 @@ WARNING = "warning"
 """The progress stage of warnings: `progress(WARNING, message)` (the command line prints them on stderr)."""
 FIT = "fit"
 """The progress stage of each finished (candidate, fold) fit: `progress(FIT, "12/30 fits", 0.4)`."""
+
+
+@dataclass(frozen=True)
+class Drawing:
+    """Plots being drawn in a worker process while the run goes on (`local_pool.start_calls`).
+
+    Attributes:
+        started: The call under way, named `plots`.
+        what: What the plots are, for the message if drawing fails.
+    """
+
+    started: Started
+    what: str
+
+    def done(self) -> dict[str, bytes]:
+        """Wait for the plots: `{file name: PNG bytes}`.
+
+        Raises:
+            RuntimeError: Drawing failed; it takes only results crispml made, so that is a bug in crispml.
+        """
+        outcome = self.started.outcomes()["plots"]
+        if outcome.error:
+            raise RuntimeError(f"{self.what} could not be drawn: {outcome.error}")
+        return outcome.value
 
 
 @dataclass(frozen=True)
@@ -68,4 +93,4 @@ class Assessed:
     final: deployment.Deployment
     footprint: evaluation.Footprint
     decision: gate.Decision
-    plots: dict[str, bytes]
+    plots: Drawing

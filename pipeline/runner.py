@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -17,7 +18,7 @@ from pipeline.backends import local_pool
 from pipeline.config import check_outputs, min_score_problem
 from pipeline.errors import ConfigError, DataError, Interrupted
 from pipeline.files import read_hashed
-from pipeline.phases import FIT, WARNING, Assessed, Prepared, Progress, Table
+from pipeline.phases import FIT, WARNING, Assessed, Drawing, Prepared, Progress, Table
 from pipeline.settings import Config
 from pipeline.tracking import model_format, store
 from pipeline.tracking import runs as tracking
@@ -137,12 +138,21 @@ def run(
     memory_mb = _memory_mb(config, len(prepared.candidates) * len(prepared.folds))
     if memory_mb is not None or config.modeling.backend != "local":  # local fits without limits run here
         backends.preflight(config.modeling.backend, config.modeling.scheduler)  # a Dask scheduler, before the store
+    # The data's plots are drawn in a worker process while this one checks the store and opens the run.
+    data_plots = _drawing(partial(reporting.understanding_plots, prepared.profile, prepared.y), "the data's plots", config, memory_mb)
     store.check_store(config.tracking_uri, writable=True)
 
     run_name = f"{prepared.profile.target} {dt.datetime.now():%Y-%m-%d %H:%M:%S}"
     with tracking.pipeline_run(config.tracking_uri, config.experiment, run_name) as tracker:
         _log_understanding(tracker, config, prepared)
-        board, selection, table = _model(tracker, config, prepared, memory_mb, deadline, progress)
+        try:
+            board, selection, table = _model(tracker, config, prepared, memory_mb, deadline, progress)
+        except Interrupted:
+            raise
+        except Exception:  # no model: the data's report is what is left to look at
+            _log_data_report(tracker, prepared, data_plots.done())
+            raise
+        _log_data_report(tracker, prepared, data_plots.done())  # its plots were drawn during the cross-validation
         assessed = _evaluate(tracker, config, prepared, board, selection, data_sha256, memory_mb, progress)
         challenge = retraining.against_champion(tracker, config, prepared, assessed, rows, progress) if rows is not None else None
         logged, registered, export_dir = deploying.deploy(
@@ -206,15 +216,19 @@ def _understand_and_prepare(config: Config, data: pd.DataFrame, source: str, pro
 
 
 def _log_understanding(tracker: tracking.PipelineRun, config: Config, prepared: Prepared) -> None:
-    """The config, the business criteria (before any training) and the data profile."""
+    """The config, the business criteria and the data profile: before any training."""
     profile = prepared.profile
     tracker.set_tags({"crispml.task": profile.task, "crispml.metric": prepared.metric, "crispml.target": profile.target})
     tracker.mark_primary_metric(prepared.metric)  # the UI's charts lead with the holdout score
     tracker.log_params(_flatten(config.to_dict()))
     tracker.log_json(config.to_dict(), "config.json")
     tracker.log_json(_business(config, profile, prepared.metric), "business.json")
-    data_plots = reporting.understanding_plots(profile, prepared.y)
     tracker.log_json(profile.to_dict(), "understanding/profile.json")
+
+
+def _log_data_report(tracker: tracking.PipelineRun, prepared: Prepared, data_plots: dict[str, bytes]) -> None:
+    """The data profile as people read it, with its plots (`understanding/`)."""
+    profile = prepared.profile
     report = reporting.understanding_report(profile, data_plots)
     tracker.log_text(report, "understanding/profile.md")
     # The page MLflow's artifact viewer shows with its plots (the Markdown's image links point nowhere there).
@@ -315,6 +329,9 @@ def _evaluate(
     )
     result, importance = fits["holdout"]
     baseline_holdout = fits["baseline"]
+    # Drawn in a worker process while this one measures the model, applies the gate and logs the model.
+    curve = reporting.training_curve(fits["final"].steps[-1][1])
+    plots = _drawing(partial(reporting.evaluation_plots, result, board, selection, importance, curve), "the evaluation plots", config, memory_mb)
     tracker.log_metrics({f"holdout_{k}": v for k, v in result.holdout.items()})
     tracker.log_metrics({f"cv_{k}_mean": v for k, v in result.cv_mean.items()})
     tracker.log_metrics({f"baseline_holdout_{k}": v for k, v in baseline_holdout.items()})
@@ -338,8 +355,6 @@ def _evaluate(
         tracker.set_tags({"crispml.decision_reasons": "; ".join(decision.reasons)[:tracking.TAG_MAX]})
     tracker.log_json(decision.to_dict(), "decision.json")
     progress("evaluation", f"gate: {decision.label}" + (f" ({'; '.join(decision.reasons)})" if decision.reasons else ""))
-    plots = reporting.evaluation_plots(result, board, selection, importance, final.model.steps[-1][1])
-    tracker.log_files(plots, "plots")
     return Assessed(chosen, result, importance, final, footprint, decision, plots)
 
 
@@ -383,6 +398,11 @@ def _run_side_by_side(calls: dict[str, Any], config: Config, memory_mb: int | No
             "raise modeling.candidate_memory_mb or leave the model out with --models"
         )
     return {name: o.value for name, o in outcomes.items()}
+
+
+def _drawing(call: Callable[[], dict[str, bytes]], what: str, config: Config, memory_mb: int | None) -> Drawing:
+    """Plots drawn in a worker process while this one goes on (`Drawing.done` collects them)."""
+    return Drawing(local_pool.start_calls({"plots": call}, config.modeling.n_jobs, memory_mb * 2**20 if memory_mb else None), what)
 
 
 def _memory_mb(config: Config, n_tasks: int) -> int | None:

@@ -4,7 +4,8 @@ Every function here is pure: it takes results and returns `{file name: PNG bytes
 Markdown). The runner hands them to `pipeline.tracking`, which logs them under `plots/`
 and `understanding/`, and to the export folder. Figures are drawn on matplotlib's Agg
 canvas directly, without pyplot, so no window opens, no backend is switched for the
-caller, and no figure outlives the call.
+caller, and no figure outlives the call. matplotlib is imported by the first plot, not
+with this module: the runner draws in worker processes, and its own process need not load it.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from sklearn.calibration import CalibrationDisplay
 from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, PredictionErrorDisplay, RocCurveDisplay
 
@@ -25,6 +26,9 @@ from stages.importance import Importance
 from stages.modeling import OK, Leaderboard
 from stages.selection import BASELINE, Selection
 from stages.understanding import CLASSIFICATION, DataProfile
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 DPI = 100
 CHOSEN_COLOUR = "tab:orange"
@@ -46,6 +50,9 @@ MISSING_VALUES = "missing_values.png"
 
 
 def _figure(width: float = 6.0, height: float = 4.5) -> Figure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
@@ -62,7 +69,7 @@ def evaluation_plots(
     board: Leaderboard,
     selection: Selection,
     importance: Importance | None,
-    final_estimator: object | None = None,
+    curve: TrainingCurve | None = None,
 ) -> dict[str, bytes]:
     """Every plot of the evaluation: holdout plots for the task, the CV comparison, importance, loss curve.
 
@@ -71,8 +78,7 @@ def evaluation_plots(
         board: The leaderboard.
         selection: The selection made from it.
         importance: Permutation importance of the chosen model, or None.
-        final_estimator: The final model's last step; its loss curve is drawn when it has
-            one (the MLP).
+        curve: The final model's training curve (`training_curve`), drawn when it has one (the MLP).
 
     Returns:
         `{file name: PNG bytes}`.
@@ -84,9 +90,8 @@ def evaluation_plots(
     plots[CV_SCORES] = cv_scores_plot(board, selection)
     if importance is not None:
         plots[PERMUTATION_IMPORTANCE] = importance_plot(importance)
-    loss = loss_curve_plot(final_estimator) if final_estimator is not None else None
-    if loss is not None:
-        plots[MLP_LOSS] = loss
+    if curve is not None:
+        plots[MLP_LOSS] = loss_curve_plot(curve)
     return plots
 
 
@@ -278,34 +283,61 @@ def importance_plot(importance: Importance) -> bytes:
     return _png(fig)
 
 
-def loss_curve_plot(estimator: object) -> bytes | None:
-    """The training loss per epoch of a network (and its validation score under early stopping).
+@dataclass(frozen=True)
+class TrainingCurve:
+    """A network's training loss per epoch, and its validation score per epoch under early stopping.
+
+    What `loss_curve_plot` draws, taken from the fitted model by `training_curve`: a few
+    numbers to hand to the process that draws, not the model itself.
+    """
+
+    model: str
+    loss: tuple[float, ...]
+    validation: tuple[float, ...] | None = None
+
+
+def training_curve(estimator: object) -> TrainingCurve | None:
+    """The training curve of a fitted network.
 
     Args:
         estimator: A fitted estimator; a `TransformedTargetRegressor` is looked into (the
             regression MLP learns a standardised target, so its loss is in those units).
 
     Returns:
-        PNG bytes, or None when the estimator has no loss curve (it is not an MLP).
+        Its curve, or None when it has none (it is not an MLP).
     """
     estimator = getattr(estimator, "regressor_", estimator)
     loss = getattr(estimator, "loss_curve_", None)
     if loss is None:
         return None
+    validation = getattr(estimator, "validation_scores_", None)
+    return TrainingCurve(
+        type(estimator).__name__, tuple(map(float, loss)), None if validation is None else tuple(map(float, validation))
+    )
+
+
+def loss_curve_plot(curve: TrainingCurve) -> bytes:
+    """The training loss per epoch of a network, and its validation score under early stopping.
+
+    Args:
+        curve: The network's curve (`training_curve`).
+
+    Returns:
+        PNG bytes.
+    """
     fig = _figure()
     ax = fig.add_subplot()
-    epochs = np.arange(1, len(loss) + 1)
-    ax.plot(epochs, loss, color=OTHER_COLOUR, label="training loss")
+    epochs = np.arange(1, len(curve.loss) + 1)
+    ax.plot(epochs, curve.loss, color=OTHER_COLOUR, label="training loss")
     ax.set_xlabel("epoch")
     ax.set_ylabel("training loss")
-    validation = getattr(estimator, "validation_scores_", None)
-    if validation is not None:
+    if curve.validation is not None:
         right = ax.twinx()
-        right.plot(epochs[: len(validation)], validation, color=CHOSEN_COLOUR, label="validation score")
+        right.plot(epochs[: len(curve.validation)], curve.validation, color=CHOSEN_COLOUR, label="validation score")
         right.set_ylabel("validation score (early stopping)")
         right.legend(loc="center right", fontsize="small")
     ax.legend(loc="upper right", fontsize="small")
-    ax.set_title(f"{type(estimator).__name__} training: {len(loss)} epochs", fontsize="medium")
+    ax.set_title(f"{curve.model} training: {len(curve.loss)} epochs", fontsize="medium")
     ax.grid(alpha=0.3)
     return _png(fig)
 

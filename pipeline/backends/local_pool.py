@@ -37,8 +37,12 @@ from pipeline.backends.base import group_time, next_check, register, run_task, t
 from pipeline.errors import Interrupted
 from stages.fitting import IN_PROCESS, NOT_IN_BUDGET, GroupDone, Judge, Outcome, Pick, Task, TaskDone, report_group
 
-PRELOAD = ("numpy", "pandas", "sklearn", "stages.modeling", "stages.evaluation")
-"""Imported once by the fork server, so that each worker starts without importing them."""
+PRELOAD = (
+    "numpy", "pandas", "sklearn", "stages.modeling", "stages.evaluation", "stages.reporting",
+    "matplotlib.figure", "matplotlib.backends.backend_agg", "pipeline.fork_server",
+)
+"""Imported once by the fork server, so that each worker starts without importing them (workers draw
+the plots too); `pipeline.fork_server` makes the server end at once when crispml does."""
 WATCHDOG_SECONDS = 1.0
 """How often a worker checks that the process that started it is still there."""
 MIN_AUTO_MEMORY = 2 << 30
@@ -155,6 +159,58 @@ def run_calls(
     names = list(calls)
     outcomes = LocalPool(n_jobs).run(_call, None, [Task(name, calls[name]) for name in names], memory_bytes=memory_bytes)
     return dict(zip(names, outcomes, strict=True))
+
+
+class Started:
+    """Calls running side by side in worker processes while the caller goes on (`start_calls`)."""
+
+    def __init__(self, calls: Mapping[str, Callable[[], Any]], n_jobs: int, memory_bytes: int | None) -> None:
+        self._outcomes: dict[str, Outcome] | None = None
+        self._failure: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if n_jobs == 1 and memory_bytes is None:  # no worker processes: they would run in this process anyway
+            self._outcomes = run_calls(calls, n_jobs, memory_bytes)
+            return
+        # The thread only waits on the workers' pipes; a daemon, so that a run stopped by an
+        # error or a signal exits without waiting for it (its workers follow their parent out).
+        self._thread = threading.Thread(target=self._run, args=(calls, n_jobs, memory_bytes), name="crispml-calls", daemon=True)
+        self._thread.start()
+
+    def _run(self, calls: Mapping[str, Callable[[], Any]], n_jobs: int, memory_bytes: int | None) -> None:
+        try:
+            self._outcomes = run_calls(calls, n_jobs, memory_bytes)
+        except BaseException as exc:  # handed to the caller by `outcomes`
+            self._failure = exc
+
+    def outcomes(self) -> dict[str, Outcome]:
+        """Wait for the calls (a signal still interrupts the wait) and return `{name: outcome}`.
+
+        Raises:
+            Exception: What the pool itself raised (not a call's failure: that is its outcome's `error`).
+        """
+        if self._thread is not None:
+            self._thread.join()
+        if self._failure is not None:
+            raise self._failure
+        assert self._outcomes is not None
+        return self._outcomes
+
+
+def start_calls(calls: Mapping[str, Callable[[], Any]], n_jobs: int, memory_bytes: int | None = None) -> Started:
+    """`run_calls` without waiting: the calls start in worker processes now, `Started.outcomes()` collects them.
+
+    What the caller does meanwhile runs on the cores the workers leave free: plots drawn
+    while the model is logged. With `n_jobs == 1` and no limit, the calls run here and now.
+
+    Args:
+        calls: As for `run_calls`.
+        n_jobs: Workers at once; -1 uses every core.
+        memory_bytes: Address-space limit of each worker; None for no limit.
+
+    Returns:
+        The calls under way.
+    """
+    return Started(calls, n_jobs, memory_bytes)
 
 
 def _call(shared: Any, call: Callable[[], Any]) -> Any:

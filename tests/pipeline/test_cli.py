@@ -207,3 +207,28 @@ def test_racing_is_on_by_default_and_no_race_turns_it_off(monkeypatch, flags, ra
     monkeypatch.setattr(runner, "run", stop_at_the_runner)
     assert cli.main(["run", *flags]) == EXIT_USAGE
     assert seen["race"] is race
+
+
+def test_the_command_ends_with_mains_code_once_every_exit_handler_has_run_and_its_output_is_flushed(tmp_path):
+    script = """
+import atexit, sys
+from pipeline import cli
+
+def fake_main():
+    atexit.register(lambda: print("exit handler ran", file=sys.stderr, flush=True))
+    sys.stdout.write("written, not flushed")
+    return 3
+
+cli.main = fake_main
+cli.entry()
+"""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # stdout to a pipe is then buffered
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stdout == "written, not flushed"  # flushed by the command before it ends the process
+    assert proc.stderr == "exit handler ran\n"
+
+
+def test_a_command_that_does_not_return_exits_the_usual_way(tmp_path):
+    proc = crispml("--help", cwd=tmp_path)
+    assert proc.returncode == 0 and "usage: crispml" in proc.stdout

@@ -91,10 +91,12 @@ def test_importance_and_loss_curve_plots():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(60, 2))
     mlp = MLPRegressor(hidden_layer_sizes=(4,), max_iter=30, random_state=0).fit(X, X[:, 0])
-    assert_png(reporting.loss_curve_plot(mlp))
+    assert_png(reporting.loss_curve_plot(reporting.training_curve(mlp)))
     early = MLPRegressor(hidden_layer_sizes=(4,), max_iter=30, early_stopping=True, random_state=0).fit(X, X[:, 0])
-    assert_png(reporting.loss_curve_plot(early))
-    assert reporting.loss_curve_plot(object()) is None  # not a network: no curve
+    curve = reporting.training_curve(early)
+    assert len(curve.validation) == len(curve.loss) == early.n_iter_  # a validation score per epoch
+    assert_png(reporting.loss_curve_plot(curve))
+    assert reporting.training_curve(object()) is None  # not a network: no curve
 
 
 def test_evaluation_plots_cover_the_task(mixed_frame):
@@ -107,7 +109,7 @@ def test_evaluation_plots_cover_the_task(mixed_frame):
     selection = select_model(board, EvaluationConfig(selection="simplest_within_noise"), 30, 15)
     result = evaluate_holdout(board.best, candidates[selection.chosen], split, "binary", "roc_auc")
     importance = permutation_importances(result.fitted, split.X_test, split.y_test, "roc_auc", result.classes, 0)
-    plots = reporting.evaluation_plots(result, board, selection, importance, result.fitted.steps[-1][1])
+    plots = reporting.evaluation_plots(result, board, selection, importance, reporting.training_curve(result.fitted.steps[-1][1]))
     assert set(plots) == {
         "confusion_matrix.png", "roc_curve.png", "precision_recall.png", "calibration.png", "cv_scores.png", "permutation_importance.png",
     }  # no loss curve: the logistic regression is not a network
@@ -158,11 +160,11 @@ def test_an_html_report_holds_its_plots_and_renders_its_tables():
 
 
 def test_the_loss_curve_of_the_regression_mlp_is_drawn_from_inside_its_target_transformer():
-    from stages.reporting import loss_curve_plot
+    from stages.reporting import loss_curve_plot, training_curve
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(250, 2))
     fitted = MODELS["mlp"].build(ModelSettings(task="regression", seed=0, n_rows=250)).fit(X, 100 * X[:, 0])
     assert isinstance(fitted, TransformedTargetRegressor)
-    assert loss_curve_plot(fitted).startswith(b"\x89PNG")
-    assert loss_curve_plot(MODELS["linear"].build(ModelSettings(task="regression", seed=0)).fit(X, X[:, 0])) is None
+    assert loss_curve_plot(training_curve(fitted)).startswith(b"\x89PNG")
+    assert training_curve(MODELS["linear"].build(ModelSettings(task="regression", seed=0)).fit(X, X[:, 0])) is None

@@ -78,3 +78,54 @@ def test_a_group_the_judge_stops_starts_no_more_tasks_and_the_others_run_on(tmp_
     assert len(list(tmp_path.glob("loser-*"))) == len(ran)  # the stopped ones never ran
     assert [o.value for o in outcomes[4:]] == [0, 1, 2, 3]
     assert sorted(seen) == list(range(8))  # the judge hears every outcome, the stopped ones too
+
+
+def _not_imported(modules: tuple[str, ...]) -> list[str]:
+    import sys
+
+    return [m for m in modules if m not in sys.modules]
+
+
+def test_workers_start_with_what_they_draw_with_and_the_fork_server_with_its_quick_exit():
+    from functools import partial
+
+    from pipeline.backends.local_pool import PRELOAD, run_calls
+
+    wanted = ("matplotlib.figure", "stages.reporting", "pipeline.fork_server")
+    assert set(wanted) <= set(PRELOAD)
+    outcome = run_calls({"missing": partial(_not_imported, wanted)}, n_jobs=2)["missing"]
+    assert outcome.error == "" and outcome.value == []  # forked from a server that imported them
+
+
+def test_the_fork_servers_quick_exit_does_nothing_in_any_other_process():
+    import subprocess
+    import sys
+
+    script = "import sys, pipeline.fork_server; sys.exit(5)"  # a test or a tool importing every module
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[3])
+    assert proc.returncode == 5, proc.stderr
+
+
+def _fails() -> None:
+    raise ValueError("drawn badly")
+
+
+def test_started_calls_run_in_worker_processes_and_a_failure_is_their_outcome():
+    import os
+    from functools import partial
+
+    from pipeline.backends.local_pool import start_calls
+
+    started = start_calls({"pid": os.getpid, "fails": partial(_fails)}, n_jobs=2)
+    outcomes = started.outcomes()
+    assert outcomes["pid"].error == "" and outcomes["pid"].value != os.getpid()
+    assert "drawn badly" in outcomes["fails"].error and outcomes["fails"].value is None
+    assert started.outcomes() is outcomes  # collected once, kept
+
+
+def test_with_one_job_and_no_limit_started_calls_run_here_and_now():
+    import os
+
+    from pipeline.backends.local_pool import start_calls
+
+    assert start_calls({"pid": os.getpid}, n_jobs=1).outcomes()["pid"].value == os.getpid()
