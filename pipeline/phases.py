@@ -33,7 +33,7 @@ class Drawing:
     """Plots being drawn in a worker process while the run goes on (`local_pool.start_calls`).
 
     Attributes:
-        started: The calls under way, each returning some of the plots.
+        started: The call under way, named `plots`.
         what: What the plots are, for the message if drawing fails.
     """
 
@@ -46,11 +46,10 @@ class Drawing:
         Raises:
             RuntimeError: Drawing failed; it takes only results crispml made, so that is a bug in crispml.
         """
-        outcomes = self.started.outcomes()
-        failed = [f"{name}: {o.error}" for name, o in outcomes.items() if o.error]
-        if failed:
-            raise RuntimeError(f"{self.what} could not be drawn ({'; '.join(failed)})")
-        return {file: png for o in outcomes.values() for file, png in o.value.items()}
+        outcome = self.started.outcomes()["plots"]
+        if outcome.error:
+            raise RuntimeError(f"{self.what} could not be drawn: {outcome.error}")
+        return outcome.value
 
 
 @dataclass(frozen=True)

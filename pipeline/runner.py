@@ -139,7 +139,7 @@ def run(
     if memory_mb is not None or config.modeling.backend != "local":  # local fits without limits run here
         backends.preflight(config.modeling.backend, config.modeling.scheduler)  # a Dask scheduler, before the store
     # The data's plots are drawn in a worker process while this one checks the store and opens the run.
-    data_plots = _drawing({"data": partial(reporting.understanding_plots, prepared.profile, prepared.y)}, "the data's plots", config, memory_mb)
+    data_plots = _drawing(partial(reporting.understanding_plots, prepared.profile, prepared.y), "the data's plots", config, memory_mb)
     store.check_store(config.tracking_uri, writable=True)
 
     run_name = f"{prepared.profile.target} {dt.datetime.now():%Y-%m-%d %H:%M:%S}"
@@ -153,7 +153,7 @@ def run(
             _log_data_report(tracker, prepared, data_plots.done())
             raise
         _log_data_report(tracker, prepared, data_plots.done())  # its plots were drawn during the cross-validation
-        assessed = _evaluate(tracker, config, prepared, board, selection, table, data_sha256, memory_mb, progress)
+        assessed = _evaluate(tracker, config, prepared, board, selection, data_sha256, memory_mb, progress)
         challenge = retraining.against_champion(tracker, config, prepared, assessed, rows, progress) if rows is not None else None
         logged, registered, export_dir = deploying.deploy(
             tracker, config, prepared, board, selection, table, assessed, challenge, raw_example, progress, started
@@ -269,9 +269,8 @@ def _model(
             _log_candidates(tracker, stop.partial)
             tracker.log_frame(stop.partial.to_frame(), "leaderboard.csv")
         raise
+    _log_candidates(tracker, board)
     best = board.best
-    if best is None:  # the failed rows are all there is to log
-        _log_candidates(tracker, board)
     if best is None and any(r.status == modeling.UNFINISHED for r in board.rows):
         raise ConfigError(
             f"no candidate finished its cross-validation within the time budget of {config.modeling.time_budget:g} s; "
@@ -282,16 +281,6 @@ def _model(
         raise DataError(f"every candidate failed to fit ({errors}); check the data or the model list")
     selection = selecting.select_model(board, config.evaluation, *_fold_sizes(folds))
     table = selecting.annotated_leaderboard(board, selection)
-    progress("modeling", f"best by cross-validation: {best.name} ({metric} {best.mean(metric):.4f})")
-    progress("modeling", f"chosen: {selection.chosen} ({selection.reason})")
-    return board, selection, table
-
-
-def _log_comparison(
-    tracker: tracking.PipelineRun, board: modeling.Leaderboard, selection: selecting.Selection, table: pd.DataFrame
-) -> None:
-    """The candidates' child runs, the leaderboard and the choice."""
-    _log_candidates(tracker, board)
     tracker.log_frame(table, "leaderboard.csv")
     tracker.set_tags(
         {
@@ -300,6 +289,9 @@ def _log_comparison(
             "crispml.selection_reason": selection.reason[:tracking.TAG_MAX],
         }
     )
+    progress("modeling", f"best by cross-validation: {best.name} ({metric} {best.mean(metric):.4f})")
+    progress("modeling", f"chosen: {selection.chosen} ({selection.reason})")
+    return board, selection, table
 
 
 def _evaluate(
@@ -308,15 +300,11 @@ def _evaluate(
     prepared: Prepared,
     board: modeling.Leaderboard,
     selection: selecting.Selection,
-    table: pd.DataFrame,
     data_sha256: str,
     memory_mb: int | None,
     progress: Progress,
 ) -> Assessed:
-    """Evaluation: the chosen model on the untouched holdout against the baseline, then the go/no-go gate.
-
-    The comparison that chose it is logged while its refits run.
-    """
+    """Evaluation: the chosen model on the untouched holdout against the baseline, then the go/no-go gate."""
     metric, split, candidates = prepared.metric, prepared.split, prepared.candidates
     chosen = next(r for r in board.rows if r.name == selection.chosen)
     floor = (  # the margin is measured against the dummy even when it was not a candidate
@@ -327,7 +315,7 @@ def _evaluate(
     # Three independent fits, side by side in worker processes: the chosen model on the
     # training part (then scored on the holdout), on every row (the model to deploy), and the baseline.
     task = prepared.profile.task
-    refits = _start_side_by_side(
+    fits = _run_side_by_side(
         {
             "holdout": partial(
                 evaluation.assess_on_holdout, chosen, candidates[chosen.name], split, task, metric,
@@ -339,23 +327,11 @@ def _evaluate(
         config,
         memory_mb,
     )
-    try:
-        _log_comparison(tracker, board, selection, table)  # while the refits run
-        fits = _side_by_side(refits)
-    except BaseException:  # a signal or a store error: the refits stop with the run
-        refits.stop()
-        raise
     result, importance = fits["holdout"]
     baseline_holdout = fits["baseline"]
     # Drawn in a worker process while this one measures the model, applies the gate and logs the model.
     curve = reporting.training_curve(fits["final"].steps[-1][1])
-    plots = _drawing(  # `reporting.evaluation_plots` in two halves, side by side
-        {
-            "holdout": partial(reporting.holdout_plots, result, task),
-            "choice": partial(reporting.choice_plots, board, selection, importance, curve),
-        },
-        "the evaluation plots", config, memory_mb,
-    )
+    plots = _drawing(partial(reporting.evaluation_plots, result, board, selection, importance, curve), "the evaluation plots", config, memory_mb)
     tracker.log_metrics({f"holdout_{k}": v for k, v in result.holdout.items()})
     tracker.log_metrics({f"cv_{k}_mean": v for k, v in result.cv_mean.items()})
     tracker.log_metrics({f"baseline_holdout_{k}": v for k, v in baseline_holdout.items()})
@@ -412,14 +388,9 @@ def _describe(profile: understanding.DataProfile, metric: str) -> str:
     )
 
 
-def _start_side_by_side(calls: dict[str, Any], config: Config, memory_mb: int | None) -> local_pool.Started:
-    """Start independent fits in parallel worker processes (`_side_by_side` collects them)."""
-    return local_pool.start_calls(calls, config.modeling.n_jobs, memory_mb * 2**20 if memory_mb else None)
-
-
-def _side_by_side(started: local_pool.Started) -> dict[str, Any]:
-    """The fits' results; any failure stops the run with its reason."""
-    outcomes = started.outcomes()
+def _run_side_by_side(calls: dict[str, Any], config: Config, memory_mb: int | None) -> dict[str, Any]:
+    """Run independent fits in parallel worker processes; any failure stops the run with its reason."""
+    outcomes = local_pool.run_calls(calls, config.modeling.n_jobs, memory_mb * 2**20 if memory_mb else None)
     failed = [f"{name}: {o.error}" for name, o in outcomes.items() if o.error]
     if failed:
         raise DataError(
@@ -429,9 +400,9 @@ def _side_by_side(started: local_pool.Started) -> dict[str, Any]:
     return {name: o.value for name, o in outcomes.items()}
 
 
-def _drawing(calls: dict[str, Callable[[], dict[str, bytes]]], what: str, config: Config, memory_mb: int | None) -> Drawing:
-    """Plots drawn in worker processes, one per call, while this one goes on (`Drawing.done` collects them)."""
-    return Drawing(local_pool.start_calls(calls, config.modeling.n_jobs, memory_mb * 2**20 if memory_mb else None), what)
+def _drawing(call: Callable[[], dict[str, bytes]], what: str, config: Config, memory_mb: int | None) -> Drawing:
+    """Plots drawn in a worker process while this one goes on (`Drawing.done` collects them)."""
+    return Drawing(local_pool.start_calls({"plots": call}, config.modeling.n_jobs, memory_mb * 2**20 if memory_mb else None), what)
 
 
 def _memory_mb(config: Config, n_tasks: int) -> int | None:

@@ -83,21 +83,11 @@ def evaluation_plots(
     Returns:
         `{file name: PNG bytes}`.
     """
-    return {**holdout_plots(evaluation, board.task), **choice_plots(board, selection, importance, curve)}
-
-
-def holdout_plots(evaluation: Evaluation, task: str) -> dict[str, bytes]:
-    """The chosen model on the holdout: `classification_plots` or `regression_plots` (half of `evaluation_plots`)."""
-    if task in CLASSIFICATION:
-        return classification_plots(evaluation.y_true, evaluation.y_pred, evaluation.proba, evaluation.classes)
-    return regression_plots(evaluation.y_true, evaluation.y_pred)
-
-
-def choice_plots(
-    board: Leaderboard, selection: Selection, importance: Importance | None, curve: TrainingCurve | None = None
-) -> dict[str, bytes]:
-    """How the model was chosen and what it relies on: the CV comparison, importance, loss curve (the other half)."""
-    plots = {CV_SCORES: cv_scores_plot(board, selection)}
+    if board.task in CLASSIFICATION:
+        plots = classification_plots(evaluation.y_true, evaluation.y_pred, evaluation.proba, evaluation.classes)
+    else:
+        plots = regression_plots(evaluation.y_true, evaluation.y_pred)
+    plots[CV_SCORES] = cv_scores_plot(board, selection)
     if importance is not None:
         plots[PERMUTATION_IMPORTANCE] = importance_plot(importance)
     if curve is not None:

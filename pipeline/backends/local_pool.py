@@ -43,8 +43,6 @@ PRELOAD = (
 )
 """Imported once by the fork server, so that each worker starts without importing them (workers draw
 the plots too); `pipeline.fork_server` makes the server end at once when crispml does."""
-STOP_CHECK_SECONDS = 0.2
-"""How often a pool that can be stopped from another thread (`Started.stop`) looks whether it is."""
 WATCHDOG_SECONDS = 1.0
 """How often a worker checks that the process that started it is still there."""
 MIN_AUTO_MEMORY = 2 << 30
@@ -170,7 +168,6 @@ class Started:
         self._outcomes: dict[str, Outcome] | None = None
         self._failure: BaseException | None = None
         self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
         if n_jobs == 1 and memory_bytes is None:  # no worker processes: they would run in this process anyway
             self._outcomes = run_calls(calls, n_jobs, memory_bytes)
             return
@@ -180,19 +177,10 @@ class Started:
         self._thread.start()
 
     def _run(self, calls: Mapping[str, Callable[[], Any]], n_jobs: int, memory_bytes: int | None) -> None:
-        names = list(calls)
-        tasks = [Task(name, calls[name]) for name in names]
-        pool = _Pool(_call, None, tasks, worker_count(n_jobs, len(tasks)), None, memory_bytes, None, None, stop=self._stop)
         try:
-            self._outcomes = dict(zip(names, pool.run(), strict=True))
+            self._outcomes = run_calls(calls, n_jobs, memory_bytes)
         except BaseException as exc:  # handed to the caller by `outcomes`
             self._failure = exc
-
-    def stop(self) -> None:
-        """Stop the calls still running (their workers are killed) and wait until they are; for a run that failed."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
 
     def outcomes(self) -> dict[str, Outcome]:
         """Wait for the calls (a signal still interrupts the wait) and return `{name: outcome}`.
@@ -225,10 +213,6 @@ def start_calls(calls: Mapping[str, Callable[[], Any]], n_jobs: int, memory_byte
     return Started(calls, n_jobs, memory_bytes)
 
 
-class _StoppedError(Exception):
-    """A pool stopped by its `stop` event."""
-
-
 def _call(shared: Any, call: Callable[[], Any]) -> Any:
     return call()
 
@@ -257,10 +241,8 @@ class _Pool:
         deadline: float | None = None,
         judge: Judge | None = None,
         pick: Pick | None = None,
-        stop: threading.Event | None = None,
     ) -> None:
         self.tasks = tasks
-        self.stop = stop  # set by another thread: the running tasks' workers are killed, none more start
         self.judge = judge
         self.pick = pick
         self.dropped: dict[str, str] = {}  # groups the judge stopped, with the reason
@@ -283,17 +265,15 @@ class _Pool:
         try:
             try:
                 while self.pending or any(w.task is not None for w in self.workers):
-                    if self.stop is not None and self.stop.is_set():
-                        raise _StoppedError()
                     self._dispatch()
                     self._enforce_budgets()
                     busy = [w for w in self.workers if w.task is not None]
                     if not busy:
                         continue
-                    timeout = next_check(self.tasks, self.spent, self._running(), self.group_seconds, self.deadline)
-                    if self.stop is not None:
-                        timeout = STOP_CHECK_SECONDS if timeout is None else min(timeout, STOP_CHECK_SECONDS)
-                    ready = wait([x for w in busy for x in (w.conn, w.process.sentinel)], timeout)
+                    ready = wait(
+                        [x for w in busy for x in (w.conn, w.process.sentinel)],
+                        next_check(self.tasks, self.spent, self._running(), self.group_seconds, self.deadline),
+                    )
                     for worker in busy:
                         if worker.conn in ready or worker.process.sentinel in ready:
                             self._collect(worker)

@@ -129,17 +129,3 @@ def test_with_one_job_and_no_limit_started_calls_run_here_and_now():
     from pipeline.backends.local_pool import start_calls
 
     assert start_calls({"pid": os.getpid}, n_jobs=1).outcomes()["pid"].value == os.getpid()
-
-
-def test_started_calls_can_be_stopped_and_their_workers_are_killed():
-    import time as clock
-    from functools import partial
-
-    from pipeline.backends.local_pool import start_calls
-
-    started = start_calls({"long": partial(clock.sleep, 600)}, n_jobs=2)
-    clock.sleep(0.5)
-    begun = clock.monotonic()
-    started.stop()
-    assert clock.monotonic() - begun < 60  # not the 600 s of the call
-    assert not started._thread.is_alive()
