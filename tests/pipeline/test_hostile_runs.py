@@ -197,8 +197,14 @@ def _disk_full(mp):
     mp.setattr(exports.joblib, "dump", full)
 
 
-def _last_candidate(mp):  # every fit is in; the pool is stopping its workers
-    mp.setattr(local_pool, "_stop", before(local_pool._stop, once(sigterm)))
+def _last_candidate(mp):  # every fit is in; the cross-validation's pool is stopping its workers
+    fire = once(sigterm)
+
+    def in_the_main_thread(*args, **kwargs):  # the plots' pools stop their workers in a thread of their own
+        if threading.current_thread() is threading.main_thread():
+            fire()
+
+    mp.setattr(local_pool, "_stop", before(local_pool._stop, in_the_main_thread))
 
 
 def _child_run(mp):  # a candidate's child run was just created
